@@ -1,0 +1,36 @@
+"""Atomic artifact writes and torn-line tolerant JSONL."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from utils import io
+
+
+def test_failed_serialisation_leaves_old_file_intact(tmp_path):
+    path = tmp_path / "out.json"
+    io.write_json_atomic(path, {"a": 1})
+    with pytest.raises(TypeError):
+        io.write_json_atomic(path, {"a": object()})
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["out.json"]  # no temp file left behind
+
+
+def test_exception_inside_atomic_path_writes_nothing(tmp_path):
+    path = tmp_path / "fig.png"
+    with pytest.raises(RuntimeError):
+        with io.atomic_path(path) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("killed")
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+
+def test_jsonl_ignores_torn_last_line(tmp_path):
+    path = tmp_path / "ckpt.jsonl"
+    io.append_jsonl(path, {"k": 1, "text": "খুশি"})
+    io.append_jsonl(path, {"k": 2})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write('{"k": 3, "te')
+    assert io.read_jsonl(path) == [{"k": 1, "text": "খুশি"}, {"k": 2}]
