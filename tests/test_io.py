@@ -34,3 +34,11 @@ def test_jsonl_ignores_torn_last_line(tmp_path):
     with open(path, "a", encoding="utf-8") as f:
         f.write('{"k": 3, "te')
     assert io.read_jsonl(path) == [{"k": 1, "text": "খুশি"}, {"k": 2}]
+
+
+def test_atomic_files_get_ordinary_permissions(tmp_path):
+    import os
+    path = io.write_json_atomic(tmp_path / "a.json", [1])
+    mask = os.umask(0)
+    os.umask(mask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~mask
