@@ -34,17 +34,37 @@ def detect_platform() -> str:
     return "local"
 
 
+def _gpus() -> list[tuple[str, float]]:
+    """(name, compute capability) per GPU from nvidia-smi, which leaves CUDA uninitialised.
+
+    A kernel that has initialised CUDA cannot fork workers (accelerate's notebook_launcher on
+    Kaggle's 2xT4), so the environment cell must not touch it.
+    """
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,compute_cap", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+        return [(name.strip(), float(cap)) for name, cap in (line.rsplit(",", 1) for line in out.strip().splitlines())]
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []
+
+
 def detect() -> Environment:
-    """Read the platform and the accelerator without importing anything heavy but torch."""
+    """Read the platform and the accelerator without initialising CUDA where avoidable."""
+    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available() without a CUDA context
     import torch
 
     cuda = torch.cuda.is_available()
+    gpus = _gpus() if cuda else []
+    if cuda and not gpus:  # no nvidia-smi: ask torch, which initialises CUDA
+        gpus = [(torch.cuda.get_device_name(i), float("%d.%d" % torch.cuda.get_device_capability(i)))
+                for i in range(torch.cuda.device_count())]
     return Environment(
         platform=detect_platform(),
         device="cuda" if cuda else "cpu",
-        gpu_name=torch.cuda.get_device_name(0) if cuda else None,
-        gpu_count=torch.cuda.device_count() if cuda else 0,
-        bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        gpu_name=gpus[0][0] if gpus else None,
+        gpu_count=len(gpus),
+        # native bf16 needs Ampere (8.0)+; torch.cuda.is_bf16_supported() also counts a T4's emulation
+        bf16=bool(gpus) and all(cap >= 8.0 for _, cap in gpus),
     )
 
 
