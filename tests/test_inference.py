@@ -1,0 +1,117 @@
+"""Inference: label scoring and option scoring equal naive computations; generation stops; loops resume."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from utils import inference, modeling
+from utils.io import read_jsonl
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    return modeling.load_model(str(tiny_model_dir)), modeling.load_tokenizer(str(tiny_model_dir))
+
+
+def _random_sequences(n: int, vocab: int, seed: int = 0) -> list[list[int]]:
+    rng = random.Random(seed)
+    return [[rng.randrange(4, vocab) for _ in range(rng.randint(3, 40))] for _ in range(n)]
+
+
+def _naive_logprobs(model, seq: list[int]) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.log_softmax(model(torch.tensor([seq])).logits[0].float(), dim=-1)
+
+
+def test_label_logprobs_equal_one_sequence_at_a_time(tiny):
+    model, tok = tiny
+    seqs = _random_sequences(11, len(tok))
+    rng = random.Random(1)
+    positions = [sorted(rng.sample(range(len(s)), k=min(3, len(s)))) for s in seqs]
+    positions[4] = []  # a sequence with nothing to read
+    positions[5] = [-1, 0]  # negative positions count from the end
+    cands = modeling.label_token_ids(tok, ["neutral", "joy", "anger", "yes", "no"])
+    got = inference.label_logprobs(model, seqs, positions, cands, batch_size=4)
+    assert len(got) == len(seqs) and got[4].shape == (0, len(cands))
+    for seq, pos, arr in zip(seqs, positions, got):
+        want = _naive_logprobs(model, seq)[[p % len(seq) for p in pos]][:, cands]
+        np.testing.assert_allclose(arr, want.numpy(), atol=2e-5)
+        assert arr.shape == (len(pos), len(cands)) and (arr < 0).all()  # full-vocabulary log-softmax
+    with pytest.raises(IndexError, match="outside a sequence of"):
+        inference.label_logprobs(model, [[5, 6]], [[2]], cands)
+
+
+def test_score_options_equal_manual_sums(tiny):
+    model, tok = tiny
+    prompts = _random_sequences(3, len(tok), seed=2)
+    options = [[7], [8, 9], [10, 11, 12], [8, 13]]  # shared prefixes and lengths 1-3
+    got = inference.score_options(model, prompts, options, batch_size=3)
+    for i, prompt in enumerate(prompts):
+        for j, opt in enumerate(options):
+            logp = _naive_logprobs(model, prompt + opt)
+            want = sum(logp[len(prompt) - 1 + k, t].item() for k, t in enumerate(opt))
+            assert got[i, j] == pytest.approx(want, abs=1e-4)
+    singles = inference.score_options(model, prompts, [[7], [9]])  # the batched one-token path
+    np.testing.assert_allclose(singles[:, 0], got[:, 0], atol=1e-5)
+
+
+def test_batched_generation_equals_one_prompt_at_a_time(tiny):
+    model, tok = tiny
+    prompts = [tok(t)["input_ids"] for t in ("I am so happy", "What?", "There is something under the sofa")]
+    batched = inference.generate(model, tok, prompts, max_new_tokens=6, batch_size=3)
+    alone = [inference.generate(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
+    assert batched == alone  # left padding does not leak into the answers
+
+
+def test_generation_stops_at_eos_and_returns_only_new_text(tiny):
+    model, tok = tiny
+    joy, anger, fear = modeling.label_token_ids(tok, ["joy", "anger", "fear"])
+    plans = [[joy], [anger, fear, joy]]  # then eos; rows ordered longest prompt first
+    step = {"n": 0}
+
+    def force(module, args, output):
+        out = torch.full_like(output, -1e4)
+        for row, plan in enumerate(plans):
+            out[row, -1, plan[step["n"]] if step["n"] < len(plan) else tok.eos_token_id] = 0.0
+        step["n"] += 1
+        return out
+
+    handle = model.lm_head.register_forward_hook(force)
+    try:
+        prompts = [tok("a longer prompt here")["input_ids"], tok("short")["input_ids"]]
+        texts = inference.generate(model, tok, prompts, max_new_tokens=10, batch_size=2)
+    finally:
+        handle.remove()
+    assert texts == [" joy", " anger fear joy"]
+    assert step["n"] == 4  # stopped once both rows hit eos, not after max_new_tokens
+
+
+def test_resumable_map_resumes_after_a_crash_with_identical_results(tmp_path):
+    items = [{"id": f"c{i}", "x": i} for i in range(10)]
+    calls = []
+
+    def fn(batch):
+        calls.append([b["id"] for b in batch])
+        if len(calls) == 3 and crash["on"]:
+            raise RuntimeError("simulated kill")
+        return [{"sq": b["x"] ** 2, "pair": (b["x"], "x")} for b in batch]
+
+    crash = {"on": False}
+    whole = inference.resumable_map(items, "id", fn, tmp_path / "whole.jsonl", batch_size=3, desc="test")
+    crash["on"], calls[:] = True, []
+    with pytest.raises(RuntimeError):
+        inference.resumable_map(items, "id", fn, tmp_path / "ckpt.jsonl", batch_size=3)
+    assert len(read_jsonl(tmp_path / "ckpt.jsonl")) == 2
+    with open(tmp_path / "ckpt.jsonl", "a", encoding="utf-8") as f:
+        f.write('{"keys": ["c6"], "resu')  # a torn line from a kill mid-write
+    crash["on"], calls[:] = False, []
+    resumed = inference.resumable_map(items, lambda it: it["id"], fn, tmp_path / "ckpt.jsonl", batch_size=3)
+    assert calls == [["c6", "c7", "c8"], ["c9"]]  # only what was not done
+    assert resumed == whole and whole[4] == {"sq": 16, "pair": [4, "x"]}
+    assert len(read_jsonl(tmp_path / "ckpt.jsonl")) == 4  # the torn line was cut, later batches readable
+    with pytest.raises(ValueError, match="unique keys"):
+        inference.resumable_map([{"id": 1}, {"id": 1}], "id", fn, tmp_path / "dup.jsonl")

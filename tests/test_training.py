@@ -1,0 +1,153 @@
+"""Training: answer-only masking, LoRA training on the tiny model, summaries, resume after a kill."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import TrainerCallback
+
+from utils import modeling, training
+from utils.training import IGNORE, TrainConfig
+
+WORDS = ("joy", "anger", "fear", "sadness")
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    return modeling.load_tokenizer(str(tiny_model_dir))
+
+
+def test_answer_only_labels_mask_exactly_the_prompt(tok):
+    ex = training.tokenize_prompt_completion(tok, "How do you feel?", "joy", max_length=128)
+    prompt = tok.apply_chat_template([{"role": "user", "content": "How do you feel?"}], tokenize=False,
+                                     add_generation_prompt=True)
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    n = len(prompt_ids)
+    assert ex["input_ids"][:n] == prompt_ids  # exactly what inference feeds
+    assert ex["labels"][:n] == [IGNORE] * n and IGNORE not in ex["labels"][n:]
+    assert tok.decode(ex["labels"][n:]) == "joy<|im_end|>"  # the end token is learnt, so generation stops
+    every = training.tokenize_prompt_completion(tok, "How do you feel?", "joy", 128, loss_on="all")
+    assert every["labels"] == every["input_ids"] == ex["input_ids"]
+
+
+def test_chat_messages_and_plain_prompts(tok):
+    msgs = [{"role": "system", "content": "Label emotions."}, {"role": "user", "content": "I won!"}]
+    ex = training.tokenize_prompt_completion(tok, msgs, "joy", 128)
+    assert tok.decode(ex["input_ids"]).startswith("<s><|im_start|>system\nLabel emotions.")
+    tok.chat_template, saved = None, tok.chat_template
+    try:
+        plain = training.tokenize_prompt_completion(tok, "I won! Emotion:", " joy", 128)
+    finally:
+        tok.chat_template = saved
+    assert plain["input_ids"][0] == tok.bos_token_id and plain["input_ids"][-1] == tok.eos_token_id
+    answer = [t for t in plain["labels"] if t != IGNORE]
+    assert answer == tok.encode(" joy", add_special_tokens=False) + [tok.eos_token_id]
+
+
+def test_long_prompts_lose_their_left_end_never_the_answer(tok):
+    long_prompt = " ".join(f"utterance {i} says something." for i in range(60)) + " THE END"
+    full = training.tokenize_prompt_completion(tok, long_prompt, "sadness", 10_000)
+    cut = training.tokenize_prompt_completion(tok, long_prompt, "sadness", 40)
+    assert len(cut["input_ids"]) == 40 and len(full["input_ids"]) > 40
+    assert cut["input_ids"][0] == tok.bos_token_id
+    assert cut["input_ids"][1:] == full["input_ids"][-39:]  # the prompt's end and the whole answer survive
+    assert [t for t in cut["labels"] if t != IGNORE] == [t for t in full["labels"] if t != IGNORE]
+    with pytest.raises(ValueError, match="max_length"):
+        training.tokenize_prompt_completion(tok, "hi", "sadness " * 20, 8)
+
+
+def test_collator_pads_ids_labels_and_mask():
+    batch = training.PadCollator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 9]},
+                                            {"input_ids": [8], "labels": [4]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 9], [4, -100, -100]]  # labels kept as given, not rebuilt
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_config_and_dataset_errors_say_what_to_fix():
+    with pytest.raises(ValueError, match="report_to"):
+        TrainConfig(output_dir="x", report_to="mlflow")
+    with pytest.raises(ValueError, match="example 1 has 5 tokens, over max_length=4"):
+        training.make_dataset([{"input_ids": [1], "labels": [1]}, {"input_ids": [1] * 5, "labels": [1] * 5}], 4)
+    with pytest.raises(ValueError, match="nothing to learn"):
+        training.make_dataset([{"input_ids": [1, 2], "labels": [IGNORE, IGNORE]}], 4)
+
+
+def _examples(tok, n: int, seed: int = 0) -> list[dict]:
+    """A learnable task: the answer is the emotion word the prompt repeats."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        w = rng.choice(WORDS)
+        out.append(training.tokenize_prompt_completion(tok, f"I feel {w}, so {w}.", w, 64))
+    return out
+
+
+class SimulatedKill(RuntimeError):
+    """Stands for a notebook disconnect in the middle of training."""
+
+
+class Capture(TrainerCallback):
+    """Keeps the trained model (to compare its frozen weights) and can crash at a step."""
+
+    def __init__(self, crash_at: int | None = None):
+        self.crash_at, self.model = crash_at, None
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        self.model = model
+        if self.crash_at is not None and state.global_step >= self.crash_at:
+            raise SimulatedKill(f"killed at step {state.global_step}")
+
+
+def test_train_lowers_loss_changes_only_lora_and_writes_artifacts(tmp_path, tiny_model_dir, tok):
+    examples = _examples(tok, 32)
+    cfg = TrainConfig(output_dir=str(tmp_path / "run"), epochs=6, learning_rate=1e-2, batch_size=8,
+                      logging_steps=4, save_steps=100, warmup_ratio=0.0)
+    cap = Capture()
+    result = training.train(str(tiny_model_dir), examples, examples[:8], cfg, callbacks=[cap])
+    assert result.global_step == 24 and result.train_loss_last < result.train_loss_first - 1.0
+    assert result.eval_loss is not None and result.strategy == "full-precision"
+    assert result.train_tokens == 6 * sum(len(e["input_ids"]) for e in examples)  # non-pad tokens, each epoch
+    base = modeling.load_model(str(tiny_model_dir))
+    trained = {k.removeprefix("base_model.model.").replace(".base_layer", ""): p
+               for k, p in cap.model.named_parameters() if "lora_" not in k}
+    assert trained.keys() == dict(base.named_parameters()).keys()
+    for name, p in base.named_parameters():  # frozen base weights are bit-identical
+        assert torch.equal(trained[name].detach(), p), name
+    adapter = load_file(tmp_path / "run" / "adapter" / "adapter_model.safetensors")
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert lora_b and all(v.abs().sum() > 0 for v in lora_b)  # B starts at zero: training moved it
+    assert (tmp_path / "run" / "adapter" / "tokenizer.json").is_file()
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["global_step"] == 24 and summary["train_tokens"] == result.train_tokens
+    assert summary["tokens_per_s"] > 0 and summary["peak_memory_mb"] > 0 and summary["resumed_from"] is None
+    assert any("eval_loss" in h for h in summary["log_history"])
+
+
+def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_unbroken_one(tmp_path, tiny_model_dir, tok):
+    examples = _examples(tok, 24, seed=1)
+
+    def cfg(name):
+        return TrainConfig(output_dir=str(tmp_path / name), max_steps=8, batch_size=4, learning_rate=5e-3,
+                           save_steps=3, save_total_limit=5, logging_steps=1)
+
+    whole = training.train(str(tiny_model_dir), examples, None, cfg("whole"))
+    with pytest.raises(SimulatedKill):
+        training.train(str(tiny_model_dir), examples, None, cfg("killed"), callbacks=[Capture(crash_at=5)])
+    assert not (tmp_path / "killed" / "adapter").exists()
+    resumed = training.train(str(tiny_model_dir), examples, None, cfg("killed"))
+    assert resumed.resumed_from.endswith("checkpoint-3")
+    assert resumed.global_step == whole.global_step == 8
+    assert resumed.train_tokens == whole.train_tokens and 0 < resumed.session_tokens < resumed.train_tokens
+    steps = [h["step"] for h in resumed.log_history if "loss" in h]
+    assert steps == list(range(1, 9))  # no step logged twice, none missing
+    a = load_file(tmp_path / "whole" / "adapter" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    again = training.train(str(tiny_model_dir), examples, None, cfg("killed"))  # a finished run stays finished
+    assert again.global_step == 8 and again.resumed_from.endswith("checkpoint-8") and again.session_tokens == 0

@@ -1,0 +1,411 @@
+"""LoRA fine-tuning with trl's SFTTrainer on pre-tokenized examples, resumable after a kill.
+
+Examples arrive as {"input_ids", "labels"} lists: the labels decide where the loss falls (answer
+tokens only, or label words read at markers), so nothing here rebuilds them from the inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import resource
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from utils.io import write_json_atomic
+from utils.modeling import (
+    LoadStrategy,
+    LoraSettings,
+    add_lora,
+    choose_strategy,
+    load_model,
+    load_tokenizer,
+    merge_adapter,
+    replace_dir,
+)
+
+IGNORE = -100  # label id that the loss skips
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+@dataclass
+class TrainConfig:
+    """Training settings (notebook parameters map onto these)."""
+
+    output_dir: str  # checkpoints, adapter/, merged/ and train_summary.json go here
+    epochs: float = 1.0
+    max_steps: int = -1  # > 0 overrides epochs
+    learning_rate: float = 2e-4
+    batch_size: int = 4  # per device
+    grad_accum: int = 1
+    max_length: int = 1024  # longer examples are an error: shorten the prompt upstream
+    seed: int = 42
+    eval_steps: int | None = None  # None: evaluate each epoch (or at the end with max_steps)
+    save_steps: int = 50
+    save_total_limit: int = 2
+    logging_steps: int = 10
+    report_to: str = "none"  # none | tensorboard | wandb
+    warmup_ratio: float = 0.03
+    group_by_length: bool = True  # batches of similar length: less padding
+    gradient_checkpointing: bool = False
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    merge: bool = False  # also write a merged full model to output_dir/merged
+    resume: bool = True  # continue from the last checkpoint in output_dir
+
+    def __post_init__(self) -> None:
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
+        if self.max_steps <= 0 and self.epochs <= 0:
+            raise ValueError("set epochs > 0 or max_steps > 0")
+        if not 0 <= self.warmup_ratio < 1:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+@dataclass
+class TrainResult:
+    """What a training run did; also written to output_dir/train_summary.json."""
+
+    model: str
+    strategy: str
+    output_dir: str
+    adapter_dir: str
+    merged_dir: str | None
+    resumed_from: str | None
+    global_step: int
+    epoch: float
+    train_loss_first: float | None
+    train_loss_last: float | None
+    eval_loss: float | None
+    train_tokens: int  # non-pad tokens over the whole run, resumed parts included
+    session_tokens: int  # non-pad tokens trained in this call (the throughput numerator)
+    session_samples: int
+    wall_s: float
+    tokens_per_s: float
+    samples_per_s: float
+    peak_memory_mb: float
+    peak_memory_kind: str  # "cuda_max_allocated" or "cpu_max_rss"
+    world_size: int = 1  # processes that trained together (DDP/FSDP)
+    log_history: list[dict] = field(default_factory=list)
+
+
+def _apply_template(tokenizer, messages: list[dict], **kwargs) -> str:
+    """Render messages with the tokenizer's chat template as text."""
+    return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
+
+
+def _chat_parts(tokenizer, prompt: str | list[dict], completion: str) -> tuple[list[int], list[int]]:
+    """Prompt ids (ending with the assistant header) and answer ids (ending with the end-of-turn token)."""
+    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    prompt_text = _apply_template(tokenizer, messages, add_generation_prompt=True)
+    full = _apply_template(tokenizer, [*messages, {"role": "assistant", "content": completion}])
+    eos = tokenizer.eos_token or ""
+    if full.startswith(prompt_text):
+        answer = full[len(prompt_text) :]
+        end = answer.rfind(eos) if eos else -1
+        answer = answer[: end + len(eos)] if end >= 0 else answer + eos
+    else:  # a template that rewrites earlier turns: fall back to the plain completion
+        answer = completion + eos
+    # tokenized apart so the prompt ids are exactly what inference feeds (add_generation_prompt)
+    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
+    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
+    return prompt_ids, answer_ids
+
+
+def _plain_parts(tokenizer, prompt: str | list[dict], completion: str) -> tuple[list[int], list[int]]:
+    """Without a chat template: bos + prompt, then completion + eos."""
+    if not isinstance(prompt, str):
+        raise ValueError("chat messages need a tokenizer with a chat template; pass the prompt as text")
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
+    if tokenizer.eos_token_id is not None:
+        answer_ids = [*answer_ids, tokenizer.eos_token_id]
+    return prompt_ids, answer_ids
+
+
+def tokenize_prompt_completion(
+    tokenizer,
+    prompt: str | list[dict],
+    completion: str,
+    max_length: int,
+    loss_on: str = "answer",
+) -> dict[str, list[int]]:
+    """{"input_ids", "labels"} for one example; loss on the answer only (or on all tokens, the original recipe).
+
+    Too long: tokens are cut from the left of the prompt (the bos token stays), never from the answer.
+    """
+    if loss_on not in ("answer", "all"):
+        raise ValueError(f"loss_on must be 'answer' or 'all', got {loss_on!r}")
+    parts = _chat_parts if getattr(tokenizer, "chat_template", None) else _plain_parts
+    prompt_ids, answer_ids = parts(tokenizer, prompt, completion)
+    room = max_length - len(answer_ids)
+    if room < 1:
+        raise ValueError(
+            f"the answer alone has {len(answer_ids)} tokens, over max_length={max_length}: raise max_length"
+        )
+    if len(prompt_ids) > room:
+        keep_bos = prompt_ids[:1] if prompt_ids[0] == tokenizer.bos_token_id and room > 1 else []
+        prompt_ids = keep_bos + prompt_ids[len(prompt_ids) - (room - len(keep_bos)) :]
+    input_ids = prompt_ids + answer_ids
+    labels = list(input_ids) if loss_on == "all" else [IGNORE] * len(prompt_ids) + answer_ids
+    return {"input_ids": input_ids, "labels": labels}
+
+
+@dataclass
+class PadCollator:
+    """Right-pads input_ids with the pad id and labels with -100, and builds the attention mask."""
+
+    pad_id: int
+
+    def __call__(self, features: list[dict]) -> dict:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        for row, f in enumerate(features):
+            n = len(f["input_ids"])
+            ids[row, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
+            labels[row, :n] = torch.as_tensor(f["labels"], dtype=torch.long)
+            mask[row, :n] = 1
+        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def make_dataset(examples: Sequence[dict], max_length: int, name: str = "train"):
+    """A datasets.Dataset of pre-tokenized examples with a length column; bad examples raise."""
+    from datasets import Dataset
+
+    if not examples:
+        raise ValueError(f"the {name} set is empty")
+    for i, ex in enumerate(examples):
+        if len(ex["input_ids"]) != len(ex["labels"]):
+            raise ValueError(f"{name} example {i}: {len(ex['input_ids'])} input_ids but {len(ex['labels'])} labels")
+        if len(ex["input_ids"]) > max_length:
+            raise ValueError(
+                f"{name} example {i} has {len(ex['input_ids'])} tokens, over max_length={max_length}: "
+                "raise max_length or shorten the prompt"
+            )
+    if all(t == IGNORE for ex in examples for t in ex["labels"]):
+        raise ValueError(f"every label in the {name} set is -100: nothing to learn")
+    return Dataset.from_dict(
+        {
+            "input_ids": [list(ex["input_ids"]) for ex in examples],
+            "labels": [list(ex["labels"]) for ex in examples],
+            "length": [len(ex["input_ids"]) for ex in examples],
+        }
+    )
+
+
+def _eval_schedule(cfg: TrainConfig, has_eval: bool) -> dict[str, Any]:
+    """Evaluation every eval_steps, else each epoch, else at the last step of a max_steps run."""
+    if not has_eval:
+        return {"eval_strategy": "no"}
+    if cfg.eval_steps:
+        return {"eval_strategy": "steps", "eval_steps": cfg.eval_steps}
+    if cfg.max_steps > 0:
+        return {"eval_strategy": "steps", "eval_steps": cfg.max_steps}
+    return {"eval_strategy": "epoch"}
+
+
+def sft_config(cfg: TrainConfig, strategy: LoadStrategy, has_eval: bool):
+    """Map TrainConfig onto trl's SFTConfig (data arrives tokenized: trl's preparation is skipped)."""
+    from trl import SFTConfig
+
+    return SFTConfig(
+        output_dir=str(cfg.output_dir),
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        learning_rate=cfg.learning_rate,
+        per_device_train_batch_size=cfg.batch_size,
+        per_device_eval_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        save_strategy="steps",
+        save_steps=cfg.save_steps,
+        save_total_limit=cfg.save_total_limit,
+        logging_steps=cfg.logging_steps,
+        logging_first_step=True,  # the first loss is the "before" of the learning curve
+        report_to=cfg.report_to,
+        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
+        length_column_name="length",
+        activation_checkpointing=cfg.gradient_checkpointing,  # transformers 5 name of gradient checkpointing
+        activation_checkpointing_kwargs={"use_reentrant": False} if cfg.gradient_checkpointing else None,
+        bf16=strategy.precision == "bf16",
+        fp16=strategy.precision == "fp16",
+        use_cpu=strategy.device == "cpu",
+        max_length=cfg.max_length,
+        dataset_kwargs={"skip_prepare_dataset": True},
+        remove_unused_columns=False,
+        include_num_input_tokens_seen="non_padding",
+        dataloader_num_workers=0,
+        ddp_find_unused_parameters=False,  # every LoRA weight is used each step: skip DDP's extra graph walk
+        disable_tqdm=False,
+        **_eval_schedule(cfg, has_eval),
+    )
+
+
+def _trainer_class():
+    """SFTTrainer that also counts the samples it trains on (for samples/s)."""
+    from trl import SFTTrainer
+
+    class CountingSFTTrainer(SFTTrainer):
+        session_samples = 0
+
+        def training_step(self, model, inputs, *args, **kwargs):
+            self.session_samples += int(inputs["input_ids"].shape[0]) * self.args.world_size
+            return super().training_step(model, inputs, *args, **kwargs)
+
+    return CountingSFTTrainer
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest complete checkpoint-N folder in output_dir, if any."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    folder = Path(output_dir)
+    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
+
+
+def _checkpoint_state(checkpoint: str | None) -> dict:
+    """A checkpoint's trainer_state.json ({} without a checkpoint)."""
+    if checkpoint is None:
+        return {}
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+
+
+def total_steps(cfg: TrainConfig, n_examples: int, world_size: int = 1) -> int:
+    """Optimizer steps of the whole run, counted the way transformers' Trainer counts them."""
+    if cfg.max_steps > 0:
+        return cfg.max_steps
+    batches = math.ceil(n_examples / (cfg.batch_size * world_size))
+    per_epoch = max(batches // cfg.grad_accum + int(batches % cfg.grad_accum > 0), 1)
+    return math.ceil(cfg.epochs * per_epoch)
+
+
+def _restore_finished(trainer, checkpoint: str) -> None:
+    """Load a finished run's adapter and state instead of training again (Trainer would add a step)."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+    from transformers import TrainerState
+
+    set_peft_model_state_dict(trainer.model, load_file(str(Path(checkpoint) / "adapter_model.safetensors")))
+    trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
+
+
+def _peak_memory(device: str) -> tuple[float, str]:
+    """Peak CUDA allocation, or the process's max RSS on the CPU, in MiB."""
+    import torch
+
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.max_memory_allocated() / 2**20, "cuda_max_allocated"
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (2**20 if sys.platform == "darwin" else 2**10), "cpu_max_rss"  # bytes on macOS, KiB on Linux
+
+
+def _losses(history: list[dict], key: str) -> list[float]:
+    """Values of ``key`` in the trainer's log history, in step order."""
+    return [float(h[key]) for h in history if key in h]
+
+
+def _save_adapter(trainer, out: Path) -> Path:
+    """Save the adapter (+ tokenizer) to out/adapter atomically; all ranks call, rank 0 moves it."""
+    tmp = out / ".adapter.tmp"
+    if trainer.is_fsdp_enabled:  # a sharded state dict would save no adapter weights
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(tmp))  # handles DDP/FSDP gathering; writes the tokenizer too
+    final = out / "adapter"
+    if trainer.is_world_process_zero():
+        (tmp / "training_args.bin").unlink(missing_ok=True)  # a pickle nobody needs beside the adapter
+        replace_dir(tmp, final)
+    trainer.accelerator.wait_for_everyone()
+    return final
+
+
+def train(
+    model: str,
+    train_examples: list[dict],
+    eval_examples: list[dict] | None,
+    cfg: TrainConfig,
+    *,
+    strategy: LoadStrategy | None = None,
+    callbacks: list | None = None,
+) -> TrainResult:
+    """LoRA-train ``model`` on pre-tokenized examples; resume from output_dir's last checkpoint if asked."""
+    import torch
+    from transformers import set_seed
+
+    strategy = strategy or choose_strategy()
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    set_seed(cfg.seed)  # the LoRA initialisation is random
+    tokenizer = load_tokenizer(model)
+    base = load_model(model, strategy=strategy, for_training=True, gradient_checkpointing=cfg.gradient_checkpointing)
+    lm = add_lora(base, cfg.lora, strategy, cfg.gradient_checkpointing)
+    train_ds = make_dataset(train_examples, cfg.max_length, "train")
+    eval_ds = make_dataset(eval_examples, cfg.max_length, "eval") if eval_examples else None
+    trainer = _trainer_class()(
+        model=lm,
+        args=sft_config(cfg, strategy, eval_ds is not None),
+        data_collator=PadCollator(tokenizer.pad_token_id),
+        train_dataset=train_ds,
+        eval_dataset=eval_ds,
+        processing_class=tokenizer,
+        callbacks=callbacks,
+    )
+    if strategy.precision == "fp16":  # trl makes QLoRA adapters bf16; fp16 AMP (T4) wants fp32 masters
+        for p in trainer.model.parameters():
+            if p.requires_grad:
+                p.data = p.data.float()
+    resumed_from = last_checkpoint(out) if cfg.resume else None
+    saved = _checkpoint_state(resumed_from)
+    tokens_before = int(saved.get("num_input_tokens_seen", 0))
+    if strategy.device == "cuda" and torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    if resumed_from and saved["global_step"] >= total_steps(cfg, len(train_ds), trainer.args.world_size):
+        _restore_finished(trainer, resumed_from)  # a rerun of a finished run: nothing left to train
+    else:
+        trainer.train(resume_from_checkpoint=resumed_from)
+    wall = time.perf_counter() - start
+    adapter_dir = _save_adapter(trainer, out)
+    merged_dir = None
+    if cfg.merge and trainer.is_world_process_zero():
+        merged_dir = str(merge_adapter(model, adapter_dir, out / "merged"))
+    history = [dict(h) for h in trainer.state.log_history]
+    losses = _losses(history, "loss")
+    eval_losses = _losses(history, "eval_loss")
+    tokens = int(trainer.state.num_input_tokens_seen)
+    session_tokens = tokens - tokens_before
+    peak, kind = _peak_memory(strategy.device)
+    result = TrainResult(
+        model=model,
+        strategy=strategy.name,
+        output_dir=str(out),
+        adapter_dir=str(adapter_dir),
+        merged_dir=merged_dir,
+        resumed_from=resumed_from,
+        global_step=int(trainer.state.global_step),
+        epoch=float(trainer.state.epoch or 0.0),
+        train_loss_first=losses[0] if losses else None,
+        train_loss_last=losses[-1] if losses else None,
+        eval_loss=eval_losses[-1] if eval_losses else None,
+        train_tokens=tokens,
+        session_tokens=session_tokens,
+        session_samples=trainer.session_samples,
+        wall_s=round(wall, 3),
+        tokens_per_s=round(session_tokens / wall, 2) if wall > 0 else 0.0,
+        samples_per_s=round(trainer.session_samples / wall, 4) if wall > 0 else 0.0,
+        peak_memory_mb=round(peak, 1),
+        peak_memory_kind=kind,
+        world_size=int(trainer.args.world_size),
+        log_history=history,
+    )
+    if trainer.is_world_process_zero():
+        write_json_atomic(out / "train_summary.json", asdict(result))
+    return result
