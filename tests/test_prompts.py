@@ -1,0 +1,159 @@
+"""Prompt rendering and example building for both styles (pure functions, tiny tokenizer)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from utils import prompts
+from utils.data import EMOTIONS, SAMPLE_PATH, load_ecf
+from utils.modeling import label_token_ids, load_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_model_dir):
+    return load_tokenizer(str(tiny_model_dir))
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return load_ecf(SAMPLE_PATH)
+
+
+def _captioned(conv: dict) -> dict:
+    conv = copy.deepcopy(conv)
+    conv["conversation"][0]["video_caption"] = "a man points at the sofa"
+    conv["conversation"][1]["audio_caption"] = "a frightened voice"
+    return conv
+
+
+def test_rendering_carries_speakers_captions_and_the_chat_template(tok, sample):
+    conv = _captioned(sample[0])
+    (query,) = prompts.emotion_queries(conv, tok, 1024)
+    text = tok.decode(query.input_ids)
+    assert text.startswith("<s><|im_start|>system") and "<|im_start|>assistant" in text
+    for utt in conv["conversation"]:
+        assert f"U{utt['utterance_ID']} {utt['speaker']}:" in text
+    assert "[video: a man points at the sofa]" in text and "[audio: a frightened voice]" in text
+    cause_text = tok.decode(prompts.cause_queries(conv, tok, 1024)[0].input_ids)
+    assert f"U1 {conv['conversation'][0]['speaker']} (fear):" in cause_text and "[audio: a frightened voice]" in cause_text
+
+
+def test_without_a_chat_template_the_prompt_is_plain_text(tok):
+    plain = copy.copy(tok)
+    plain.chat_template = None
+    text = prompts.chat_text(plain, "label it")
+    assert "<|im_start|>" not in text and "label it" in text and text.startswith(plain.bos_token)
+
+
+def test_emotion_markers_align_with_the_answer_labels(tok, sample):
+    label_ids = label_token_ids(tok, EMOTIONS)
+    marker = prompts.encode(tok, prompts.EMOTION_MARKER)
+    for conv in sample:
+        (query,) = prompts.emotion_queries(conv, tok, 2048)
+        assert query.keys == [u["utterance_ID"] for u in conv["conversation"]]
+        example = prompts.training_labels(query, prompts.emotion_answers(conv, query, label_ids))
+        scored = [t for t, lab in enumerate(example["labels"]) if lab != prompts.IGNORE]
+        assert scored == [p + 1 for p in query.positions]
+        for p, utt in zip(query.positions, conv["conversation"]):
+            assert query.input_ids[p - len(marker) + 1: p + 1] == marker  # read right after the marker
+            assert example["labels"][p + 1] == label_ids[EMOTIONS.index(utt["emotion"])]
+            # the input goes on with a newline, not the answer: later utterances never see gold labels
+            assert query.input_ids[p + 1] not in label_ids
+
+
+def test_long_conversations_are_chunked_within_max_length(tok, sample):
+    conv = max(sample, key=lambda c: len(c["conversation"]))
+    chunks = prompts.emotion_queries(conv, tok, 160)
+    assert len(chunks) > 1 and all(len(q.input_ids) <= 160 for q in chunks)
+    assert [k for q in chunks for k in q.keys] == [u["utterance_ID"] for u in conv["conversation"]]
+    for q in chunks:
+        assert all(p + 1 < len(q.input_ids) for p in q.positions)
+    with pytest.raises(prompts.PromptError, match="raise MAX_LENGTH"):
+        prompts.emotion_queries(conv, tok, 40)
+
+
+def test_cause_queries_cover_the_window_and_label_gold_pairs(tok, sample):
+    yes, no = label_token_ids(tok, prompts.ANSWERS)
+    for conv in sample:
+        n = len(conv["conversation"])
+        queries = prompts.cause_queries(conv, tok, 2048, before=2, after=1)
+        keys = [k for q in queries for k in q.keys]
+        expected = [(i, j) for i, _ in prompts.emotional_utterances(conv) for j in range(max(1, i - 2), min(n, i + 1) + 1)]
+        assert keys == expected
+        gold = {(int(e.split("_")[0]), int(c)) for e, c in conv["emotion-cause_pairs"]}
+        for q in queries:
+            example = prompts.training_labels(q, prompts.cause_answers(conv, q, (yes, no)))
+            for p, key in zip(q.positions, q.keys):
+                assert tok.decode(q.input_ids[: p + 1]).endswith(f" U{key[1]} ({key[1] - key[0]:+d})?")
+                assert example["labels"][p + 1] == (yes if key in gold else no)
+            assert sum(lab != prompts.IGNORE for lab in example["labels"]) == len(q.keys)
+
+
+def test_cause_queries_shorten_long_utterances_and_chunk_queries(tok, sample):
+    conv = copy.deepcopy(max(sample, key=lambda c: len(prompts.emotional_utterances(c))))
+    for utt in conv["conversation"]:
+        utt["text"] = " ".join([utt["text"]] * 30)
+    queries = prompts.cause_queries(conv, tok, 400)
+    assert all(len(q.input_ids) <= 400 for q in queries)
+    n = len(conv["conversation"])
+    assert sorted(k for q in queries for k in q.keys) == sorted(
+        (i, j) for i, _ in prompts.emotional_utterances(conv) for j in prompts.cause_candidates(i, n))
+    neutral = copy.deepcopy(conv)
+    for utt in neutral["conversation"]:
+        utt["emotion"] = "neutral"
+    assert prompts.cause_queries(neutral, tok, 400) == []
+
+
+def test_cause_candidates_stay_inside_the_conversation():
+    assert prompts.cause_candidates(1, 3) == [1, 2, 3]
+    assert prompts.cause_candidates(9, 10, before=5, after=2) == [4, 5, 6, 7, 8, 9, 10]
+    assert prompts.cause_candidates(3, 3, before=0, after=0) == [3]
+
+
+def test_per_utterance_prompts_repeat_the_conversation(sample):
+    conv = _captioned(sample[0])
+    items = prompts.per_utterance_emotion_prompts(conv)
+    assert [i for i, _ in items] == [u["utterance_ID"] for u in conv["conversation"]]
+    for i, user in items:
+        assert all(u["text"] in user for u in conv["conversation"]) and f"does utterance_{i} express?" in user
+        assert "(fear)" not in user  # no gold label in an emotion prompt
+    assert "[video: a man points at the sofa]" in items[0][1]
+    causes = prompts.per_utterance_cause_prompts(conv)
+    assert [(i, e) for i, e, _ in causes] == prompts.emotional_utterances(conv)
+    assert "(fear)" in causes[0][2]
+    assert prompts.per_utterance_emotion_answer(3, "joy") == "utterance_3 :: joy"
+    assert prompts.per_utterance_cause_answer(4, [3, 2, 3]) == "utterance_4 :: utterance_2, utterance_3"
+    assert prompts.per_utterance_cause_answer(4, []) == "utterance_4 :: none"
+
+
+@pytest.mark.parametrize("text, label", [
+    ("utterance_3 :: joy", "joy"),
+    (" utterance_3::Sadness\nmore", "sadness"),
+    ("utterance_3 :: happy", None),  # not one of the seven labels
+    ("utterance_2 :: joy", None),  # answers for another utterance
+    ("joy", None),
+    ("", None),
+])
+def test_per_utterance_emotion_parse(text, label):
+    assert prompts.parse_emotion_answer(text, 3) == label
+
+
+@pytest.mark.parametrize("text, causes, valid", [
+    ("utterance_4 :: utterance_2, utterance_3", [2, 3], True),
+    ("utterance_4 :: utterance_3, utterance_3.", [3], True),
+    ("utterance_4 :: none", [], True),
+    ("utterance_4 :: utterance_2, utterance_9", [2], False),  # 9 is outside a 5-utterance conversation
+    ("utterance_4 :: because", [], False),
+    ("utterance_4 ::", [], False),
+    ("utterance_1 :: utterance_2", [], False),
+    ("nothing", [], False),
+])
+def test_per_utterance_cause_parse(text, causes, valid):
+    assert prompts.parse_cause_answer(text, 4, 5) == (causes, valid)
+
+
+def test_unknown_style_is_refused():
+    with pytest.raises(ValueError, match="per_utterance"):
+        prompts.check_style("generation")

@@ -1,0 +1,330 @@
+"""Prompts: how a conversation becomes text and token ids, in both prompt styles.
+
+``conversation`` (default): ONE sequence per conversation. Emotions: each utterance line ends
+with a marker and its label is read at the marker as the next token (one of the seven label
+words); the line that follows is the next utterance, never the answer, so training shows no gold
+label to later utterances and inference is one forward pass. Causes: the conversation with its
+emotions, then one short yes/no query per (emotional utterance, candidate cause) in a window,
+each read at its end. Every output is a valid label or utterance id by construction.
+
+``per_utterance``: the original MECPE recipe, kept as a baseline. One prompt per utterance that
+repeats the whole conversation, answered ``utterance_N :: label`` (or ``utterance_N ::
+utterance_2, utterance_3`` for causes) by free generation, parsed with regular expressions;
+outputs that do not parse are counted.
+
+Everything here is pure: text in, token ids out; no model, no files.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .data import EMOTIONS
+
+STYLES = ("conversation", "per_utterance")
+ANSWERS = ("yes", "no")  # the cause queries' answer words, in this order
+EMOTION_MARKER = " -> emotion:"
+CAUSE_INTRO = "Cause questions:\n"
+# Cause candidates U(i-5)..U(i+2): 98.2% of the ECF 2.0 training pairs have j - i in [-5, 2]
+# (0: 50%, -1: 29%, -2: 8.7%, +1: 2.1%, +2: 1.3%); widening to [-10, 5] would add 0.7% of
+# pairs for twice the queries.
+WINDOW_BEFORE = 5
+WINDOW_AFTER = 2
+MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
+IGNORE = -100  # the label value HF losses skip
+
+SYSTEM = "You are an expert annotator of emotions in conversations."
+EMOTION_TASK = (
+    "Read the conversation. After each utterance, name the emotion its speaker expresses, one of: "
+    + ", ".join(EMOTIONS) + "."
+)
+CAUSE_TASK = (
+    "Below is a conversation with the emotion of each utterance. Each line 'Ui (emotion) <- Uj (offset)? ...' "
+    "asks, for every listed utterance, yes if it causes the emotion of utterance i, else no."
+)
+
+
+class PromptError(ValueError):
+    """A conversation that cannot be rendered within the limits; the message says what to raise."""
+
+
+# ---------------------------------------------------------------- rendering (text)
+
+def utterance_text(utt: dict) -> str:
+    """The utterance's words plus its video/audio captions when the data has them."""
+    parts = [utt["text"].strip()]
+    for key, tag in (("video_caption", "video"), ("audio_caption", "audio")):
+        if str(utt.get(key) or "").strip():
+            parts.append(f"[{tag}: {utt[key].strip()}]")
+    return " ".join(parts)
+
+
+def utterance_line(utt: dict, emotion: str | None = None, prefix: str = "U") -> str:
+    """``U3 Chandler: text`` or, with its emotion, ``U3 Chandler (joy): text``."""
+    who = utt["speaker"].strip() + (f" ({emotion})" if emotion else "")
+    return f"{prefix}{utt['utterance_ID']} {who}: {utterance_text(utt)}"
+
+
+def chat_messages(tokenizer: Any, user: str, system: str = SYSTEM) -> list[dict]:
+    """System + user turns; folded into one user turn where the template refuses a system turn."""
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+    try:
+        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    except Exception:  # some templates (Gemma's) raise on a system turn
+        messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
+    return messages
+
+
+def plain_prompt(user: str, system: str = SYSTEM) -> str:
+    """The prompt text for a model without a chat template (its tokenizer adds bos)."""
+    return f"{system}\n\n{user}\n\nAnswer:\n"
+
+
+def chat_text(tokenizer: Any, user: str, system: str = SYSTEM) -> str:
+    """System + user turns through the model's chat template, ending where the assistant starts."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(chat_messages(tokenizer, user, system), tokenize=False,
+                                             add_generation_prompt=True)
+    return (tokenizer.bos_token or "") + plain_prompt(user, system)
+
+
+def completion_prompt(tokenizer: Any, user: str) -> str | list[dict]:
+    """What training.tokenize_prompt_completion takes for the per_utterance recipe: chat messages
+    where the model has a template (it renders them), else plain text (it adds bos)."""
+    return chat_messages(tokenizer, user) if getattr(tokenizer, "chat_template", None) else plain_prompt(user)
+
+
+def generation_ids(tokenizer: Any, user: str, room: int) -> list[int]:
+    """Prompt ids for generation, identical to the training prompt's and cut like it (from the left,
+    bos kept) when longer than ``room``."""
+    ids = encode(tokenizer, chat_text(tokenizer, user))
+    if len(ids) > room:
+        keep = ids[:1] if ids[0] == tokenizer.bos_token_id and room > 1 else []
+        ids = keep + ids[len(ids) - (room - len(keep)):]
+    return ids
+
+
+def encode(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of ``text`` with no special tokens added (templates carry their own)."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+# ---------------------------------------------------------------- conversation style
+
+@dataclass
+class Query:
+    """One model input: token ids, the positions read, and what each position answers."""
+
+    input_ids: list[int]
+    positions: list[int]  # the logits at p predict token p + 1: the answer
+    keys: list[Any] = field(default_factory=list)  # utterance id (emotions) or (i, j) (causes)
+
+
+def _utterance_ids(tokenizer: Any, utt: dict, emotion: str | None, cap: int) -> list[int]:
+    """A line's ids with its text capped at ``cap`` tokens (the prefix and speaker always kept)."""
+    head = encode(tokenizer, f"U{utt['utterance_ID']} {utt['speaker'].strip()}"
+                  + (f" ({emotion})" if emotion else "") + ":")
+    return head + encode(tokenizer, " " + utterance_text(utt))[:cap]
+
+
+def emotion_queries(conv: dict, tokenizer: Any, max_length: int,
+                    max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
+    """The conversation as marked lines, read at each marker; chunked to fit ``max_length``."""
+    header = encode(tokenizer, chat_text(tokenizer, EMOTION_TASK))
+    marker, newline = encode(tokenizer, EMOTION_MARKER), encode(tokenizer, "\n")
+    room = max_length - len(header) - len(marker) - len(newline)
+    cap = min(max_utterance_tokens, room - 8)  # 8: the "U12 Speaker:" head of a line
+    if cap < 4:
+        raise PromptError(f"max_length={max_length} leaves no room for an utterance after the "
+                          f"{len(header)}-token instructions; raise MAX_LENGTH")
+    chunks: list[Query] = []
+    current = Query(list(header), [])
+    for utt in conv["conversation"]:
+        line = _utterance_ids(tokenizer, utt, None, cap)[:room]
+        if len(current.input_ids) + len(line) + len(marker) + len(newline) > max_length and current.keys:
+            chunks.append(current)  # a long conversation continues in a fresh sequence
+            current = Query(list(header), [])
+        current.input_ids += line + marker
+        current.positions.append(len(current.input_ids) - 1)
+        current.keys.append(utt["utterance_ID"])
+        current.input_ids += newline  # the next token is never the answer: no label leaks on
+    chunks.append(current)
+    return chunks
+
+
+def cause_candidates(i: int, n: int, before: int = WINDOW_BEFORE, after: int = WINDOW_AFTER) -> list[int]:
+    """Utterance ids that may cause utterance ``i``'s emotion in a conversation of ``n``."""
+    return list(range(max(1, i - before), min(n, i + after) + 1))
+
+
+def emotional_utterances(conv: dict) -> list[tuple[int, str]]:
+    """(utterance id, emotion) of every utterance whose emotion is not neutral."""
+    return [(u["utterance_ID"], u["emotion"]) for u in conv["conversation"]
+            if u.get("emotion") and u["emotion"] != "neutral"]
+
+
+def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = WINDOW_BEFORE,
+                  after: int = WINDOW_AFTER, max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
+    """The conversation with its emotions, then yes/no queries ``U3 (joy) <- U2 (-1)? U3 (+0)?`` read at each '?'."""
+    header = encode(tokenizer, chat_text(tokenizer, CAUSE_TASK))
+    intro, newline = encode(tokenizer, CAUSE_INTRO), encode(tokenizer, "\n")
+    n = len(conv["conversation"])
+    groups = []  # one group of queries per emotional utterance: kept in one chunk
+    for i, emotion in emotional_utterances(conv):
+        # one line per emotional utterance, ``U4 (joy) <- U2 (-2)? U3 (-1)? U4 (+0)?``: the candidates
+        # share the head instead of repeating ``U4 (joy) <-`` in a query each
+        ids, positions, keys = encode(tokenizer, f"U{i} ({emotion}) <-"), [], []
+        for j in cause_candidates(i, n, before, after):
+            # the id lets the model look the candidate up; the offset lets it learn that causes are
+            # mostly the utterance itself (50% of ECF pairs) or the one before (29%)
+            ids += encode(tokenizer, f" U{j} ({j - i:+d})?")
+            positions.append(len(ids) - 1)
+            keys.append((i, j))
+        groups.append((ids + newline, positions, keys))
+    if not groups:
+        return []
+    longest = max(len(g[0]) for g in groups)
+    cap = max_utterance_tokens
+    while True:  # shorten utterance texts until the conversation and one group fit
+        context = []
+        for utt in conv["conversation"]:
+            context += _utterance_ids(tokenizer, utt, utt["emotion"], cap) + newline
+        prefix = header + context + intro
+        if len(prefix) + longest <= max_length:
+            break
+        if cap <= 4:
+            raise PromptError(f"conversation {conv.get('conversation_ID')}: {n} utterances do not fit "
+                              f"max_length={max_length} even at {cap} tokens each; raise MAX_LENGTH")
+        cap //= 2
+    chunks: list[Query] = []
+    current = Query(list(prefix), [])
+    for ids, positions, keys in groups:
+        if len(current.input_ids) + len(ids) > max_length:
+            chunks.append(current)
+            current = Query(list(prefix), [])
+        offset = len(current.input_ids)
+        current.input_ids += ids
+        current.positions += [offset + p for p in positions]
+        current.keys += keys
+    chunks.append(current)
+    return chunks
+
+
+def training_labels(query: Query, answer_ids: Sequence[int]) -> dict[str, list[int]]:
+    """An example whose only targets are the answers: ``labels[p + 1]`` for each read position."""
+    labels = [IGNORE] * len(query.input_ids)
+    for p, answer in zip(query.positions, answer_ids, strict=True):
+        labels[p + 1] = int(answer)  # HF shifts: the logits at p are scored against labels[p + 1]
+    return {"input_ids": list(query.input_ids), "labels": labels}
+
+
+def emotion_answers(conv: dict, query: Query, label_ids: Sequence[int]) -> list[int]:
+    """The gold label token of every utterance ``query`` reads (label_ids in EMOTIONS order)."""
+    by_id = {u["utterance_ID"]: u["emotion"] for u in conv["conversation"]}
+    return [label_ids[EMOTIONS.index(by_id[k])] for k in query.keys]
+
+
+def cause_answers(conv: dict, query: Query, yes_no_ids: Sequence[int]) -> list[int]:
+    """yes/no token per query: yes where (i, j) is a gold pair of the conversation."""
+    gold = {(i, j) for i, j in _gold_pairs(conv)}
+    return [yes_no_ids[0] if key in gold else yes_no_ids[1] for key in query.keys]
+
+
+def _gold_pairs(conv: dict) -> list[tuple[int, int]]:
+    """(emotion utterance, cause utterance) of the gold pairs, any emotion."""
+    out = []
+    for emo, cause in conv.get("emotion-cause_pairs", []):
+        out.append((int(emo.split("_", 1)[0]), int(str(cause).lstrip("U").split("_", 1)[0])))
+    return out
+
+
+# ---------------------------------------------------------------- per_utterance style
+
+UTT = "utterance_"
+_EMOTION_ANSWER = re.compile(r"utterance_(\d+)\s*::\s*([A-Za-z]+)")
+_CAUSE_ANSWER = re.compile(r"utterance_(\d+)\s*::\s*(.*)", re.DOTALL)
+_CAUSE_ITEM = re.compile(r"^utterance_(\d+)$")
+
+
+def _transcript(conv: dict, with_emotions: bool, cap_chars: int = 600) -> str:
+    """The whole conversation, one ``utterance_N Speaker: text`` line each (long texts cut)."""
+    lines = []
+    for utt in conv["conversation"]:
+        line = utterance_line(utt, utt.get("emotion") if with_emotions else None, prefix=UTT)
+        lines.append(line[:cap_chars])
+    return "\n".join(lines)
+
+
+def per_utterance_emotion_prompts(conv: dict) -> list[tuple[int, str]]:
+    """(utterance id, user message) per utterance, each repeating the whole conversation."""
+    transcript = _transcript(conv, with_emotions=False)
+    return [
+        (u["utterance_ID"],
+         f"Conversation:\n{transcript}\n\nWhich emotion does {UTT}{u['utterance_ID']} express? "
+         f"Choose one of: {', '.join(EMOTIONS)}. Answer as '{UTT}{u['utterance_ID']} :: <emotion>'.")
+        for u in conv["conversation"]
+    ]
+
+
+def per_utterance_emotion_answer(utt_id: int, emotion: str) -> str:
+    """The answer text the recipe trains on: ``utterance_3 :: joy``."""
+    return f"{UTT}{utt_id} :: {emotion}"
+
+
+def parse_emotion_answer(text: str, utt_id: int) -> str | None:
+    """The label in a generated answer, or None when it does not parse, names another
+    utterance or is no emotion."""
+    match = _EMOTION_ANSWER.search(text)
+    if not match or int(match.group(1)) != utt_id:
+        return None
+    label = match.group(2).lower()
+    return label if label in EMOTIONS else None
+
+
+def per_utterance_cause_prompts(conv: dict) -> list[tuple[int, str, str]]:
+    """(utterance id, emotion, user message) per emotional utterance (emotions shown)."""
+    transcript = _transcript(conv, with_emotions=True)
+    return [
+        (i, emotion,
+         f"Conversation:\n{transcript}\n\nWhich utterances cause the {emotion} of {UTT}{i}? "
+         f"Answer as '{UTT}{i} :: {UTT}<j>, {UTT}<k>' or '{UTT}{i} :: none'.")
+        for i, emotion in emotional_utterances(conv)
+    ]
+
+
+def per_utterance_cause_answer(utt_id: int, causes: Sequence[int]) -> str:
+    """``utterance_4 :: utterance_2, utterance_3`` (or ``:: none``)."""
+    listed = ", ".join(f"{UTT}{j}" for j in sorted(set(causes))) or "none"
+    return f"{UTT}{utt_id} :: {listed}"
+
+
+def parse_cause_answer(text: str, utt_id: int, n_utterances: int) -> tuple[list[int], bool]:
+    """(cause ids, valid): ids outside the conversation are dropped and make the answer invalid."""
+    match = _CAUSE_ANSWER.search(text)
+    if not match or int(match.group(1)) != utt_id:
+        return [], False
+    body = match.group(2).strip().splitlines()[0].strip() if match.group(2).strip() else ""
+    if body.lower().rstrip(".") == "none":
+        return [], True
+    causes, valid = [], bool(body)
+    for item in (x.strip().rstrip(".") for x in body.split(",")):
+        m = _CAUSE_ITEM.match(item)
+        if m and 1 <= int(m.group(1)) <= n_utterances:
+            causes.append(int(m.group(1)))
+        else:
+            valid = False
+    return sorted(set(causes)), valid
+
+
+def gold_causes(conv: dict, utt_id: int) -> list[int]:
+    """Gold cause utterance ids of utterance ``utt_id``."""
+    return sorted({j for i, j in _gold_pairs(conv) if i == utt_id})
+
+
+def check_style(style: str) -> str:
+    """Return ``style`` or raise naming the valid ones."""
+    if style not in STYLES:
+        raise ValueError(f"STYLE={style!r} is not a prompt style; use one of {list(STYLES)}")
+    return style
