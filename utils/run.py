@@ -26,8 +26,10 @@ from .env import ROOT, resolve
 from .io import write_json_atomic
 
 NOTEBOOK_DIR = ROOT / "notebooks"
-TRACKS = {"ecf": ("01", "02", "03", "04", "05", "06"), "empathetic": ("07", "08", "09")}
+# notebook 10 (the experiment log) closes both tracks
+TRACKS = {"ecf": ("01", "02", "03", "04", "05", "06", "10"), "empathetic": ("07", "08", "09", "10")}
 SMOKE_DEFAULTS = {"SMOKE": True}
+RUNNER_PARAMS = {"TEST_DIR"}  # the runner itself uses these (executed copies, summary)
 
 
 class RunError(RuntimeError):
@@ -63,7 +65,7 @@ def plan(books: list[Path], params: dict[str, Any]) -> list[tuple[Path, dict[str
     """Give each notebook the parameters it declares; refuse names that no notebook declares."""
     declared = {book: declared_parameters(book) for book in books}
     known = set().union(*declared.values()) if declared else set()
-    unknown = sorted(set(params) - known - set(SMOKE_DEFAULTS))
+    unknown = sorted(set(params) - known - set(SMOKE_DEFAULTS) - RUNNER_PARAMS)
     if unknown:
         raise RunError(f"unknown parameter(s) {unknown}: no notebook in the run declares them; "
                        f"declared: {sorted(known)}")
@@ -96,7 +98,7 @@ def execute(book: Path, params: dict[str, Any], out_dir: Path, kernel: str = "py
     return time.perf_counter() - start
 
 
-def run(params: dict[str, Any], only: list[str] | None = None, track: str = "all",
+def run(params: dict[str, Any], only: list[str] | None = None, track: str = "ecf",
         smoke: bool = False) -> dict[str, Any]:
     """Run the series and write the summary; the parameters are the run's whole configuration."""
     params = dict(params)
@@ -123,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-p", "--param", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
                         help="a parameter; overrides --config")
     parser.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,02")
-    parser.add_argument("--track", choices=("all", *TRACKS), default="all")
+    parser.add_argument("--track", choices=("all", *TRACKS), default="ecf",
+                        help="ecf (default: 01-06 and the experiment log), empathetic (07-10) or all")
     parser.add_argument("--smoke", action="store_true", help="tiny random model and a few steps")
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters")
     args = parser.parse_args(argv)

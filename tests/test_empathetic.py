@@ -1,0 +1,136 @@
+"""EmpatheticDialogues loader: both formats, cleaning steps with counts, non-ASCII text, malformed rows."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from utils import empathetic as ed
+
+HEADER = ["situation", "emotion", "empathetic_dialogues", "labels"]
+
+
+def write_kaggle(path: Path, rows: list[list[str]], header: list[str] = HEADER) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def step(report: ed.CleaningReport, name: str) -> dict:
+    return next(s for s in report.steps if s["step"] == name)
+
+
+def test_sample_covers_all_32_emotions_and_keeps_non_ascii():
+    df, report = ed.load_empathetic(ed.SAMPLE_PATH)
+    assert set(df["emotion"]) == set(ed.EMOTIONS_32) and len(ed.EMOTIONS_32) == 32
+    assert len(df) == 64 and report.dropped == []
+    bangla = df[df["emotion"] == "anxious"].iloc[0]
+    assert bangla["dialogue"] == "কাল আমার পরীক্ষা, ঘুম আসছে না।"  # vowel signs and danda intact
+    assert "我一开门" in df[df["emotion"] == "surprised"].iloc[0]["dialogue"]
+    assert not df["dialogue"].str.contains("Customer :|Agent :").any()
+    assert (df["text_length"] == df["dialogue"].str.len()).all()
+
+
+def test_kaggle_markers_index_column_and_unnamed_columns(tmp_path):
+    header = ["", "Situation", "emotion", "empathetic_dialogues", "labels", "Unnamed: 5"]
+    path = write_kaggle(tmp_path / "k.csv", [
+        ["0", "Lost my keys", "annoyed", "Customer :I lost my keys again\nAgent :", "Oh no!", ""],
+        ["1", "Lost my keys", "annoyed", "Customer :Second time this week\nAgent :", "That is frustrating.", ""],
+    ], header)
+    df, _ = ed.load_empathetic(path)
+    assert list(df["dialogue"]) == ["I lost my keys again", "Second time this week"]
+    assert df["conv_id"].nunique() == 1  # consecutive rows of one situation are one conversation
+
+
+def test_original_release_format_groups_by_conversation(tmp_path):
+    df, report = ed.load_empathetic(ed.ORIGINAL_SAMPLE_DIR)
+    assert set(df["split"]) == {"train", "valid", "test"}
+    assert step(report, "pair turns")["rows_before"] == 2 * len(df)
+    first = df[df["conv_id"] == "hit:0_conv:0"]
+    assert list(first["dialogue"])[1] == "It turned out to be the cat knocking over a plant, but my heart was racing."
+    splits = ed.split_by_conversation(df)
+    assert len(splits["train"]) == (df["split"] == "train").sum() and len(splits["val"]) == 4
+    # a single file, utterances out of order, an unanswered last utterance
+    path = tmp_path / "train.csv"
+    path.write_text("conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags\n"
+                    "c1,2,sad,lost_comma_ sad,2,I am sorry.,,\n"
+                    "c1,1,sad,lost_comma_ sad,1,My fish died_comma_ sadly.,,\n"
+                    "c1,3,sad,lost_comma_ sad,1,Thanks.,,\n", encoding="utf-8")
+    one, report = ed.load_empathetic(path)
+    assert one.loc[0, "dialogue"] == "My fish died, sadly." and one.loc[0, "response"] == "I am sorry."
+    assert step(report, "pair turns")["changed"] == 1
+
+
+@pytest.mark.parametrize("policy", ["mode", "drop"])
+def test_missing_values_both_policies(tmp_path, policy):
+    rows = [["s1", "sad", "Customer :a\nAgent :", "r1"], ["s2", "sad", "Customer :b\nAgent :", "r2"],
+            ["s3", "", "Customer :c\nAgent :", "r3"], ["s4", "proud", "Customer :d\nAgent :", "   "]]
+    df, report = ed.load_empathetic(write_kaggle(tmp_path / "m.csv", rows), missing=policy)
+    missing = step(report, "missing values")
+    if policy == "mode":
+        assert len(df) == 4 and missing["changed"] == 2
+        assert df.loc[2, "emotion"] == "sad"  # the column's most frequent value
+    else:
+        assert list(df["dialogue"]) == ["a", "b"] and missing["changed"] == 2
+
+
+def test_duplicates_lowercase_and_counts(tmp_path):
+    rows = [["Lost", "sad", "Customer :Hello THERE\nAgent :", "Ok"],
+            ["Lost", "sad", "Customer :Hello THERE\nAgent :", "Ok"],
+            ["Lost", "sad", "Customer :hello there\nAgent :", "ok"],
+            ["Ниже", "sad", "Customer :Привет\nAgent :", "ঠিক আছে"]]
+    path = write_kaggle(tmp_path / "d.csv", rows)
+    df, report = ed.load_empathetic(path)
+    assert step(report, "duplicates")["changed"] == 1 and len(df) == 3
+    low, report = ed.load_empathetic(path, lowercase=True)
+    assert step(report, "duplicates")["changed"] == 2  # case-folded rows now match
+    assert list(low["dialogue"]) == ["hello there", "привет"] and low.loc[1, "response"] == "ঠিক আছে"
+    kept, _ = ed.load_empathetic(path, drop_duplicates=False)
+    assert len(kept) == 4
+
+
+def test_malformed_rows_raise_with_file_row_column_or_are_counted(tmp_path):
+    rows = [["ok", "sad", "Customer :fine\nAgent :", "r"], ["bad", "happyish", "Customer :x\nAgent :", "r"]]
+    path = write_kaggle(tmp_path / "bad.csv", rows)
+    with pytest.raises(ed.EmpatheticDataError, match=r"bad\.csv, row 2, column 'emotion'.*happyish"):
+        ed.load_empathetic(path)
+    df, report = ed.load_empathetic(path, on_error="drop")
+    assert len(df) == 1 and step(report, "unknown emotions")["changed"] == 1 and len(report.dropped) == 1
+
+    spilled = tmp_path / "spill.csv"
+    spilled.write_text("situation,emotion,empathetic_dialogues,labels\nA,sad,x,y\nB,sad,x,y,extra words\nC,sad\n",
+                       encoding="utf-8")
+    with pytest.raises(ed.EmpatheticDataError, match=r"spill\.csv, row 2.*extra words"):
+        ed.load_empathetic(spilled)
+    df, report = ed.load_empathetic(spilled, on_error="drop")
+    assert len(df) == 1 and step(report, "read")["changed"] == 2  # both bad rows counted, none silent
+
+    original = tmp_path / "valid.csv"
+    original.write_text("conv_id,utterance_idx,context,prompt,speaker_idx,utterance,selfeval,tags\n"
+                        "c1,one,sad,p,1,u,,\n", encoding="utf-8")
+    with pytest.raises(ed.EmpatheticDataError, match=r"valid\.csv, row 1, column 'utterance_idx'"):
+        ed.load_empathetic(original)
+
+
+def test_header_without_required_columns_names_them(tmp_path):
+    path = write_kaggle(tmp_path / "h.csv", [["a", "b"]], header=["text", "label"])
+    with pytest.raises(ed.EmpatheticDataError, match="situation"):
+        ed.load_empathetic(path)
+
+
+def test_split_by_conversation_has_no_leak():
+    df, _ = ed.load_empathetic()
+    splits = ed.split_by_conversation(df, test_frac=0.25, val_frac=0.1, seed=1)
+    ids = {name: set(part["conv_id"]) for name, part in splits.items()}
+    assert not (ids["train"] & ids["test"]) and not (ids["train"] & ids["val"])
+    assert sum(len(p) for p in splits.values()) == len(df)
+    assert splits["test"].equals(ed.split_by_conversation(df, 0.25, 0.1, seed=1)["test"])
+
+
+def test_word_counts_keep_bangla_words():
+    counts = ed.word_counts(["আমার পরীক্ষা কাল", "the exam, my exam!"])
+    assert counts["পরীক্ষা"] == 1 and counts["exam"] == 2 and "the" not in counts

@@ -1,0 +1,151 @@
+"""Empathetic chat: detect the emotion of each message (32 classes, constrained scoring), answer kindly.
+
+    python -m utils.chat                                   # embedded SmolLM2, offline
+    python -m utils.chat --adapter checkpoints/empathetic/response/adapter \\
+                         --classifier-adapter checkpoints/empathetic/emotion/adapter
+    printf 'I failed my exam\\n/quit\\n' | python -m utils.chat --model path/to/model
+
+Reads stdin line by line, so it works piped; ``/quit`` (or end of input) exits. Replies go
+through the model's chat template and stop at its end-of-turn token.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, TextIO
+
+from . import empathetic
+
+QUIT = "/quit"
+DEFAULT_MODEL = "smollm2"
+
+
+def _check_adapter(path: str | os.PathLike) -> str:
+    """An adapter folder with safetensors weights (peft would unpickle a .bin)."""
+    folder = Path(path)
+    if not (folder / "adapter_model.safetensors").is_file():
+        raise FileNotFoundError(f"{folder} is not a LoRA adapter folder with adapter_model.safetensors; "
+                                "pass the 'adapter' folder that notebook 08 or 09 wrote")
+    return str(folder)
+
+
+class ChatSession:
+    """One model (with an optional response adapter and an optional classifier adapter) and the history."""
+
+    def __init__(self, model: str = DEFAULT_MODEL, adapter: str | None = None,
+                 classifier_adapter: str | None = None, *, max_new_tokens: int = 64,
+                 history_turns: int = 2, max_length: int = 512):
+        from .modeling import load_model, load_tokenizer
+
+        self.model_name, self.max_new_tokens = model, max_new_tokens
+        self.history_turns, self.max_length = history_turns, max_length
+        self.history: list[tuple[str, str]] = []
+        self.tokenizer = load_tokenizer(model)
+        first = adapter or classifier_adapter
+        self.lm = load_model(model, adapter=_check_adapter(first) if first else None)
+        # peft names the first adapter "default"; None means "the base model, adapters off"
+        self.response_adapter = "default" if adapter else None
+        self.classifier_adapter = None
+        if classifier_adapter and adapter:
+            self.lm.load_adapter(_check_adapter(classifier_adapter), adapter_name="classifier")
+            self.classifier_adapter = "classifier"
+        elif classifier_adapter:
+            self.classifier_adapter = "default"
+
+    @contextmanager
+    def _using(self, name: str | None) -> Iterator[None]:
+        """Run with adapter ``name`` active, or with every adapter off for None."""
+        if not hasattr(self.lm, "peft_config"):
+            yield
+            return
+        if name is None:
+            with self.lm.disable_adapter():
+                yield
+            return
+        self.lm.set_adapter(name)
+        yield
+
+    def detect(self, text: str) -> dict:
+        """{"label", "prob"}: the best of the 32 emotions, with its share of the probability mass."""
+        with self._using(self.classifier_adapter):
+            return empathetic.classify(self.lm, self.tokenizer, [text], self.max_length, batch_size=8)[0]
+
+    def respond(self, text: str) -> str:
+        """A reply that sees the last ``history_turns`` exchanges."""
+        from .inference import generate
+
+        history = self.history[-self.history_turns:] if self.history_turns else []
+        prompt = empathetic.respond_prompt(self.tokenizer, text, history)
+        ids = empathetic.prompt_ids(self.tokenizer, prompt, self.max_length)
+        with self._using(self.response_adapter):
+            reply = generate(self.lm, self.tokenizer, [ids], self.max_new_tokens, batch_size=1)[0].strip()
+        return reply
+
+    def turn(self, text: str) -> dict:
+        """Detect, answer, remember: {"message", "emotion", "prob", "reply"}."""
+        emotion = self.detect(text)
+        reply = self.respond(text)
+        self.history.append((text, reply))
+        return {"message": text, "emotion": emotion["label"], "prob": emotion["prob"], "reply": reply}
+
+
+def format_turn(result: dict) -> str:
+    """Two lines: the detected emotion and the reply."""
+    return f"[emotion: {result['emotion']} ({result['prob']:.0%})]\nbot: {result['reply'] or '...'}"
+
+
+def loop(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
+    """Read messages until /quit or end of input; return the number of turns answered."""
+    interactive = stdin.isatty()
+    turns = 0
+    while True:
+        if interactive:
+            stdout.write("you: ")
+            stdout.flush()
+        line = stdin.readline()
+        if not line:  # end of input: a pipe ran dry
+            break
+        text = line.strip()
+        if text == QUIT:
+            break
+        if not text:
+            continue
+        stdout.write(format_turn(session.turn(text)) + "\n")
+        stdout.flush()  # a piped reader sees each answer as it comes
+        turns += 1
+    stdout.write("bye\n")
+    stdout.flush()
+    return turns
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.chat", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="hub id, local folder, .gguf file or 'smollm2' (default, embedded)")
+    parser.add_argument("--adapter", help="LoRA adapter for the replies (notebook 09's)")
+    parser.add_argument("--classifier-adapter", help="LoRA adapter for the emotion (notebook 08's)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest reply in tokens (default 64)")
+    parser.add_argument("--history", type=int, default=2, help="earlier exchanges the reply sees (default 2)")
+    args = parser.parse_args(argv)
+    if args.max_new_tokens < 1 or args.history < 0:
+        parser.error("--max-new-tokens must be >= 1 and --history >= 0")
+    try:
+        session = ChatSession(args.model, args.adapter, args.classifier_adapter,
+                              max_new_tokens=args.max_new_tokens, history_turns=args.history)
+    except (FileNotFoundError, OSError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"emocause chat with {args.model}"
+          + (f" + {args.adapter}" if args.adapter else "") + f"; type {QUIT} to leave", flush=True)
+    loop(session)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    sys.exit(main())
