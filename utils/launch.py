@@ -1,0 +1,302 @@
+"""Training entry point that runs unchanged on one process or several (DDP, FSDP) through accelerate.
+
+    python -m utils.launch --task emotion --model smollm2 --data data/ecf_sample.json --max-steps 20
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m utils.launch --task emotion ...
+
+The flags are the parameters of notebooks 02/04 (``pipeline.FinetuneConfig`` and
+``CauseFinetuneConfig``) in lower case with dashes (``MAX_STEPS`` -> ``--max-steps``), plus
+``--task``, ``--output-dir`` and ``--data`` for ``DATA_PATH``. Under a launcher every process
+builds the same examples, the HF Trainer reads RANK / WORLD_SIZE / LOCAL_RANK, shards the batches
+and all-reduces the gradients; only rank 0 writes files. From a notebook use ``notebook_launch``
+(accelerate's fork launcher) or ``subprocess_launch`` (``accelerate launch`` in a child process,
+which also works after the notebook touched the GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import config, pipeline
+from .env import ROOT, resolve
+from .io import read_json, write_json_atomic
+
+TASKS = pipeline.TASKS
+CONFIG_DIR = ROOT / "configs" / "accelerate"
+DDP_CONFIG = CONFIG_DIR / "ddp.yaml"
+SUMMARY_FILE = "launch_summary.json"
+ALIASES = {"DATA_PATH": ("--data",)}  # the short names the README uses
+LOG_PREFIX = "emocause.launch"
+
+
+# ---------------------------------------------------------------- command line <-> notebook parameters
+
+def config_class(task: str) -> type:
+    """The notebook config of ``task``: 02's FinetuneConfig or 04's CauseFinetuneConfig."""
+    if task not in TASKS:
+        raise ValueError(f"task {task!r}: use one of {list(TASKS)}")
+    return pipeline.FinetuneConfig if task == "emotion" else pipeline.CauseFinetuneConfig
+
+
+def flag(name: str) -> str:
+    """``MAX_STEPS`` -> ``--max-steps``."""
+    return "--" + name.lower().replace("_", "-")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per notebook parameter (the cause config holds every one); defaults stay in the dataclass."""
+    parser = argparse.ArgumentParser(prog="python -m utils.launch", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--task", required=True, choices=TASKS, help="emotion (notebook 02) or cause (04)")
+    parser.add_argument("--output-dir", default=None, help="default: CHECKPOINT_DIR/<task>/<style>")
+    hints = typing.get_type_hints(pipeline.CauseFinetuneConfig)
+    for field in dataclasses.fields(pipeline.CauseFinetuneConfig):
+        kind, names = hints[field.name], (flag(field.name), *ALIASES.get(field.name, ()))
+        only = "" if field.name in pipeline.FinetuneConfig.__dataclass_fields__ else ", cause task only"
+        common = dict(dest=field.name, default=argparse.SUPPRESS, help=f"{field.name} (default {field.default!r}{only})")
+        if kind is bool:
+            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
+        else:
+            parser.add_argument(*names, type=kind, **common)
+    return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Any, Path | None]:
+    """(task, validated notebook config, output dir or None); a cause flag on the emotion task is an error."""
+    values = vars(build_parser().parse_args(argv))
+    task, output_dir = values.pop("task"), values.pop("output_dir")
+    cfg = config.build(config_class(task), values)
+    return task, cfg, resolve(output_dir) if output_dir else None
+
+
+def to_argv(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> list[str]:
+    """The command-line flags that ``parse_args`` turns back into ``task`` and ``cfg``."""
+    argv = ["--task", task]
+    if output_dir is not None:
+        argv += ["--output-dir", str(resolve(output_dir))]
+    for field in dataclasses.fields(cfg):
+        value = getattr(cfg, field.name)
+        if isinstance(value, bool):
+            argv.append(flag(field.name) if value else "--no-" + flag(field.name)[2:])
+        else:
+            argv += [flag(field.name), repr(value) if isinstance(value, float) else str(value)]
+    return argv
+
+
+# ---------------------------------------------------------------- one process of a (possibly) distributed run
+
+def fsdp_enabled() -> bool:
+    """accelerate's FSDP launcher sets ACCELERATE_USE_FSDP in every process."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+
+
+def log(message: str) -> None:
+    """One line to stdout, tagged with this process's rank (launchers interleave the processes' output)."""
+    rank, world = os.environ.get("RANK", "0"), os.environ.get("WORLD_SIZE", "1")
+    print(f"{LOG_PREFIX} [rank {rank}/{world}] {message}", flush=True)
+
+
+def build_examples(task: str, cfg: Any, tokenizer: Any) -> tuple[list[dict], list[dict], dict]:
+    """Training and eval examples of ``task`` from DATA_PATH's split, as notebooks 02/04 build them."""
+    splits = pipeline.load_splits(cfg)
+    if task == "emotion":
+        train = pipeline.emotion_examples(splits["train"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
+        val = pipeline.emotion_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
+    else:
+        window = (cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER)
+        convs = pipeline.cause_training_convs(cfg, splits["train"])
+        train = pipeline.cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window)
+        val = pipeline.cause_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window)
+    stats = {"train": pipeline.example_stats(train), "eval": pipeline.example_stats(val)}
+    return train, val, stats
+
+
+def trainable_digest(model: Any) -> str:
+    """sha256 (16 hex digits) over the names and float32 values of the trainable weights."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
+        if p.requires_grad:
+            h.update(name.encode())
+            h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _replica_probe():
+    """A callback that hashes the trainable weights at the end of training (DDP replicas must agree)."""
+    from transformers import TrainerCallback
+
+    class ReplicaProbe(TrainerCallback):
+        digest: str | None = None
+
+        def on_train_end(self, args, state, control, model=None, **kwargs):
+            if model is not None and not fsdp_enabled():  # FSDP ranks hold different shards
+                self.digest = trainable_digest(model)
+
+    return ReplicaProbe()
+
+
+def _task_record(task: str, cfg: Any) -> dict:
+    """What inference needs to rebuild the prompts (the same record as pipeline.write_task)."""
+    from .data import EMOTIONS
+
+    record = {"task": task, "style": cfg.STYLE, "model": cfg.MODEL, "max_length": cfg.MAX_LENGTH,
+              "labels": list(EMOTIONS) if task == "emotion" else list(pipeline.prompts.ANSWERS)}
+    if task == "cause":
+        record.update(window_before=cfg.CAUSE_WINDOW_BEFORE, window_after=cfg.CAUSE_WINDOW_AFTER,
+                      cause_emotions=cfg.CAUSE_EMOTIONS)
+    return record
+
+
+def _process_group(state: Any, strategy: Any) -> dict:
+    """How this run was spread: processes, accelerate's distributed type, backend and precision."""
+    return {"world_size": state.num_processes, "distributed_type": str(state.distributed_type),
+            "backend": state.backend, "strategy": strategy.name, "precision": strategy.precision}
+
+
+def run(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> dict:
+    """Train ``task`` in this process (one of several under a launcher); rank 0 writes the summary."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    from .modeling import choose_strategy, load_tokenizer
+    from .training import train
+
+    cfg = pipeline.apply_smoke(cfg)
+    out = resolve(output_dir) if output_dir else pipeline.task_dir(cfg, task)
+    # FSDP shards float weights; 4-bit QLoRA under FSDP needs a packed storage dtype modeling does not set
+    strategy = choose_strategy(quantize=not fsdp_enabled())
+    # joining the process group now (the Trainer reuses it) lets rank 0 convert a GGUF model first
+    state = PartialState(cpu=strategy.device == "cpu")
+    log(f"{state.distributed_type} backend={state.backend} device={state.device} strategy={strategy.name}")
+    with state.main_process_first():
+        tokenizer = load_tokenizer(cfg.MODEL)
+    train_examples, eval_examples, stats = build_examples(task, cfg, tokenizer)
+    train_cfg = dataclasses.replace(pipeline.train_config(cfg, task), output_dir=str(out))
+    probe = _replica_probe()
+    start = time.perf_counter()
+    result = train(cfg.MODEL, train_examples, eval_examples or None, train_cfg, strategy=strategy, callbacks=[probe])
+    wall = time.perf_counter() - start
+    state = PartialState()  # the Trainer rebuilt the shared state on the same process group
+    digests = gather_object([{"rank": state.process_index, "lora_sha256": probe.digest}])
+    summary = {"task": task, "style": cfg.STYLE, "model": cfg.MODEL, "data": str(cfg.DATA_PATH),
+               "output_dir": str(out), "adapter_dir": result.adapter_dir, **_process_group(state, strategy),
+               "examples": stats, "replicas": digests,
+               "replicas_in_sync": None if fsdp_enabled() else len({d["lora_sha256"] for d in digests}) == 1,
+               "wall_s": round(wall, 3),
+               "train": {k: v for k, v in dataclasses.asdict(result).items() if k != "log_history"}}
+    if state.is_main_process:  # one writer: the other ranks would race on the same files
+        write_json_atomic(out / pipeline.TASK_FILE, _task_record(task, cfg))
+        write_json_atomic(out / SUMMARY_FILE, summary)
+        log(f"wrote {out / SUMMARY_FILE}")
+    state.wait_for_everyone()  # nobody leaves (and tears the group down) before rank 0 has written
+    log(f"done: step {result.global_step}, lora_sha256={probe.digest}")
+    return summary
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: ``python -m utils.launch`` or ``accelerate launch -m utils.launch``."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    task, cfg, output_dir = parse_args(argv)
+    run(task, cfg, output_dir)
+    return 0
+
+
+# ---------------------------------------------------------------- launching several processes
+
+def free_port() -> int:
+    """A TCP port nobody listens on now (the rendezvous of this run)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _summary(task: str, cfg: Any, output_dir: str | os.PathLike | None) -> dict:
+    """The summary rank 0 wrote (a launcher returns nothing of its own)."""
+    out = resolve(output_dir) if output_dir else pipeline.task_dir(pipeline.apply_smoke(cfg), task)
+    path = out / SUMMARY_FILE
+    if not path.is_file():
+        raise RuntimeError(f"the launched run wrote no {path}: read the processes' output above")
+    return read_json(path)
+
+
+def _check_no_cuda_yet() -> None:
+    """accelerate forks the workers: a CUDA context made in this kernel before cannot cross a fork."""
+    import torch
+
+    if torch.cuda.is_initialized():
+        raise RuntimeError(
+            "CUDA is already initialised in this kernel (env.setup() or a model load did it), so "
+            "notebook_launch cannot fork GPU workers: restart the kernel and call it before anything "
+            "touches the GPU, or use launch.subprocess_launch(...) which starts fresh processes"
+        )
+
+
+def notebook_launch(task: str, cfg: Any, output_dir: str | os.PathLike | None = None, *,
+                    num_processes: int = 2, port: int | None = None) -> dict:
+    """Train with ``num_processes`` forked workers from inside a notebook (Kaggle 2xT4); returns rank 0's summary.
+
+    Each worker loads its own copy of the model on GPU LOCAL_RANK (modeling.load_model maps the
+    whole model there: device_map={"": LOCAL_RANK}), which is what 4-bit QLoRA under DDP needs.
+    """
+    from accelerate import notebook_launcher
+
+    _check_no_cuda_yet()
+    port = port or free_port()
+    notebook_launcher(run, args=(task, cfg, output_dir), num_processes=num_processes, use_port=str(port))
+    return _summary(task, cfg, output_dir)
+
+
+@dataclass
+class Launched:
+    """What ``subprocess_launch`` ran and saw."""
+
+    command: list[str]
+    returncode: int
+    log: str  # every process's output, interleaved as printed
+    wall_s: float
+    summary: dict | None  # rank 0's launch_summary.json (None when the run failed)
+
+
+def launch_command(argv: Sequence[str], *, num_processes: int = 2, config_file: str | os.PathLike = DDP_CONFIG,
+                   port: int | None = None) -> list[str]:
+    """``accelerate launch --config_file ... -m utils.launch ARGV`` with this interpreter and a free port."""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(resolve(config_file)),
+            "--num_processes", str(num_processes), "--main_process_port", str(port or free_port()),
+            "-m", "utils.launch", *argv]
+
+
+def subprocess_launch(task: str, cfg: Any, output_dir: str | os.PathLike | None = None, *, num_processes: int = 2,
+                      config_file: str | os.PathLike = DDP_CONFIG, port: int | None = None,
+                      env: dict[str, str] | None = None, echo: bool = True, check: bool = True) -> Launched:
+    """Run ``accelerate launch`` in a child process (works whatever this kernel did), streaming its output."""
+    command = launch_command(to_argv(task, cfg, output_dir), num_processes=num_processes,
+                             config_file=config_file, port=port)
+    child_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
+    child_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), child_env.get("PYTHONPATH", "")) if p)
+    lines: list[str] = []
+    start = time.perf_counter()
+    with subprocess.Popen(command, cwd=ROOT, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, encoding="utf-8", errors="replace") as proc:
+        for line in proc.stdout:  # a notebook shows Python-level prints only: relay the child's lines
+            lines.append(line)
+            if echo:
+                print(line, end="", flush=True)
+    wall = time.perf_counter() - start
+    text = "".join(lines)
+    if proc.returncode != 0 and check:
+        raise RuntimeError(f"{' '.join(command)} exited with {proc.returncode}; last lines:\n{text[-3000:]}")
+    summary = _summary(task, cfg, output_dir) if proc.returncode == 0 else None
+    return Launched(command, proc.returncode, text, round(wall, 3), summary)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
