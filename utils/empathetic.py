@@ -416,10 +416,9 @@ class EdTrainConfig(EdDataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.REPORT_TO not in ("none", "tensorboard", "wandb"):
-            raise ValueError(f"REPORT_TO={self.REPORT_TO!r}: use 'none', 'tensorboard' or 'wandb'")
-        if self.MAX_STEPS <= 0 and self.EPOCHS <= 0:
-            raise ValueError("set EPOCHS > 0 or MAX_STEPS > 0")
+        from .training import check_schedule
+
+        check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
         if not 0 < self.TEST_FRAC < 1 or not 0 <= self.VAL_FRAC < 1 - self.TEST_FRAC:
             raise ValueError(f"TEST_FRAC={self.TEST_FRAC}, VAL_FRAC={self.VAL_FRAC}: need 0 < TEST_FRAC, "
                              "0 <= VAL_FRAC and TEST_FRAC + VAL_FRAC < 1")

@@ -86,10 +86,9 @@ class FinetuneConfig(LoggedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.REPORT_TO not in ("none", "tensorboard", "wandb"):
-            raise ValueError(f"REPORT_TO={self.REPORT_TO!r}: use 'none', 'tensorboard' or 'wandb'")
-        if self.MAX_STEPS <= 0 and self.EPOCHS <= 0:
-            raise ValueError("set EPOCHS > 0 or MAX_STEPS > 0")
+        from .training import check_schedule
+
+        check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
 
 
 @dataclass(frozen=True)

@@ -57,12 +57,18 @@ class TrainConfig:
     resume: bool = True  # continue from the last checkpoint in output_dir
 
     def __post_init__(self) -> None:
-        if self.report_to not in REPORT_TO:
-            raise ValueError(f"report_to must be one of {REPORT_TO}, got {self.report_to!r}")
-        if self.max_steps <= 0 and self.epochs <= 0:
-            raise ValueError("set epochs > 0 or max_steps > 0")
+        check_schedule(self.report_to, self.epochs, self.max_steps)
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+
+
+def check_schedule(report_to: str, epochs: float, max_steps: int) -> None:
+    """The checks every training config shares (notebook parameters and TrainConfig alike)."""
+    if report_to not in REPORT_TO:
+        raise ValueError(f"report_to (notebook parameter REPORT_TO) must be one of {list(REPORT_TO)}, "
+                         f"got {report_to!r}")
+    if max_steps <= 0 and epochs <= 0:
+        raise ValueError("set epochs > 0 or max_steps > 0 (notebook parameters EPOCHS, MAX_STEPS)")
 
 
 @dataclass
