@@ -66,9 +66,9 @@ class FinetuneConfig(LoggedConfig):
     """Notebook 02 (emotions); 04 adds the cause fields."""
 
     VAL_LIMIT: int = 0  # val conversations for the eval loss; 0 = all (LIMIT caps them too)
-    EPOCHS: float = 2.0
+    EPOCHS: float = 1.0
     MAX_STEPS: int = 0  # > 0: stop after this many optimizer steps (overrides EPOCHS)
-    LEARNING_RATE: float = 3e-4
+    LEARNING_RATE: float = 1e-3
     BATCH_SIZE: int = 4
     GRAD_ACCUM: int = 1
     MAX_LENGTH: int = 1024
