@@ -43,6 +43,9 @@ def parser() -> argparse.ArgumentParser:
                    "llama2-13b) with --model's tokenizer, for speed/memory runs")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--seed", type=int, default=42, help="split and LoRA initialisation seed (42, as the notebooks)")
+    p.add_argument("--conversation-loss", default="answers", choices=("answers", "vocabulary"),
+                   help="the conversation style's loss: a softmax over the answer words at the read positions "
+                        "(answers, as the notebooks train) or the LM loss over the whole vocabulary there")
     return p
 
 
@@ -56,7 +59,8 @@ def config_from(args: argparse.Namespace):
                        eval_batch_size=args.eval_batch_size, stages=tuple(s.strip() for s in args.stages.split(",")),
                        cpu_bf16=args.cpu_bf16, quantize=not args.no_quantize, peak_tflops=args.peak_tflops,
                        tokens_only=args.tokens_only, inference=not args.no_inference, smoke=args.smoke,
-                       shape=args.shape, seed=args.seed, **resolved)
+                       shape=args.shape, seed=args.seed,
+                       conversation_loss=args.conversation_loss, **resolved)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -98,7 +98,8 @@ def markdown(record: dict) -> str:
              f"{record['load_average_start']} → {record['load_average_end']}.",
              f"Model: {record['model']} ({record['parameters']['base']:,} parameters + "
              f"{record['parameters']['lora']:,} LoRA), strategy {record['strategy']['name']} on "
-             f"{record['strategy']['device']}, precision {record['strategy']['precision']}.",
+             f"{record['strategy']['device']}, precision {record['strategy']['precision']}; conversation-style "
+             f"loss: {record['config'].get('conversation_loss', 'answers')}.",
              "Code: commit {} + working tree; sha256[:12] {}.".format(
                  record["code"]["git_commit"], ", ".join(f"{k} {v}" for k, v in record["code"]["sha256_12"].items())),
              f"Data: {d['train_conversations']} training conversations, {d['eval_conversations']} eval "

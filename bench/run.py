@@ -17,6 +17,7 @@ BASELINE, DEFAULT = "per_utterance", "conversation"
 # faults) then slow the default down, never the baseline, so the speed ratios err against us.
 RUN_ORDER = (DEFAULT, BASELINE)
 STAGES = ("emotion", "cause")
+CONVERSATION_LOSSES = ("answers", "vocabulary")
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,15 @@ class BenchConfig:
     shape: str = ""  # random weights of a published shape (bench.shapes.SHAPES), tokenizer of ``model``
     smoke: bool = False
     seed: int = 42
+    # the conversation style's training loss: "answers" (softmax over the label words at the read
+    # positions, as the notebooks train) or "vocabulary" (the LM loss over every token id there)
+    conversation_loss: str = "answers"
     test_frac: float = 0.1
     val_frac: float = 0.1
 
     def __post_init__(self) -> None:
+        if self.conversation_loss not in CONVERSATION_LOSSES:
+            raise ValueError(f"conversation_loss {self.conversation_loss!r}: choose from {list(CONVERSATION_LOSSES)}")
         unknown = [s for s in self.stages if s not in STAGES]
         if unknown or not self.stages:
             raise ValueError(f"stages {list(self.stages)}: choose from {list(STAGES)}")
@@ -132,14 +138,26 @@ def count_tokens(cfg: BenchConfig, stage: str, style: str, tokenizer: Any, train
     return examples, record
 
 
+def answer_vocabulary(tokenizer: Any, stage: str, style: str, loss: str = "answers") -> tuple[int, ...]:
+    """The ids the conversation style's loss is restricted to (as the notebooks train it); () for
+    per_utterance, whose recipe is the LM loss over the whole vocabulary, and for loss="vocabulary"."""
+    from utils import prompts
+    from utils.data import EMOTIONS
+    from utils.modeling import label_token_ids
+
+    if style != "conversation" or loss == "vocabulary":
+        return ()
+    return tuple(label_token_ids(tokenizer, EMOTIONS if stage == "emotion" else prompts.ANSWERS))
+
+
 def train_variant(cfg: BenchConfig, model: str, strategy: Any, examples: list[dict], out_dir: Path,
-                  params: dict[str, int], epoch_tokens: int) -> dict[str, Any]:
+                  params: dict[str, int], epoch_tokens: int, answer_ids: tuple[int, ...] = ()) -> dict[str, Any]:
     """A timed LoRA run of ``train_steps`` steps; tokens/s, projected epoch time, peak memory, MFU."""
     from utils.training import TrainConfig, train
 
     tcfg = TrainConfig(output_dir=str(out_dir), max_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
                        batch_size=cfg.batch_size, max_length=cfg.max_length, seed=cfg.seed,
-                       save_steps=cfg.train_steps + 1, logging_steps=1, resume=False)
+                       save_steps=cfg.train_steps + 1, logging_steps=1, resume=False, answer_ids=answer_ids)
     timer = measure.step_timer()
     with measure.PeakMemory(strategy.device) as mem:
         result = train(model, examples, None, tcfg, strategy=strategy, callbacks=[timer])
@@ -275,7 +293,7 @@ def measure_variant(b: Bench, stage: str, style: str, baseline: dict | None) -> 
         return record
     b.log(f"[bench] {stage} / {style}: training {cfg.train_steps} steps on {len(examples)} sequences")
     record["train"] = train_variant(cfg, b.model, b.strategy, examples, b.work / stage / style, b.params,
-                                    record["tokens"])
+                                    record["tokens"], answer_vocabulary(b.tokenizer, stage, style, cfg.conversation_loss))
     adapter = record["train"].pop("adapter_dir")
     if cfg.inference:
         b.log(f"[bench] {stage} / {style}: inference on {n_eval} conversations")

@@ -106,6 +106,21 @@ def test_bad_options_say_what_to_use():
         cli.config_from(cli.parser().parse_args(["--stages", "emotions"]))
     with pytest.raises(ValueError, match="train_steps=0"):
         BenchConfig(train_steps=0)
+    with pytest.raises(ValueError, match="conversation_loss 'mse'"):
+        BenchConfig(conversation_loss="mse")
+    assert cli.config_from(cli.parser().parse_args(["--conversation-loss", "vocabulary"])).conversation_loss == "vocabulary"
+
+
+def test_the_conversation_loss_option_picks_the_answer_vocabulary(tiny_model_dir):
+    from bench.run import answer_vocabulary
+    from utils.data import EMOTIONS
+    from utils.modeling import label_token_ids, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    assert answer_vocabulary(tok, "emotion", "conversation") == tuple(label_token_ids(tok, EMOTIONS))
+    assert answer_vocabulary(tok, "cause", "conversation") == tuple(label_token_ids(tok, ("yes", "no")))
+    assert answer_vocabulary(tok, "emotion", "conversation", "vocabulary") == ()
+    assert answer_vocabulary(tok, "emotion", "per_utterance") == ()  # the recipe keeps its LM loss
 
 
 def test_padding_simulation_and_flop_arithmetic():

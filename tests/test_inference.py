@@ -115,3 +115,27 @@ def test_resumable_map_resumes_after_a_crash_with_identical_results(tmp_path):
     assert len(read_jsonl(tmp_path / "ckpt.jsonl")) == 4  # the torn line was cut, later batches readable
     with pytest.raises(ValueError, match="unique keys"):
         inference.resumable_map([{"id": 1}, {"id": 1}], "id", fn, tmp_path / "dup.jsonl")
+
+
+def test_label_logprobs_through_a_lora_adapter_and_the_fallback_head(tiny, tiny_model_dir):
+    model, tok = tiny
+    strategy = modeling.choose_strategy()
+    lm = modeling.add_lora(modeling.load_model(str(tiny_model_dir), strategy=strategy),
+                           modeling.LoraSettings(r=4, alpha=8, dropout=0.0), strategy)
+    with torch.no_grad():
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:  # B starts at zero: move it, so the adapter changes the logits
+                p.copy_(torch.randn_like(p) * 0.5)
+    seqs = _random_sequences(6, len(tok), seed=4)
+    positions = [[0, len(s) - 1] for s in seqs]
+    cands = modeling.label_token_ids(tok, ["joy", "anger", "yes"])
+    got = inference.label_logprobs(lm, seqs, positions, cands, batch_size=3)
+    lm.eval()
+    for seq, pos, arr in zip(seqs, positions, got):
+        want = _naive_logprobs(lm, seq)[pos][:, cands]
+        np.testing.assert_allclose(arr, want.numpy(), atol=2e-5)
+        assert not np.allclose(arr, _naive_logprobs(model, seq)[pos][:, cands].numpy(), atol=1e-3)
+    lm.get_base_model().config.logit_scale = 0.5  # a scaled head: the plain-matmul shortcut must stand aside
+    assert inference._backbone_and_head(lm) is None
+    np.testing.assert_allclose(inference.label_logprobs(lm, seqs, positions, cands, batch_size=3)[0], got[0],
+                               atol=2e-5)  # Llama ignores logit_scale, so the fallback gives the same numbers

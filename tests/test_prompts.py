@@ -28,16 +28,27 @@ def _captioned(conv: dict) -> dict:
     return conv
 
 
-def test_rendering_carries_speakers_captions_and_the_chat_template(tok, sample):
+def test_rendering_is_compact_and_carries_speakers_and_captions(tok, sample):
     conv = _captioned(sample[0])
     (query,) = prompts.emotion_queries(conv, tok, 1024)
     text = tok.decode(query.input_ids)
-    assert text.startswith("<s><|im_start|>system") and "<|im_start|>assistant" in text
+    assert "<|im_start|>" not in text  # no chat template, no instructions: just the header and the lines
+    assert text.replace(tok.bos_token or "", "", 1).startswith(prompts.EMOTION_HEADER)
     for utt in conv["conversation"]:
-        assert f"U{utt['utterance_ID']} {utt['speaker']}:" in text
+        assert f" {utt['speaker']}: {utt['text']}" in text and f"U{utt['utterance_ID']} " not in text
     assert "[video: a man points at the sofa]" in text and "[audio: a frightened voice]" in text
+    # a line costs its words plus the speaker and one newline: nothing per utterance beyond that
+    words = sum(len(prompts.encode(tok, f" {u['speaker']}: {prompts.utterance_text(u)}")) for u in conv["conversation"])
+    assert len(query.input_ids) <= len(prompts.header_ids(tok, prompts.EMOTION_HEADER)) + words + 2 * len(conv["conversation"]) + 1
     cause_text = tok.decode(prompts.cause_queries(conv, tok, 1024)[0].input_ids)
-    assert f"U1 {conv['conversation'][0]['speaker']} (fear):" in cause_text and "[audio: a frightened voice]" in cause_text
+    assert f"U1 {conv['conversation'][0]['speaker']} fear:" in cause_text and "[audio: a frightened voice]" in cause_text
+
+
+def test_header_gets_bos_only_where_the_tokenizer_adds_one(tok):
+    with_bos = prompts.header_ids(tok, "Emotions:\n")
+    adds = tok("x", add_special_tokens=True)["input_ids"][0] == tok.bos_token_id
+    assert (with_bos[0] == tok.bos_token_id) == adds
+    assert with_bos[-len(prompts.encode(tok, "Emotions:\n")):] == prompts.encode(tok, "Emotions:\n")
 
 
 def test_without_a_chat_template_the_prompt_is_plain_text(tok):
@@ -47,9 +58,9 @@ def test_without_a_chat_template_the_prompt_is_plain_text(tok):
     assert "<|im_start|>" not in text and "label it" in text and text.startswith(plain.bos_token)
 
 
-def test_emotion_markers_align_with_the_answer_labels(tok, sample):
+def test_emotion_labels_are_read_at_each_lines_newline(tok, sample):
     label_ids = label_token_ids(tok, EMOTIONS)
-    marker = prompts.encode(tok, prompts.EMOTION_MARKER)
+    newline = prompts.encode(tok, prompts.NEWLINE)
     for conv in sample:
         (query,) = prompts.emotion_queries(conv, tok, 2048)
         assert query.keys == [u["utterance_ID"] for u in conv["conversation"]]
@@ -57,21 +68,23 @@ def test_emotion_markers_align_with_the_answer_labels(tok, sample):
         scored = [t for t, lab in enumerate(example["labels"]) if lab != prompts.IGNORE]
         assert scored == [p + 1 for p in query.positions]
         for p, utt in zip(query.positions, conv["conversation"]):
-            assert query.input_ids[p - len(marker) + 1: p + 1] == marker  # read right after the marker
+            assert query.input_ids[p - len(newline) + 1: p + 1] == newline  # read at the line's end
+            assert tok.decode(query.input_ids[: p + 1]).rstrip().endswith(utt["text"].strip())
             assert example["labels"][p + 1] == label_ids[EMOTIONS.index(utt["emotion"])]
-            # the input goes on with a newline, not the answer: later utterances never see gold labels
+            # the input goes on with the next line (or the end token), not the answer: no gold label leaks on
             assert query.input_ids[p + 1] not in label_ids
+        assert query.input_ids[-1] == tok.eos_token_id
 
 
 def test_long_conversations_are_chunked_within_max_length(tok, sample):
     conv = max(sample, key=lambda c: len(c["conversation"]))
-    chunks = prompts.emotion_queries(conv, tok, 160)
-    assert len(chunks) > 1 and all(len(q.input_ids) <= 160 for q in chunks)
+    chunks = prompts.emotion_queries(conv, tok, 60)
+    assert len(chunks) > 1 and all(len(q.input_ids) <= 60 for q in chunks)
     assert [k for q in chunks for k in q.keys] == [u["utterance_ID"] for u in conv["conversation"]]
     for q in chunks:
         assert all(p + 1 < len(q.input_ids) for p in q.positions)
     with pytest.raises(prompts.PromptError, match="raise MAX_LENGTH"):
-        prompts.emotion_queries(conv, tok, 40)
+        prompts.emotion_queries(conv, tok, 12)
 
 
 def test_cause_queries_cover_the_window_and_label_gold_pairs(tok, sample):
@@ -83,10 +96,13 @@ def test_cause_queries_cover_the_window_and_label_gold_pairs(tok, sample):
         expected = [(i, j) for i, _ in prompts.emotional_utterances(conv) for j in range(max(1, i - 2), min(n, i + 1) + 1)]
         assert keys == expected
         gold = {(int(e.split("_")[0]), int(c)) for e, c in conv["emotion-cause_pairs"]}
+        emotion_of = {u["utterance_ID"]: u["emotion"] for u in conv["conversation"]}
         for q in queries:
             example = prompts.training_labels(q, prompts.cause_answers(conv, q, (yes, no)))
             for p, key in zip(q.positions, q.keys):
-                assert tok.decode(q.input_ids[: p + 1]).endswith(f" U{key[1]} ({key[1] - key[0]:+d})?")
+                assert tok.decode(q.input_ids[: p + 1]).endswith(f" U{key[1]}")
+                line = tok.decode(q.input_ids[: p + 1]).rsplit("\n", 1)[-1]
+                assert line.startswith(f"U{key[0]} {emotion_of[key[0]]}:")  # the query line names i and its emotion
                 assert example["labels"][p + 1] == (yes if key in gold else no)
             assert sum(lab != prompts.IGNORE for lab in example["labels"]) == len(q.keys)
 

@@ -151,3 +151,65 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_unbroken_one(tm
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
     again = training.train(str(tiny_model_dir), examples, None, cfg("killed"))  # a finished run stays finished
     assert again.global_step == 8 and again.resumed_from.endswith("checkpoint-8") and again.session_tokens == 0
+
+
+def _answer_examples(tok, n: int, seed: int = 0) -> tuple[list[dict], list[int]]:
+    """Label-at-a-position examples like the conversation style's: the word a line repeats, read at its end."""
+    ids = modeling.label_token_ids(tok, WORDS)
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        input_ids, answers = [], {}
+        for _ in range(rng.randint(1, 3)):
+            k = rng.randrange(len(WORDS))
+            input_ids += tok(f" I feel {WORDS[k]} today .\n", add_special_tokens=False)["input_ids"]
+            answers[len(input_ids)] = ids[k]  # read at the newline p: labels[p + 1], as in the pipeline
+        input_ids.append(tok.eos_token_id)
+        out.append({"input_ids": input_ids, "labels": [answers.get(t, IGNORE) for t in range(len(input_ids))]})
+    return out, ids
+
+
+def test_answer_loss_is_the_softmax_over_the_answers_at_the_labelled_positions(tiny_model_dir, tok):
+    model = modeling.load_model(str(tiny_model_dir))
+    examples, ids = _answer_examples(tok, 3)
+    batch = training.PadCollator(tok.pad_token_id)(examples)
+    loss, picked = training.answer_loss(model, batch, ids)
+    with torch.no_grad():  # by hand: every position's full logits, then the answers' softmax
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    want = []
+    for row in range(len(examples)):
+        for t in range(batch["labels"].shape[1] - 1):
+            gold = int(batch["labels"][row, t + 1])
+            if gold != IGNORE:
+                logp = torch.log_softmax(logits[row, t, ids].float(), dim=-1)
+                want.append(-logp[ids.index(gold)])
+    assert picked.shape == (len(want), len(ids))
+    torch.testing.assert_close(loss.detach(), torch.stack(want).mean(), atol=1e-5, rtol=1e-5)
+    summed, _ = training.answer_loss(model, batch, ids, num_items_in_batch=1)  # divided by the count given
+    torch.testing.assert_close(summed.detach(), torch.stack(want).sum(), atol=1e-4, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"not among answer_ids"):
+        training.answer_loss(model, batch, ids[:2])
+    with pytest.raises(ValueError, match="answer_ids"):
+        TrainConfig(output_dir="x", answer_ids=(5, 5))
+
+
+def test_answer_loss_trains_and_accumulated_batches_match_one_big_batch(tmp_path, tiny_model_dir, tok):
+    examples, ids = _answer_examples(tok, 16, seed=3)
+    lora = modeling.LoraSettings(r=8, alpha=16, dropout=0.0)
+
+    def run(name, batch_size, grad_accum, steps):
+        cfg = TrainConfig(output_dir=str(tmp_path / name), max_steps=steps, batch_size=batch_size,
+                          grad_accum=grad_accum, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1,
+                          save_steps=100, group_by_length=False, lora=lora, answer_ids=tuple(ids))
+        result = training.train(str(tiny_model_dir), examples, examples[:4], cfg)
+        return result, load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")
+
+    big, a = run("big", 8, 1, 1)
+    small, b = run("accumulated", 4, 2, 1)
+    assert big.global_step == small.global_step == 1
+    # Adam hides a constant factor in the update; the logged loss does not: a mean over all 8 examples' answers
+    assert small.train_loss_first == pytest.approx(big.train_loss_first, rel=1e-4)
+    for k in a:  # the same 8 examples, the loss normalised over all their answers either way
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=1e-4)
+    long, _ = run("long", 8, 1, 20)
+    assert long.train_loss_last < long.train_loss_first * 0.5 and long.eval_loss is not None

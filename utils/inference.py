@@ -67,6 +67,37 @@ def _normalise_positions(seq: Sequence[int], positions: Sequence[int]) -> list[i
     return out
 
 
+_SCALED_HEADS = ("final_logit_softcapping", "logit_scale", "logits_scaling")  # heads that are not a plain matmul
+
+
+def _backbone_and_head(model):
+    """(the transformer body, the LM head) of a causal LM, PEFT-wrapped or not; None where the
+    logits are more than ``head(last hidden state)`` (soft-capped or scaled heads)."""
+    lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+    body = getattr(lm, getattr(lm, "base_model_prefix", "") or "", None)
+    head = lm.get_output_embeddings() if hasattr(lm, "get_output_embeddings") else None
+    config = getattr(lm, "config", None)
+    if body is None or head is None or any(getattr(config, k, None) not in (None, 1, 1.0) for k in _SCALED_HEADS):
+        return None
+    return body, head
+
+
+def _logits_at_rows(model, ids, mask, rows, cols):
+    """Logits at (rows[k], cols[k]) only: the body runs once, the LM head on just those hidden states
+    (a batch's rows read different positions, so this is B times less head work than a shared
+    ``logits_to_keep``)."""
+    import torch
+
+    parts = _backbone_and_head(model)
+    if parts is None:  # an unusual head: all positions through the model, then pick
+        union = torch.unique(cols)
+        logits = _logits_at(model, ids, mask, union)
+        return logits[rows, torch.searchsorted(union, cols)]
+    body, head = parts
+    hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
+    return head(hidden[rows, cols])
+
+
 def _logits_at(model, ids, mask, keep):
     """Logits at sequence indices ``keep`` only (all rows), skipping the rest of the LM head."""
     try:
@@ -104,13 +135,13 @@ def label_logprobs(
     with torch.inference_mode():
         for batch in tqdm(batches, desc="label scoring", disable=not progress):
             ids, mask = _pad_right([sequences[i] for i in batch], pad, device)
-            union = sorted({p for i in batch for p in wanted[i]})
-            column = {p: k for k, p in enumerate(union)}
-            logits = _logits_at(model, ids, mask, torch.tensor(union, device=device))
-            for row, i in enumerate(batch):
-                cols = torch.tensor([column[p] for p in wanted[i]], device=device)
-                logp = torch.log_softmax(logits[row, cols].float(), dim=-1)  # over the whole vocabulary
-                results[i] = logp[:, cand].cpu().numpy()
+            rows = torch.tensor([r for r, i in enumerate(batch) for _ in wanted[i]], device=device)
+            cols = torch.tensor([p for i in batch for p in wanted[i]], device=device)
+            logp = torch.log_softmax(_logits_at_rows(model, ids, mask, rows, cols).float(), dim=-1)  # whole vocabulary
+            picked, start = logp[:, cand].cpu().numpy(), 0
+            for i in batch:
+                results[i] = picked[start:start + len(wanted[i])]
+                start += len(wanted[i])
     return results
 
 

@@ -296,6 +296,17 @@ def lora_settings(cfg: FinetuneConfig) -> Any:
     return LoraSettings(r=cfg.LORA_R, alpha=cfg.LORA_ALPHA, dropout=cfg.LORA_DROPOUT, target_modules=targets)
 
 
+def answer_ids(cfg: FinetuneConfig, task: str) -> tuple[int, ...]:
+    """The conversation style's answer vocabulary (the seven label words, or yes/no): its loss is a
+    softmax over these only, exactly what inference reads; () for per_utterance (the recipe's LM loss)."""
+    from .modeling import label_token_ids, load_tokenizer
+
+    if prompts.check_style(cfg.STYLE) != "conversation":
+        return ()
+    words = EMOTIONS if task == "emotion" else prompts.ANSWERS
+    return tuple(label_token_ids(load_tokenizer(cfg.MODEL), words))
+
+
 def train_config(cfg: FinetuneConfig, task: str) -> Any:
     """training.TrainConfig for ``task`` from the notebook's parameters."""
     from .training import TrainConfig
@@ -305,7 +316,7 @@ def train_config(cfg: FinetuneConfig, task: str) -> Any:
         learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
         max_length=cfg.MAX_LENGTH, seed=cfg.SEED, eval_steps=cfg.EVAL_STEPS or None, save_steps=cfg.SAVE_STEPS,
         logging_steps=cfg.LOGGING_STEPS, report_to=cfg.REPORT_TO, lora=lora_settings(cfg), merge=cfg.MERGE,
-        resume=cfg.RESUME, gradient_checkpointing=cfg.GRADIENT_CHECKPOINTING,
+        resume=cfg.RESUME, gradient_checkpointing=cfg.GRADIENT_CHECKPOINTING, answer_ids=answer_ids(cfg, task),
     )
 
 

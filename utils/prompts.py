@@ -1,11 +1,14 @@
 """Prompts: how a conversation becomes text and token ids, in both prompt styles.
 
-``conversation`` (default): ONE sequence per conversation. Emotions: each utterance line ends
-with a marker and its label is read at the marker as the next token (one of the seven label
-words); the line that follows is the next utterance, never the answer, so training shows no gold
-label to later utterances and inference is one forward pass. Causes: the conversation with its
-emotions, then one short yes/no query per (emotional utterance, candidate cause) in a window,
-each read at its end. Every output is a valid label or utterance id by construction.
+``conversation`` (default): ONE compact sequence per conversation, no chat template and no
+instructions beyond a one-word header (it is fine-tuned to read, not prompted). Emotions: one line
+`` Speaker: text`` per utterance; the line's closing newline is where its label is read, as the
+next token among the seven label words, and the input goes on with the next utterance, never the
+answer, so training shows no gold label to later utterances and inference is one forward pass.
+Causes: the conversation with its emotions (``U3 Rachel joy: text``), then one line per emotional
+utterance listing its candidate causes, ``U4 joy: U2 U3 U4 U5 U6``, each read as yes/no at its last
+token. Every output is a valid label or utterance id by construction; a conversation costs about
+its own words in tokens (the whole ECF 2.0 training split: 173 k tokens for emotions).
 
 ``per_utterance``: the original MECPE recipe, kept as a baseline. One prompt per utterance that
 repeats the whole conversation, answered ``utterance_N :: label`` (or ``utterance_N ::
@@ -25,8 +28,9 @@ from .data import EMOTIONS
 
 STYLES = ("conversation", "per_utterance")
 ANSWERS = ("yes", "no")  # the cause queries' answer words, in this order
-EMOTION_MARKER = " -> emotion:"
-CAUSE_INTRO = "Cause questions:\n"
+EMOTION_HEADER = "Emotions:\n"  # what the sequence is; the label is read at each line's newline
+CAUSE_HEADER = "Causes:\n"
+NEWLINE = "\n"
 # Cause candidates U(i-5)..U(i+2): 98.2% of the ECF 2.0 training pairs have j - i in [-5, 2]
 # (0: 50%, -1: 29%, -2: 8.7%, +1: 2.1%, +2: 1.3%); widening to [-10, 5] would add 0.7% of
 # pairs for twice the queries.
@@ -35,15 +39,7 @@ WINDOW_AFTER = 2
 MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
 IGNORE = -100  # the label value HF losses skip
 
-SYSTEM = "You are an expert annotator of emotions in conversations."
-EMOTION_TASK = (
-    "Read the conversation. After each utterance, name the emotion its speaker expresses, one of: "
-    + ", ".join(EMOTIONS) + "."
-)
-CAUSE_TASK = (
-    "Below is a conversation with the emotion of each utterance. Each line 'Ui (emotion) <- Uj (offset)? ...' "
-    "asks, for every listed utterance, yes if it causes the emotion of utterance i, else no."
-)
+SYSTEM = "You are an expert annotator of emotions in conversations."  # per_utterance prompts
 
 
 class PromptError(ValueError):
@@ -62,7 +58,7 @@ def utterance_text(utt: dict) -> str:
 
 
 def utterance_line(utt: dict, emotion: str | None = None, prefix: str = "U") -> str:
-    """``U3 Chandler: text`` or, with its emotion, ``U3 Chandler (joy): text``."""
+    """``U3 Chandler: text`` or, with its emotion, ``U3 Chandler (joy): text`` (per_utterance)."""
     who = utt["speaker"].strip() + (f" ({emotion})" if emotion else "")
     return f"{prefix}{utt['utterance_ID']} {who}: {utterance_text(utt)}"
 
@@ -122,35 +118,47 @@ class Query:
     keys: list[Any] = field(default_factory=list)  # utterance id (emotions) or (i, j) (causes)
 
 
-def _utterance_ids(tokenizer: Any, utt: dict, emotion: str | None, cap: int) -> list[int]:
-    """A line's ids with its text capped at ``cap`` tokens (the prefix and speaker always kept)."""
-    head = encode(tokenizer, f"U{utt['utterance_ID']} {utt['speaker'].strip()}"
-                  + (f" ({emotion})" if emotion else "") + ":")
-    return head + encode(tokenizer, " " + utterance_text(utt))[:cap]
+def header_ids(tokenizer: Any, text: str) -> list[int]:
+    """A sequence's first ids: ``text``, after bos only where the tokenizer adds one to plain text
+    (Llama's ``<s>``; SmolLM2 adds none)."""
+    ids = encode(tokenizer, text)
+    bos = tokenizer.bos_token_id
+    if bos is not None and list(tokenizer("x", add_special_tokens=True)["input_ids"][:1]) == [bos]:
+        ids = [bos, *ids]
+    return ids
+
+
+def _text_ids(tokenizer: Any, utt: dict, cap: int) -> list[int]:
+    """The utterance's words (captions included) as ids, capped at ``cap`` tokens."""
+    return encode(tokenizer, " " + utterance_text(utt))[:cap]
 
 
 def emotion_queries(conv: dict, tokenizer: Any, max_length: int,
                     max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
-    """The conversation as marked lines, read at each marker; chunked to fit ``max_length``."""
-    header = encode(tokenizer, chat_text(tokenizer, EMOTION_TASK))
-    marker, newline = encode(tokenizer, EMOTION_MARKER), encode(tokenizer, "\n")
-    room = max_length - len(header) - len(marker) - len(newline)
-    cap = min(max_utterance_tokens, room - 8)  # 8: the "U12 Speaker:" head of a line
+    """`` Speaker: text`` lines read at each closing newline; chunked to fit ``max_length``."""
+    header, newline = header_ids(tokenizer, EMOTION_HEADER), encode(tokenizer, NEWLINE)
+    # a chunk ends with one more token: the label of its last line is scored against position p + 1
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else newline
+    room = max_length - len(header) - len(end)
+    cap = min(max_utterance_tokens, room - 8)  # 8: the speaker and the newline around the text
     if cap < 4:
         raise PromptError(f"max_length={max_length} leaves no room for an utterance after the "
-                          f"{len(header)}-token instructions; raise MAX_LENGTH")
+                          f"{len(header)}-token header; raise MAX_LENGTH")
     chunks: list[Query] = []
     current = Query(list(header), [])
     for utt in conv["conversation"]:
-        line = _utterance_ids(tokenizer, utt, None, cap)[:room]
-        if len(current.input_ids) + len(line) + len(marker) + len(newline) > max_length and current.keys:
+        line = (encode(tokenizer, f" {utt['speaker'].strip()}:") + _text_ids(tokenizer, utt, cap))
+        line = line[: room - len(newline)] + newline
+        if len(current.input_ids) + len(line) + len(end) > max_length and current.keys:
             chunks.append(current)  # a long conversation continues in a fresh sequence
             current = Query(list(header), [])
-        current.input_ids += line + marker
-        current.positions.append(len(current.input_ids) - 1)
+        current.input_ids += line
+        current.positions.append(len(current.input_ids) - 1)  # the newline: its next token is the label
         current.keys.append(utt["utterance_ID"])
-        current.input_ids += newline  # the next token is never the answer: no label leaks on
+    # the input goes on with the next line, never the answer: no gold label leaks to later utterances
     chunks.append(current)
+    for chunk in chunks:
+        chunk.input_ids += end
     return chunks
 
 
@@ -167,19 +175,17 @@ def emotional_utterances(conv: dict) -> list[tuple[int, str]]:
 
 def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = WINDOW_BEFORE,
                   after: int = WINDOW_AFTER, max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
-    """The conversation with its emotions, then yes/no queries ``U3 (joy) <- U2 (-1)? U3 (+0)?`` read at each '?'."""
-    header = encode(tokenizer, chat_text(tokenizer, CAUSE_TASK))
-    intro, newline = encode(tokenizer, CAUSE_INTRO), encode(tokenizer, "\n")
+    """The conversation with its emotions, then ``U4 joy: U2 U3 U4 U5 U6`` per emotional utterance,
+    each candidate read as yes/no at its last token."""
+    header, newline = header_ids(tokenizer, CAUSE_HEADER), encode(tokenizer, NEWLINE)
     n = len(conv["conversation"])
-    groups = []  # one group of queries per emotional utterance: kept in one chunk
+    groups = []  # one line per emotional utterance, kept in one chunk
     for i, emotion in emotional_utterances(conv):
-        # one line per emotional utterance, ``U4 (joy) <- U2 (-2)? U3 (-1)? U4 (+0)?``: the candidates
-        # share the head instead of repeating ``U4 (joy) <-`` in a query each
-        ids, positions, keys = encode(tokenizer, f"U{i} ({emotion}) <-"), [], []
+        # the ids let the model look each candidate up in the lines above (they start ``U2 ...``);
+        # the fixed order (5 before .. 2 after) shows where the utterance itself and the one before are
+        ids, positions, keys = encode(tokenizer, f"U{i} {emotion}:"), [], []
         for j in cause_candidates(i, n, before, after):
-            # the id lets the model look the candidate up; the offset lets it learn that causes are
-            # mostly the utterance itself (50% of ECF pairs) or the one before (29%)
-            ids += encode(tokenizer, f" U{j} ({j - i:+d})?")
+            ids += encode(tokenizer, f" U{j}")
             positions.append(len(ids) - 1)
             keys.append((i, j))
         groups.append((ids + newline, positions, keys))
@@ -188,22 +194,22 @@ def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = WIN
     longest = max(len(g[0]) for g in groups)
     cap = max_utterance_tokens
     while True:  # shorten utterance texts until the conversation and one group fit
-        context = []
+        context = list(header)
         for utt in conv["conversation"]:
-            context += _utterance_ids(tokenizer, utt, utt["emotion"], cap) + newline
-        prefix = header + context + intro
-        if len(prefix) + longest <= max_length:
+            context += (encode(tokenizer, f"U{utt['utterance_ID']} {utt['speaker'].strip()} {utt['emotion']}:")
+                        + _text_ids(tokenizer, utt, cap) + newline)
+        if len(context) + longest <= max_length:
             break
         if cap <= 4:
             raise PromptError(f"conversation {conv.get('conversation_ID')}: {n} utterances do not fit "
                               f"max_length={max_length} even at {cap} tokens each; raise MAX_LENGTH")
         cap //= 2
     chunks: list[Query] = []
-    current = Query(list(prefix), [])
+    current = Query(list(context), [])
     for ids, positions, keys in groups:
         if len(current.input_ids) + len(ids) > max_length:
             chunks.append(current)
-            current = Query(list(prefix), [])
+            current = Query(list(context), [])
         offset = len(current.input_ids)
         current.input_ids += ids
         current.positions += [offset + p for p in positions]

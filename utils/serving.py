@@ -6,10 +6,11 @@ and ``pipeline.predict_causes`` return, so a notebook switches with one paramete
     engine = serving.load_engine("smollm2", "checkpoints/emotion/conversation/adapter", prefer="auto")
     labelled, stats = serving.predict_emotions(engine, convs, "conversation")
 
-Conversation style on vLLM: the label read at marker position p is the one token generated after
-the prefix ``ids[:p + 1]`` with ``allowed_token_ids`` = the label tokens and greedy decoding, so it
-is the argmax over the labels, as in ``inference.label_logprobs``. Each whole query runs once first
-so that the engine's prefix cache holds it; the per-marker prefixes then reuse those blocks.
+Conversation style on vLLM: the label read at position p (a line's newline, a candidate's last
+token) is the one token generated after the prefix ``ids[:p + 1]`` with ``allowed_token_ids`` = the
+label tokens and greedy decoding, so it is the argmax over the labels, as in
+``inference.label_logprobs``. Each whole query runs once first so that the engine's prefix cache
+holds it; the per-position prefixes then reuse those blocks.
 per_utterance style on vLLM: free generation parsed like the original recipe, or with
 ``constrained=True`` a structured-output choice among the valid answers.
 """

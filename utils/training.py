@@ -55,11 +55,19 @@ class TrainConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     merge: bool = False  # also write a merged full model to output_dir/merged
     resume: bool = True  # continue from the last checkpoint in output_dir
+    # answer_ids: () -> the usual LM loss over the whole vocabulary at every labelled position; a set of
+    # token ids (the seven label words, or yes/no) -> the loss is a softmax over just those ids, and the
+    # LM head runs only at the labelled positions: a classification head made of the LM head's rows,
+    # trained exactly as inference reads it (label scoring over the same ids)
+    answer_ids: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         check_schedule(self.report_to, self.epochs, self.max_steps)
         if not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        self.answer_ids = tuple(int(t) for t in self.answer_ids)
+        if len(set(self.answer_ids)) != len(self.answer_ids) or len(self.answer_ids) == 1:
+            raise ValueError(f"answer_ids must be () or at least two distinct token ids, got {self.answer_ids}")
 
 
 def check_schedule(report_to: str, epochs: float, max_steps: int) -> None:
@@ -250,14 +258,45 @@ def sft_config(cfg: TrainConfig, strategy: LoadStrategy, has_eval: bool):
         remove_unused_columns=False,
         include_num_input_tokens_seen="non_padding",
         dataloader_num_workers=0,
+        prediction_loss_only=True,  # eval reports its loss; gathering full-vocabulary logits only costs memory
         ddp_find_unused_parameters=False,  # every LoRA weight is used each step: skip DDP's extra graph walk
         disable_tqdm=False,
         **_eval_schedule(cfg, has_eval),
     )
 
 
-def _trainer_class():
-    """SFTTrainer that also counts the samples it trains on (for samples/s)."""
+def answer_loss(model, inputs: dict, answer_ids: Sequence[int], num_items_in_batch=None):
+    """(summed-or-mean loss, logits) of the answers only: a softmax over ``answer_ids`` at each position
+    whose next label is not -100; the model's LM head runs at those positions only (``logits_to_keep``).
+
+    Labels follow the HF convention (``labels[t + 1]`` is read at ``t``). A label outside
+    ``answer_ids`` is an error, not a silent skip."""
+    import torch
+    import torch.nn.functional as F
+
+    labels = inputs["labels"]
+    target = labels[:, 1:]
+    rows, cols = (target != IGNORE).nonzero(as_tuple=True)
+    if rows.numel() == 0:
+        raise ValueError("a training batch has no labelled position: every example needs an answer")
+    keep = torch.unique(cols)  # sorted: the union of the read positions over the batch rows
+    out = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                logits_to_keep=keep, use_cache=False)
+    answers = torch.as_tensor(list(answer_ids), device=labels.device)
+    picked = out.logits[rows, torch.searchsorted(keep, cols)][:, answers].float()  # [n answers, k]
+    gold = target[rows, cols]
+    match = gold.unsqueeze(1) == answers.unsqueeze(0)
+    if not bool(match.any(dim=1).all()):
+        bad = sorted({int(t) for t in gold[~match.any(dim=1)].tolist()})
+        raise ValueError(f"labels {bad} are not among answer_ids {list(answer_ids)}")
+    total = F.cross_entropy(picked, match.float().argmax(dim=1), reduction="sum")
+    loss = total / (num_items_in_batch if num_items_in_batch is not None else rows.numel())
+    return loss, picked
+
+
+def _trainer_class(answer_ids: Sequence[int] = ()):
+    """SFTTrainer that counts the samples it trains on (for samples/s) and, given ``answer_ids``,
+    computes the answers-only loss of ``answer_loss``."""
     from trl import SFTTrainer
 
     class CountingSFTTrainer(SFTTrainer):
@@ -266,6 +305,17 @@ def _trainer_class():
         def training_step(self, model, inputs, *args, **kwargs):
             self.session_samples += int(inputs["input_ids"].shape[0]) * self.args.world_size
             return super().training_step(model, inputs, *args, **kwargs)
+
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if not answer_ids:
+                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+            loss, logits = answer_loss(model, inputs, answer_ids, num_items_in_batch)
+            # normalised by the answers of the whole accumulated (and, under DDP, global) batch, as
+            # Trainer counts them; DDP averages gradients over processes, so scale back up like Trainer
+            self.loss_is_scaled_for_ga = num_items_in_batch is not None
+            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
+                loss = loss * self.accelerator.num_processes
+            return (loss, {"logits": logits}) if return_outputs else loss
 
     return CountingSFTTrainer
 
@@ -355,7 +405,7 @@ def train(
     lm = add_lora(base, cfg.lora, strategy, cfg.gradient_checkpointing)
     train_ds = make_dataset(train_examples, cfg.max_length, "train")
     eval_ds = make_dataset(eval_examples, cfg.max_length, "eval") if eval_examples else None
-    trainer = _trainer_class()(
+    trainer = _trainer_class(cfg.answer_ids)(
         model=lm,
         args=sft_config(cfg, strategy, eval_ds is not None),
         data_collator=PadCollator(tokenizer.pad_token_id),
