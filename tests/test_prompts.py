@@ -33,13 +33,15 @@ def test_rendering_is_compact_and_carries_speakers_and_captions(tok, sample):
     (query,) = prompts.emotion_queries(conv, tok, 1024)
     text = tok.decode(query.input_ids)
     assert "<|im_start|>" not in text  # no chat template, no instructions: just the header and the lines
-    assert text.replace(tok.bos_token or "", "", 1).startswith(prompts.EMOTION_HEADER)
+    assert text.replace(tok.bos_token or "", "", 1).startswith(f" {conv['conversation'][0]['speaker']}:")
     for utt in conv["conversation"]:
         assert f" {utt['speaker']}: {utt['text']}" in text and f"U{utt['utterance_ID']} " not in text
     assert "[video: a man points at the sofa]" in text and "[audio: a frightened voice]" in text
-    # a line costs its words plus the speaker and one newline: nothing per utterance beyond that
+    # a line costs its words, the speaker and the marker: nothing per utterance beyond that
+    marker = len(prompts.encode(tok, prompts.EMOTION_MARKER))
     words = sum(len(prompts.encode(tok, f" {u['speaker']}: {prompts.utterance_text(u)}")) for u in conv["conversation"])
-    assert len(query.input_ids) <= len(prompts.header_ids(tok, prompts.EMOTION_HEADER)) + words + 2 * len(conv["conversation"]) + 1
+    assert len(query.input_ids) <= len(prompts.header_ids(tok, prompts.EMOTION_HEADER)) + words + (marker + 1) * len(
+        conv["conversation"]) + 1
     cause_text = tok.decode(prompts.cause_queries(conv, tok, 1024)[0].input_ids)
     assert f"U1 {conv['conversation'][0]['speaker']} fear:" in cause_text and "[audio: a frightened voice]" in cause_text
 
@@ -58,9 +60,9 @@ def test_without_a_chat_template_the_prompt_is_plain_text(tok):
     assert "<|im_start|>" not in text and "label it" in text and text.startswith(plain.bos_token)
 
 
-def test_emotion_labels_are_read_at_each_lines_newline(tok, sample):
+def test_emotion_labels_are_read_at_each_lines_marker(tok, sample):
     label_ids = label_token_ids(tok, EMOTIONS)
-    newline = prompts.encode(tok, prompts.NEWLINE)
+    marker = prompts.encode(tok, prompts.EMOTION_MARKER)
     for conv in sample:
         (query,) = prompts.emotion_queries(conv, tok, 2048)
         assert query.keys == [u["utterance_ID"] for u in conv["conversation"]]
@@ -68,8 +70,8 @@ def test_emotion_labels_are_read_at_each_lines_newline(tok, sample):
         scored = [t for t, lab in enumerate(example["labels"]) if lab != prompts.IGNORE]
         assert scored == [p + 1 for p in query.positions]
         for p, utt in zip(query.positions, conv["conversation"]):
-            assert query.input_ids[p - len(newline) + 1: p + 1] == newline  # read at the line's end
-            assert tok.decode(query.input_ids[: p + 1]).rstrip().endswith(utt["text"].strip())
+            assert query.input_ids[p - len(marker) + 1: p + 1] == marker  # read at the line's end
+            assert tok.decode(query.input_ids[: p + 1 - len(marker)]).rstrip().endswith(utt["text"].strip())
             assert example["labels"][p + 1] == label_ids[EMOTIONS.index(utt["emotion"])]
             # the input goes on with the next line (or the end token), not the answer: no gold label leaks on
             assert query.input_ids[p + 1] not in label_ids
@@ -94,7 +96,10 @@ def test_cause_queries_cover_the_window_and_label_gold_pairs(tok, sample):
         queries = prompts.cause_queries(conv, tok, 2048, before=2, after=1)
         keys = [k for q in queries for k in q.keys]
         expected = [(i, j) for i, _ in prompts.emotional_utterances(conv) for j in range(max(1, i - 2), min(n, i + 1) + 1)]
-        assert keys == expected
+        assert sorted(keys) == sorted(expected)
+        for i, _ in prompts.emotional_utterances(conv):  # most likely first: itself, then the ones before, then after
+            order = [j - i for a, j in keys if a == i]
+            assert order == [d for d in (0, -1, -2, 1) if 1 <= i + d <= n]
         gold = {(int(e.split("_")[0]), int(c)) for e, c in conv["emotion-cause_pairs"]}
         emotion_of = {u["utterance_ID"]: u["emotion"] for u in conv["conversation"]}
         for q in queries:
@@ -120,6 +125,13 @@ def test_cause_queries_shorten_long_utterances_and_chunk_queries(tok, sample):
     for utt in neutral["conversation"]:
         utt["emotion"] = "neutral"
     assert prompts.cause_queries(neutral, tok, 400) == []
+
+
+def test_candidates_are_ordered_most_likely_first():
+    assert prompts.ordered_candidates(6, prompts.cause_candidates(6, 10)) == [6, 5, 4, 3, 7, 8, 2, 1]
+    assert prompts.ordered_candidates(1, prompts.cause_candidates(1, 3)) == [1, 2, 3]
+    # offsets outside CANDIDATE_ORDER (wider windows) follow, nearest first, the earlier one first
+    assert prompts.ordered_candidates(10, range(3, 14)) == [10, 9, 8, 7, 11, 12, 6, 5, 13, 4, 3]
 
 
 def test_cause_candidates_stay_inside_the_conversation():

@@ -91,14 +91,14 @@ def _logits_at_rows(model, ids, mask, rows, cols):
     parts = _backbone_and_head(model)
     if parts is None:  # an unusual head: all positions through the model, then pick
         union = torch.unique(cols)
-        logits = _logits_at(model, ids, mask, union)
+        logits = logits_at(model, ids, mask, union)
         return logits[rows, torch.searchsorted(union, cols)]
     body, head = parts
     hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     return head(hidden[rows, cols])
 
 
-def _logits_at(model, ids, mask, keep):
+def logits_at(model, ids, mask, keep):
     """Logits at sequence indices ``keep`` only (all rows), skipping the rest of the LM head."""
     try:
         return model(input_ids=ids, attention_mask=mask, logits_to_keep=keep, use_cache=False).logits

@@ -1,14 +1,14 @@
 """Prompts: how a conversation becomes text and token ids, in both prompt styles.
 
 ``conversation`` (default): ONE compact sequence per conversation, no chat template and no
-instructions beyond a one-word header (it is fine-tuned to read, not prompted). Emotions: one line
-`` Speaker: text`` per utterance; the line's closing newline is where its label is read, as the
-next token among the seven label words, and the input goes on with the next utterance, never the
-answer, so training shows no gold label to later utterances and inference is one forward pass.
+instructions (it is fine-tuned to read, not prompted). Emotions: one `` Speaker: text emotion:``
+line per utterance; the label is read at the marker's colon, as the next token among the seven
+label words, and the input goes on with the next utterance, never the answer, so training shows
+no gold label to later utterances and inference is one forward pass.
 Causes: the conversation with its emotions (``U3 Rachel joy: text``), then one line per emotional
-utterance listing its candidate causes, ``U4 joy: U2 U3 U4 U5 U6``, each read as yes/no at its last
-token. Every output is a valid label or utterance id by construction; a conversation costs about
-its own words in tokens (the whole ECF 2.0 training split: 173 k tokens for emotions).
+utterance listing its candidate causes most likely first, ``U4 joy: U4 U3 U2 U1 U5 U6``, each read
+as yes/no at its last token. Every output is a valid label or utterance id by construction; a conversation costs about
+its own words in tokens (the whole ECF 2.0 training split: 180 k tokens for emotions).
 
 ``per_utterance``: the original MECPE recipe, kept as a baseline. One prompt per utterance that
 repeats the whole conversation, answered ``utterance_N :: label`` (or ``utterance_N ::
@@ -28,7 +28,13 @@ from .data import EMOTIONS
 
 STYLES = ("conversation", "per_utterance")
 ANSWERS = ("yes", "no")  # the cause queries' answer words, in this order
-EMOTION_HEADER = "Emotions:\n"  # what the sequence is; the label is read at each line's newline
+# Emotion sequences are `` Speaker: text emotion:`` lines with no header and no newline: the label is
+# read at the marker's colon. Measured (SmolLM2, 100 steps of 2 conversations, emotion weighted F1 on 60
+# test conversations): this format 0.476 at 180 k tokens per epoch (full split); newline-ended lines
+# read at the newline 0.445 / 0.435 (two seeds) at 174 k; the longer marker `` -> emotion:`` + newline
+# 0.513 at 207 k; the former chat-template format 0.511 at 290 k.
+EMOTION_HEADER = ""
+EMOTION_MARKER = " emotion:"
 CAUSE_HEADER = "Causes:\n"
 NEWLINE = "\n"
 # Cause candidates U(i-5)..U(i+2): 98.2% of the ECF 2.0 training pairs have j - i in [-5, 2]
@@ -36,6 +42,12 @@ NEWLINE = "\n"
 # pairs for twice the queries.
 WINDOW_BEFORE = 5
 WINDOW_AFTER = 2
+# A cause line lists its candidates most likely first (offsets j - i by their ECF 2.0 frequency), so
+# the place in the line says what an offset would: the first is the utterance itself, the second
+# the one before. Measured (100 steps, 200 conversations, val pair F1 with gold emotions): this order
+# 0.590, the same ids in window order 0.544, ids with written offsets `U2 (-2)` 0.600 for 2.5x the
+# query tokens.
+CANDIDATE_ORDER = (0, -1, -2, -3, 1, 2, -4, -5)
 MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
 IGNORE = -100  # the label value HF losses skip
 
@@ -135,12 +147,12 @@ def _text_ids(tokenizer: Any, utt: dict, cap: int) -> list[int]:
 
 def emotion_queries(conv: dict, tokenizer: Any, max_length: int,
                     max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
-    """`` Speaker: text`` lines read at each closing newline; chunked to fit ``max_length``."""
-    header, newline = header_ids(tokenizer, EMOTION_HEADER), encode(tokenizer, NEWLINE)
+    """`` Speaker: text emotion:`` lines read at each marker's end; chunked to fit ``max_length``."""
+    header, marker = header_ids(tokenizer, EMOTION_HEADER), encode(tokenizer, EMOTION_MARKER)
     # a chunk ends with one more token: the label of its last line is scored against position p + 1
-    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else newline
+    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else encode(tokenizer, NEWLINE)
     room = max_length - len(header) - len(end)
-    cap = min(max_utterance_tokens, room - 8)  # 8: the speaker and the newline around the text
+    cap = min(max_utterance_tokens, room - len(marker) - 6)  # 6: the speaker in front of the text
     if cap < 4:
         raise PromptError(f"max_length={max_length} leaves no room for an utterance after the "
                           f"{len(header)}-token header; raise MAX_LENGTH")
@@ -148,12 +160,12 @@ def emotion_queries(conv: dict, tokenizer: Any, max_length: int,
     current = Query(list(header), [])
     for utt in conv["conversation"]:
         line = (encode(tokenizer, f" {utt['speaker'].strip()}:") + _text_ids(tokenizer, utt, cap))
-        line = line[: room - len(newline)] + newline
+        line = line[: room - len(marker)] + marker
         if len(current.input_ids) + len(line) + len(end) > max_length and current.keys:
             chunks.append(current)  # a long conversation continues in a fresh sequence
             current = Query(list(header), [])
         current.input_ids += line
-        current.positions.append(len(current.input_ids) - 1)  # the newline: its next token is the label
+        current.positions.append(len(current.input_ids) - 1)  # the marker's end: its next token is the label
         current.keys.append(utt["utterance_ID"])
     # the input goes on with the next line, never the answer: no gold label leaks to later utterances
     chunks.append(current)
@@ -167,6 +179,14 @@ def cause_candidates(i: int, n: int, before: int = WINDOW_BEFORE, after: int = W
     return list(range(max(1, i - before), min(n, i + after) + 1))
 
 
+def ordered_candidates(i: int, candidates: Sequence[int]) -> list[int]:
+    """``candidates`` of utterance ``i`` in CANDIDATE_ORDER; offsets outside it follow, nearest first."""
+    def key(j: int) -> tuple[int, int, int]:
+        d = j - i
+        return (0, CANDIDATE_ORDER.index(d), 0) if d in CANDIDATE_ORDER else (1, abs(d), d > 0)
+    return sorted(candidates, key=key)
+
+
 def emotional_utterances(conv: dict) -> list[tuple[int, str]]:
     """(utterance id, emotion) of every utterance whose emotion is not neutral."""
     return [(u["utterance_ID"], u["emotion"]) for u in conv["conversation"]
@@ -175,16 +195,16 @@ def emotional_utterances(conv: dict) -> list[tuple[int, str]]:
 
 def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = WINDOW_BEFORE,
                   after: int = WINDOW_AFTER, max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
-    """The conversation with its emotions, then ``U4 joy: U2 U3 U4 U5 U6`` per emotional utterance,
-    each candidate read as yes/no at its last token."""
+    """The conversation with its emotions, then ``U4 joy: U4 U3 U2 U1 U5 U6`` per emotional utterance
+    (candidates most likely first), each read as yes/no at its last token."""
     header, newline = header_ids(tokenizer, CAUSE_HEADER), encode(tokenizer, NEWLINE)
     n = len(conv["conversation"])
     groups = []  # one line per emotional utterance, kept in one chunk
     for i, emotion in emotional_utterances(conv):
         # the ids let the model look each candidate up in the lines above (they start ``U2 ...``);
-        # the fixed order (5 before .. 2 after) shows where the utterance itself and the one before are
+        # the order (CANDIDATE_ORDER) tells it the offset without spending tokens on it
         ids, positions, keys = encode(tokenizer, f"U{i} {emotion}:"), [], []
-        for j in cause_candidates(i, n, before, after):
+        for j in ordered_candidates(i, cause_candidates(i, n, before, after)):
             ids += encode(tokenizer, f" U{j}")
             positions.append(len(ids) - 1)
             keys.append((i, j))
