@@ -35,7 +35,7 @@ def test_label_logprobs_equal_one_sequence_at_a_time(tiny):
     positions[4] = []  # a sequence with nothing to read
     positions[5] = [-1, 0]  # negative positions count from the end
     cands = modeling.label_token_ids(tok, ["neutral", "joy", "anger", "yes", "no"])
-    got = inference.label_logprobs(model, seqs, positions, cands, batch_size=4)
+    got = inference.label_logprobs(model, seqs, positions, cands, batch_size=4, min_fill=0.0)  # padded batches
     assert len(got) == len(seqs) and got[4].shape == (0, len(cands))
     for seq, pos, arr in zip(seqs, positions, got):
         want = _naive_logprobs(model, seq)[[p % len(seq) for p in pos]][:, cands]
@@ -62,7 +62,7 @@ def test_score_options_equal_manual_sums(tiny):
 def test_batched_generation_equals_one_prompt_at_a_time(tiny):
     model, tok = tiny
     prompts = [tok(t)["input_ids"] for t in ("I am so happy", "What?", "There is something under the sofa")]
-    batched = inference.generate(model, tok, prompts, max_new_tokens=6, batch_size=3)
+    batched = inference.generate(model, tok, prompts, max_new_tokens=6, batch_size=3, min_fill=0.0)  # one batch
     alone = [inference.generate(model, tok, [p], max_new_tokens=6)[0] for p in prompts]
     assert batched == alone  # left padding does not leak into the answers
 
@@ -83,7 +83,7 @@ def test_generation_stops_at_eos_and_returns_only_new_text(tiny):
     handle = model.lm_head.register_forward_hook(force)
     try:
         prompts = [tok("a longer prompt here")["input_ids"], tok("short")["input_ids"]]
-        texts = inference.generate(model, tok, prompts, max_new_tokens=10, batch_size=2)
+        texts = inference.generate(model, tok, prompts, max_new_tokens=10, batch_size=2, min_fill=0.0)
     finally:
         handle.remove()
     assert texts == [" joy", " anger fear joy"]
@@ -139,3 +139,19 @@ def test_label_logprobs_through_a_lora_adapter_and_the_fallback_head(tiny, tiny_
     assert inference._backbone_and_head(lm) is None
     np.testing.assert_allclose(inference.label_logprobs(lm, seqs, positions, cands, batch_size=3)[0], got[0],
                                atol=2e-5)  # Llama ignores logit_scale, so the fallback gives the same numbers
+
+
+def test_length_batches_bound_the_padding_and_cover_every_sequence_once():
+    rng = random.Random(5)
+    lengths = [rng.randint(5, 500) for _ in range(200)]
+    batches = inference.length_batches(lengths, 8)
+    assert sorted(i for b in batches for i in b) == list(range(200))
+    for b in batches:
+        width = max(lengths[i] for i in b)
+        assert len(b) <= 8 and lengths[b[0]] == width
+        assert all(lengths[i] >= 0.8 * width for i in b)  # under 20% padding in any batch
+    fixed = [sorted(lengths, reverse=True)[k:k + 8] for k in range(0, 200, 8)]
+    assert sum(len(b) * max(lengths[i] for i in b) for b in batches) <= sum(len(b) * b[0] for b in fixed)
+    assert inference.length_batches([10] * 20, 8) == [list(range(8)), list(range(8, 16)), list(range(16, 20))]
+    with pytest.raises(ValueError, match="batch_size"):
+        inference.length_batches([3], 0)
