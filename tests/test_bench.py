@@ -73,6 +73,7 @@ def test_default_outputs_are_all_valid_and_every_variant_was_measured(smoke):
         assert train["steps"] == record["config"]["train_steps"] and train["session_tokens"] > 0
         assert train["wall_s"] > 0 and train["peak_mb"] > 0 and train["projected_epoch_s"] > 0
         assert inference["wall_s"] > 0 and inference["utterances"] == eval_utterances
+        assert inference["warmup_wall_s"] > 0  # the untimed warm-up ran, outside wall_s
         assert 0.0 <= inference["valid_output_share"] <= 1.0
         assert 0.0 <= v["score"]["value"] <= 1.0
         if v["stage"] == "emotion":  # one label per utterance, whatever the style
