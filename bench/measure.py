@@ -47,6 +47,9 @@ def machine_info() -> dict[str, Any]:
         "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or platform.machine(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        # PASSIVE (the bench's default, kind to a shared CPU) lets OpenMP threads sleep between kernels,
+        # which costs short forward passes the most; ACTIVE spins
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
         "cpu_bf16_hardware": cpu_has_fast_bf16(),
         "ram_gib": round(int(ram_kb.split()[0]) / 2**20, 1) if ram_kb else None,
         "gpu": torch.cuda.get_device_name(0) if cuda else None,

@@ -89,7 +89,8 @@ def ratios_table(record: dict) -> str:
 def markdown(record: dict) -> str:
     """All tables with a header naming the machine, model, data and command."""
     m, d = record["machine"], record["data"]
-    device = m["gpu"] or f"{m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads)"
+    device = m["gpu"] or (f"{m['cpu']} ({m['cpu_cores']} cores, {m['torch_threads']} torch threads, "
+                          f"OMP_WAIT_POLICY={m.get('omp_wait_policy')})")
     lines = [f"## emocause benchmark · {m['date']}",
              "",
              f"`{record['command']}`",

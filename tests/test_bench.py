@@ -34,6 +34,7 @@ def test_smoke_writes_the_headline_numbers_and_machine(smoke):
         assert key in record, key
     assert record["command"] == f"python -m bench --smoke --out {record['config']['out']}"
     assert record["machine"]["torch"] and record["machine"]["cpu"] and record["machine"]["date"][:2] == "20"
+    assert record["machine"]["omp_wait_policy"] == "PASSIVE"  # set by the fixture, recorded as it was
     assert {(v["stage"], v["style"]) for v in record["variants"]} == {
         (s, t) for s in ("emotion", "cause") for t in ("per_utterance", "conversation")}
 
