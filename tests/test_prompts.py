@@ -185,3 +185,20 @@ def test_per_utterance_cause_parse(text, causes, valid):
 def test_unknown_style_is_refused():
     with pytest.raises(ValueError, match="per_utterance"):
         prompts.check_style("generation")
+
+
+def test_the_longer_emotion_variant_is_three_constants_away(tok, sample, monkeypatch):
+    monkeypatch.setattr(prompts, "EMOTION_HEADER", "Emotions:\n")
+    monkeypatch.setattr(prompts, "EMOTION_MARKER", " -> emotion:")
+    monkeypatch.setattr(prompts, "EMOTION_LINE_END", "\n")
+    conv = sample[0]
+    (query,) = prompts.emotion_queries(conv, tok, 2048)
+    text = tok.decode(query.input_ids)
+    lines = [f" {u['speaker']}: {u['text']} -> emotion:" for u in conv["conversation"]]
+    assert text.replace(tok.bos_token or "", "", 1).startswith("Emotions:\n" + "\n".join(lines) + "\n")
+    newline = prompts.encode(tok, "\n")
+    for p in query.positions:  # read at the marker's colon; the newline follows, then the next line
+        assert tok.decode(query.input_ids[: p + 1]).endswith("-> emotion:")
+        assert query.input_ids[p + 1: p + 1 + len(newline)] == newline
+    chunks = prompts.emotion_queries(max(sample, key=lambda c: len(c["conversation"])), tok, 70)
+    assert len(chunks) > 1 and all(len(q.input_ids) <= 70 for q in chunks)
