@@ -297,8 +297,9 @@ def measure_variant(b: Bench, stage: str, style: str, baseline: dict | None) -> 
     if cfg.tokens_only:
         return record
     b.log(f"[bench] {stage} / {style}: training {cfg.train_steps} steps on {len(examples)} sequences")
+    answers = answer_vocabulary(b.tokenizer, stage, style, cfg.conversation_loss)
     record["train"] = train_variant(cfg, b.model, b.strategy, examples, b.work / stage / style, b.params,
-                                    record["tokens"], answer_vocabulary(b.tokenizer, stage, style, cfg.conversation_loss))
+                                    record["tokens"], answers)
     adapter = record["train"].pop("adapter_dir")
     if cfg.inference:
         b.log(f"[bench] {stage} / {style}: inference on {n_eval} conversations")

@@ -110,7 +110,8 @@ def test_bad_options_say_what_to_use():
         BenchConfig(train_steps=0)
     with pytest.raises(ValueError, match="conversation_loss 'mse'"):
         BenchConfig(conversation_loss="mse")
-    assert cli.config_from(cli.parser().parse_args(["--conversation-loss", "vocabulary"])).conversation_loss == "vocabulary"
+    parsed = cli.parser().parse_args(["--conversation-loss", "vocabulary"])
+    assert cli.config_from(parsed).conversation_loss == "vocabulary"
 
 
 def test_the_conversation_loss_option_picks_the_answer_vocabulary(tiny_model_dir):

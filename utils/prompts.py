@@ -7,8 +7,9 @@ label words, and the input goes on with the next utterance, never the answer, so
 no gold label to later utterances and inference is one forward pass.
 Causes: the conversation with its emotions (``U3 Rachel joy: text``), then one line per emotional
 utterance listing its candidate causes most likely first, ``U4 joy: U4 U3 U2 U1 U5 U6``, each read
-as yes/no at its last token. Every output is a valid label or utterance id by construction; a conversation costs about
-its own words in tokens (the whole ECF 2.0 training split: 180 k tokens for emotions).
+as yes/no at its last token. Every output is a valid label or utterance id by construction; a
+conversation costs about its own words in tokens (the whole ECF 2.0 training split: 180 k tokens
+for emotions, 325 k for causes).
 
 ``per_utterance``: the original MECPE recipe, kept as a baseline. One prompt per utterance that
 repeats the whole conversation, answered ``utterance_N :: label`` (or ``utterance_N ::
