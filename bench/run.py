@@ -141,13 +141,11 @@ def count_tokens(cfg: BenchConfig, stage: str, style: str, tokenizer: Any, train
 def answer_vocabulary(tokenizer: Any, stage: str, style: str, loss: str = "answers") -> tuple[int, ...]:
     """The ids the conversation style's loss is restricted to (as the notebooks train it); () for
     per_utterance, whose recipe is the LM loss over the whole vocabulary, and for loss="vocabulary"."""
-    from utils import prompts
-    from utils.data import EMOTIONS
     from utils.modeling import label_token_ids
+    from utils.pipeline import answer_words
 
-    if style != "conversation" or loss == "vocabulary":
-        return ()
-    return tuple(label_token_ids(tokenizer, EMOTIONS if stage == "emotion" else prompts.ANSWERS))
+    words = answer_words(style, stage) if loss == "answers" else ()
+    return tuple(label_token_ids(tokenizer, words)) if words else ()
 
 
 def train_variant(cfg: BenchConfig, model: str, strategy: Any, examples: list[dict], out_dir: Path,

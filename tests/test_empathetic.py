@@ -134,3 +134,26 @@ def test_split_by_conversation_has_no_leak():
 def test_word_counts_keep_bangla_words():
     counts = ed.word_counts(["আমার পরীক্ষা কাল", "the exam, my exam!"])
     assert counts["পরীক্ষা"] == 1 and counts["exam"] == 2 and "the" not in counts
+
+
+def test_generation_config_finds_the_chat_adapter_and_demo_turns(tmp_path):
+    import pandas as pd
+
+    cfg = ed.EdGenerateConfig(CHECKPOINT_DIR=str(tmp_path / "ckpt"), CHAT_MESSAGES=" I won! | |Why me? ")
+    assert cfg.chat_messages == ["I won!", "Why me?"]
+    assert cfg.classifier_adapter() is None  # no 08 adapter yet: the base model labels the chat
+    adapter = tmp_path / "ckpt" / "empathetic" / "emotion" / "adapter"
+    adapter.mkdir(parents=True)
+    assert cfg.classifier_adapter() is None  # a folder without weights does not count
+    (adapter / "adapter_model.safetensors").write_bytes(b"x")
+    assert cfg.classifier_adapter() == str(adapter)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "adapter_model.safetensors").write_bytes(b"x")
+    assert ed.EdGenerateConfig(CLASSIFIER_ADAPTER=str(other)).classifier_adapter() == str(other)
+
+    replies = pd.DataFrame({"dialogue": ["d0", "d1", "d2"], "before": ["b0", "b1", "b2"], "after": ["a0", "a1", "a2"]})
+    items = ed.rating_items(replies, "smollm2", 2)
+    assert [i["id"] for i in items] == ["before-0", "before-1", "after-0", "after-1"]
+    assert items[2] == {"id": "after-0", "model": "smollm2 (after)", "prompt": "d0", "response": "a0"}
+    assert [i["id"] for i in ed.rating_items(replies.drop(columns="before"), "m", 5)] == ["after-0", "after-1", "after-2"]

@@ -464,6 +464,24 @@ class EdGenerateConfig(EdTrainConfig):
     def ratings_path(self) -> Path:
         return resolve_path(self.RATINGS_PATH) if self.RATINGS_PATH else self.results_dir / "ratings"
 
+    @property
+    def chat_messages(self) -> list[str]:
+        """The demo turns of CHAT_MESSAGES, blanks dropped."""
+        return [m.strip() for m in self.CHAT_MESSAGES.split("|") if m.strip()]
+
+    def classifier_adapter(self) -> str | None:
+        """CLASSIFIER_ADAPTER, else notebook 08's adapter; None (the base model) where neither holds weights."""
+        folder = resolve_path(self.CLASSIFIER_ADAPTER) if self.CLASSIFIER_ADAPTER else self.task_dir("emotion") / "adapter"
+        return str(folder) if (folder / "adapter_model.safetensors").is_file() else None
+
+
+def rating_items(replies: pd.DataFrame, model: str, rows: int) -> list[dict]:
+    """Rating-sheet items for the first ``rows`` prompts: one per reply column present ("before",
+    "after"), each naming the model and the stage it came from."""
+    head = replies.head(rows)
+    return [{"id": f"{stage}-{i}", "model": f"{model} ({stage})", "prompt": row["dialogue"], "response": row[stage]}
+            for stage in ("before", "after") if stage in head for i, row in head.iterrows()]
+
 
 def resolve_path(path: str | os.PathLike) -> Path:
     """Notebook paths are relative to the repository root."""

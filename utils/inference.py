@@ -105,13 +105,20 @@ def _logits_at_rows(model, ids, mask, rows, cols):
     import torch
 
     parts = _backbone_and_head(model)
-    if parts is None:  # an unusual head: all positions through the model, then pick
-        union = torch.unique(cols)
-        logits = logits_at(model, ids, mask, union)
-        return logits[rows, torch.searchsorted(union, cols)]
+    if parts is None:  # an unusual head: through the model's own forward
+        return logits_at_rows_via_forward(model, ids, mask, rows, cols)
     body, head = parts
     hidden = body(input_ids=ids, attention_mask=mask, use_cache=False).last_hidden_state
     return head(hidden[rows, cols])
+
+
+def logits_at_rows_via_forward(model, ids, mask, rows, cols):
+    """Logits at (rows[k], cols[k]) through the model's own forward (any wrapper: PEFT, DDP, FSDP),
+    the LM head run at the union of the positions the batch reads."""
+    import torch
+
+    union = torch.unique(cols)  # sorted
+    return logits_at(model, ids, mask, union)[rows, torch.searchsorted(union, cols)]
 
 
 def logits_at(model, ids, mask, keep):

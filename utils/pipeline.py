@@ -296,15 +296,20 @@ def lora_settings(cfg: FinetuneConfig) -> Any:
     return LoraSettings(r=cfg.LORA_R, alpha=cfg.LORA_ALPHA, dropout=cfg.LORA_DROPOUT, target_modules=targets)
 
 
-def answer_ids(cfg: FinetuneConfig, task: str) -> tuple[int, ...]:
+def answer_words(style: str, task: str) -> tuple[str, ...]:
     """The conversation style's answer vocabulary (the seven label words, or yes/no): its loss is a
     softmax over these only, exactly what inference reads; () for per_utterance (the recipe's LM loss)."""
+    if prompts.check_style(style) != "conversation":
+        return ()
+    return tuple(EMOTIONS) if task == "emotion" else prompts.ANSWERS
+
+
+def answer_ids(cfg: FinetuneConfig, task: str) -> tuple[int, ...]:
+    """Token ids of ``answer_words`` under MODEL's tokenizer."""
     from .modeling import label_token_ids, load_tokenizer
 
-    if prompts.check_style(cfg.STYLE) != "conversation":
-        return ()
-    words = EMOTIONS if task == "emotion" else prompts.ANSWERS
-    return tuple(label_token_ids(load_tokenizer(cfg.MODEL), words))
+    words = answer_words(cfg.STYLE, task)
+    return tuple(label_token_ids(load_tokenizer(cfg.MODEL), words)) if words else ()
 
 
 def train_config(cfg: FinetuneConfig, task: str) -> Any:

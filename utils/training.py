@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from utils.inference import logits_at
+from utils.inference import logits_at_rows_via_forward
 from utils.io import write_json_atomic
 from utils.modeling import (
     LoadStrategy,
@@ -280,10 +280,10 @@ def answer_loss(model, inputs: dict, answer_ids: Sequence[int], num_items_in_bat
     rows, cols = (target != IGNORE).nonzero(as_tuple=True)
     if rows.numel() == 0:
         raise ValueError("a training batch has no labelled position: every example needs an answer")
-    keep = torch.unique(cols)  # sorted: the union of the read positions over the batch rows
-    logits = logits_at(model, inputs["input_ids"], inputs.get("attention_mask"), keep)
+    # the model's own forward, so DDP/FSDP wrappers see the call and synchronise gradients
+    logits = logits_at_rows_via_forward(model, inputs["input_ids"], inputs.get("attention_mask"), rows, cols)
     answers = torch.as_tensor(list(answer_ids), device=labels.device)
-    picked = logits[rows, torch.searchsorted(keep, cols)][:, answers].float()  # [n answers, k]
+    picked = logits[:, answers].float()  # [n answers, k]
     gold = target[rows, cols]
     match = gold.unsqueeze(1) == answers.unsqueeze(0)
     if not bool(match.any(dim=1).all()):
