@@ -138,19 +138,31 @@ def test_unlabelled_files_load_only_when_allowed(tmp_path):
     assert data.load_ecf(path, require_labels=False)[0]["emotion-cause_pairs"] == []
 
 
-def test_split_is_deterministic_disjoint_complete():
+@pytest.mark.parametrize("mode", data.SPLITS)
+def test_split_is_deterministic_disjoint_complete(mode):
     convs = [conv(cid) for cid in range(1, 201)]
-    a = data.split_conversations(convs, test_frac=0.1, val_frac=0.1, seed=3)
-    b = data.split_conversations(list(reversed(convs)), test_frac=0.1, val_frac=0.1, seed=3)
+    a = data.split_conversations(convs, test_frac=0.1, val_frac=0.1, seed=3, mode=mode)
+    b = data.split_conversations(list(reversed(convs)), test_frac=0.1, val_frac=0.1, seed=3, mode=mode)
     ids = {k: [c["conversation_ID"] for c in v] for k, v in a.items()}
     assert {k: set(v) for k, v in ids.items()} == {k: {c["conversation_ID"] for c in v} for k, v in b.items()}
     assert len(ids["test"]) == 20 and len(ids["val"]) == 18 and len(ids["train"]) == 162
     assert not set(ids["test"]) & set(ids["val"]) and not set(ids["train"]) & (set(ids["test"]) | set(ids["val"]))
     assert sorted(sum(ids.values(), [])) == list(range(1, 201))
-    other = data.split_conversations(convs, seed=4)
-    assert {c["conversation_ID"] for c in other["test"]} != set(ids["test"])
+    other = data.split_conversations(convs, seed=4, mode=mode)
+    # the seed shuffles a random split; a block split has none to shuffle
+    assert ({c["conversation_ID"] for c in other["test"]} == set(ids["test"])) == (mode == "block")
     with pytest.raises(ValueError, match="fractions"):
-        data.split_conversations(convs, test_frac=1.0)
+        data.split_conversations(convs, test_frac=1.0, mode=mode)
+
+
+def test_block_split_holds_out_the_last_conversations_by_id():
+    convs = [conv(cid) for cid in (7, 3, 50, 12, 9, 41, 30, 22, 18, 5)]  # file order is not id order
+    split = data.split_conversations(convs, test_frac=0.2, val_frac=0.25, mode="block")
+    assert {c["conversation_ID"] for c in split["test"]} == {41, 50}
+    assert {c["conversation_ID"] for c in split["val"]} == {22, 30}  # the block right before test
+    assert [c["conversation_ID"] for c in split["train"]] == [7, 3, 12, 9, 18, 5]  # file order kept
+    with pytest.raises(ValueError, match="SPLIT='shuffled'"):
+        data.split_conversations(convs, mode="shuffled")
 
 
 def test_strip_and_with_pairs_do_not_touch_the_original():
@@ -178,3 +190,19 @@ def test_download_refuses_when_offline(tmp_path):
     with pytest.raises(data.DataError, match="could not download"):
         data.download_ecf(tmp_path, base_url="http://127.0.0.1:9", timeout=2)
     assert not list(tmp_path.iterdir())  # nothing half-written
+
+
+def test_test_path_replaces_the_test_split_and_refuses_a_leak(tmp_path):
+    from utils import pipeline
+
+    sample = data.load_ecf(data.SAMPLE_PATH)
+    held_out = [dict(c, conversation_ID=c["conversation_ID"] + 1000) for c in sample[:4]]
+    path = tmp_path / "official_test.json"
+    path.write_text(json.dumps(held_out), encoding="utf-8")
+    splits = pipeline.load_splits(pipeline.SeriesConfig(TEST_PATH=str(path)))
+    assert [c["conversation_ID"] for c in splits["test"]] == [c["conversation_ID"] for c in held_out]
+    assert len(splits["train"]) + len(splits["val"]) == len(sample)  # all of DATA_PATH trains or validates
+    leaky = tmp_path / "leaky.json"
+    leaky.write_text(json.dumps(sample[:2]), encoding="utf-8")
+    with pytest.raises(ValueError, match="shares conversation_ID"):
+        pipeline.load_splits(pipeline.SeriesConfig(TEST_PATH=str(leaky)))

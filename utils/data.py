@@ -275,16 +275,31 @@ def emotions_of(convs: list[dict]) -> list[str]:
     return [utt["emotion"] for conv in convs for utt in conv["conversation"]]
 
 
+SPLITS = ("block", "random")
+
+
 def split_conversations(convs: list[dict], test_frac: float = 0.1, val_frac: float = 0.1,
-                        seed: int = 42) -> dict[str, list[dict]]:
-    """Deterministic conversation-level split: test first, then val from the rest (as MECPE did)."""
+                        seed: int = 42, mode: str = "block") -> dict[str, list[dict]]:
+    """Deterministic conversation-level split into train, val and test.
+
+    ``block``: test is the last ``test_frac`` of the conversations by id and val the block before
+    it, so held-out conversations come from later episodes, as the official evaluation set does
+    (a random split puts neighbouring scenes of one episode on both sides and flatters: measured
+    in bench/RESULTS.md). ``random``: test first, then val from the rest, shuffled with ``seed``
+    (as MECPE did). Either way the split does not depend on file order."""
     if not (0 <= test_frac < 1 and 0 <= val_frac < 1):
         raise ValueError(f"fractions must lie in [0, 1): test_frac={test_frac}, val_frac={val_frac}")
+    if mode not in SPLITS:
+        raise ValueError(f"SPLIT={mode!r}: use one of {list(SPLITS)}")
     ids = sorted(conv["conversation_ID"] for conv in convs)
-    random.Random(seed).shuffle(ids)  # sorted first: the split does not depend on file order
     n_test = round(len(ids) * test_frac)
     n_val = round((len(ids) - n_test) * val_frac)
-    test_ids, val_ids = set(ids[:n_test]), set(ids[n_test:n_test + n_val])
+    if mode == "random":
+        random.Random(seed).shuffle(ids)  # sorted first: the split does not depend on file order
+        test_ids, val_ids = set(ids[:n_test]), set(ids[n_test:n_test + n_val])
+    else:
+        rest = len(ids) - n_test
+        test_ids, val_ids = set(ids[rest:]), set(ids[rest - n_val:rest])
     split: dict[str, list[dict]] = {"train": [], "val": [], "test": []}
     for conv in convs:  # keep file order inside each split
         cid = conv["conversation_ID"]
