@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import data, inference, pipeline, prompts
+from utils import data, decision, inference, pipeline, prompts
 from utils.baselines import majority_emotion
 from utils.data import EMOTIONS
 from utils.io import read_json, write_json_atomic
@@ -78,6 +78,7 @@ def learnable_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_a_short_finetune_beats_the_majority_baseline(learnable_model_dir, tmp_path, one_thread):
     train, test = synthetic(60, seed=0), synthetic(20, seed=1, first_id=1000)
     cfg = pipeline.FinetuneConfig(MODEL=str(learnable_model_dir), CHECKPOINT_DIR=str(tmp_path), MAX_STEPS=150,
@@ -273,8 +274,11 @@ def test_threshold_sweep_and_the_val_cut_off(sample, tiny, tok):
     assert table[0.5]["weighted_f1"] == pytest.approx(1.0, abs=1e-6)
     assert table[0.25]["weighted_precision"] < 1.0 and table[0.25]["weighted_recall"] == pytest.approx(1.0, abs=1e-6)
     assert table[0.8]["n_pred_pairs"] == 0
-    tuning = pipeline.tune_threshold(tiny, tok, gold, 1024, 2, 1, batch_size=4)
+    tuning = pipeline.tune_threshold(tiny, tok, gold, 1024, 2, 1, batch_size=4, per_distance=False)
     assert tuning["threshold"] in pipeline.THRESHOLDS and len(tuning["table"]) == len(pipeline.THRESHOLDS)
+    per = pipeline.tune_threshold(tiny, tok, gold, 1024, 2, 1, batch_size=4)
+    assert set(per["threshold"]) == set(decision.CUTOFF_BUCKETS) and per["single_threshold"] == tuning["threshold"]
+    assert per["weighted_f1"] >= tuning["weighted_f1"]  # it starts from the single cut-off and only moves up
     cfg = pipeline.CauseInferenceConfig(CAUSE_THRESHOLD=0.7)
     assert pipeline.cause_threshold(cfg, {"threshold": 0.35}) == 0.35
     assert pipeline.cause_threshold(cfg, {}) == 0.7

@@ -13,13 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from . import prompts
-from .data import EMOTIONS, emotion_pairs, load_ecf, split_conversations, strip_labels, with_emotions, with_pairs
+from .data import EMOTIONS, SPLITS, emotion_pairs, load_ecf, split_conversations, strip_labels, with_emotions, with_pairs
+from .decision import cutoff_for, tune_cutoffs
 from .env import resolve
 from .io import read_json, write_json_atomic
 
 TASKS = ("emotion", "cause")
 CAUSE_EMOTION_SOURCES = ("gold", "predicted")
+CUTOFF_RULES = ("one", "per_distance")
 TASK_FILE = "task.json"  # beside the adapter: what inference needs to rebuild the same prompts
 SMOKE_LIMIT, SMOKE_TEST_LIMIT, SMOKE_STEPS = 8, 4, 8
 
@@ -39,11 +43,15 @@ class SeriesConfig:
     SEED: int = 42
     TEST_FRAC: float = 0.1
     VAL_FRAC: float = 0.1
+    SPLIT: str = "block"  # "block": test = the last conversations by id, val the block before; "random"
+    TEST_PATH: str = ""  # a separate test file (the official evaluation set): DATA_PATH then gives train and val
     LIMIT: int = 0  # first LIMIT train (and val) conversations; 0 = all
     SMOKE: bool = False
 
     def __post_init__(self) -> None:
         prompts.check_style(self.STYLE)
+        if self.SPLIT not in SPLITS:
+            raise ValueError(f"SPLIT={self.SPLIT!r}: use one of {list(SPLITS)}")
         if self.LIMIT < 0:
             raise ValueError(f"LIMIT={self.LIMIT}: use 0 for all conversations or a positive count")
 
@@ -98,10 +106,13 @@ class CauseFinetuneConfig(FinetuneConfig):
     CAUSE_EMOTIONS: str = "predicted"
     CAUSE_WINDOW_BEFORE: int = prompts.WINDOW_BEFORE
     CAUSE_WINDOW_AFTER: int = prompts.WINDOW_AFTER
+    CAUSE_CUTOFFS: str = "per_distance"  # P(yes) cut-offs chosen on val: "one", or "per_distance" (0, -1, -2, other)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_emotion_source(self.CAUSE_EMOTIONS)
+        if self.CAUSE_CUTOFFS not in CUTOFF_RULES:
+            raise ValueError(f"CAUSE_CUTOFFS={self.CAUSE_CUTOFFS!r}: use one of {list(CUTOFF_RULES)}")
 
 
 @dataclass(frozen=True)
@@ -110,6 +121,7 @@ class EmotionInferenceConfig(LoggedConfig):
 
     TEST_LIMIT: int = 0  # first TEST_LIMIT test conversations; 0 = all
     LABEL_TRAIN: bool = True  # also label the train split (04 with CAUSE_EMOTIONS="predicted" reads it)
+    USE_VAL_OFFSETS: bool = True  # add the per-emotion offsets 02 chose on val (when recorded) before the argmax
     BATCH_SIZE: int = 8
     MAX_NEW_TOKENS: int = 16  # per_utterance generation only
 
@@ -161,8 +173,16 @@ def apply_smoke(cfg: Any) -> Any:
 # ---------------------------------------------------------------- data and paths
 
 def load_splits(cfg: SeriesConfig) -> dict[str, list[dict]]:
-    """The deterministic split of DATA_PATH, with LIMIT (train, val) and TEST_LIMIT applied."""
-    splits = split_conversations(load_ecf(resolve(cfg.DATA_PATH)), cfg.TEST_FRAC, cfg.VAL_FRAC, cfg.SEED)
+    """The deterministic split of DATA_PATH, with LIMIT (train, val) and TEST_LIMIT applied; with
+    TEST_PATH, DATA_PATH is split into train and val only and the test conversations are that file's."""
+    convs = load_ecf(resolve(cfg.DATA_PATH))
+    splits = split_conversations(convs, 0.0 if cfg.TEST_PATH else cfg.TEST_FRAC, cfg.VAL_FRAC, cfg.SEED, cfg.SPLIT)
+    if cfg.TEST_PATH:
+        splits["test"] = load_ecf(resolve(cfg.TEST_PATH))
+        shared = sorted({c["conversation_ID"] for c in convs} & {c["conversation_ID"] for c in splits["test"]})
+        if shared:
+            raise ValueError(f"TEST_PATH={cfg.TEST_PATH} shares conversation_ID(s) {shared[:5]} with "
+                             f"DATA_PATH={cfg.DATA_PATH}: a test conversation would also be trained on")
     limits = {"train": cfg.LIMIT, "val": _smallest_limit(cfg.LIMIT, getattr(cfg, "VAL_LIMIT", 0)),
               "test": getattr(cfg, "TEST_LIMIT", 0)}
     return {name: convs[: limits[name]] if limits[name] else convs for name, convs in splits.items()}
@@ -402,28 +422,50 @@ def _stats(convs: list[dict], results: list[dict], wall_s: float) -> dict[str, A
             "invalid_output_share": invalid / n_out if n_out else 0.0}
 
 
-def _emotions_by_scoring(model: Any, tokenizer: Any, max_length: int, batch_size: int):
-    """fn(conversations) -> one record each: every utterance labelled in one pass (conversation style)."""
+def _emotion_rows(model: Any, tokenizer: Any, batch: list[dict], max_length: int,
+                  batch_size: int) -> tuple[list[list[list[float]]], list[tuple[int, int]]]:
+    """Per conversation of ``batch``: the seven label log-probs of each utterance (utterance order),
+    and (sequences, prompt tokens) read for it."""
     from .inference import label_logprobs
     from .modeling import label_token_ids
 
     label_ids = label_token_ids(tokenizer, EMOTIONS)
+    queries = [prompts.emotion_queries(conv, tokenizer, max_length) for conv in batch]
+    flat = [q for qs in queries for q in qs]
+    scores = iter(label_logprobs(model, [q.input_ids for q in flat], [q.positions for q in flat],
+                                 label_ids, batch_size))
+    rows, cost = [], []
+    for conv, qs in zip(batch, queries):
+        by_id = {}
+        for q in qs:
+            for key, row in zip(q.keys, next(scores)):
+                by_id[key] = [round(float(x), 4) for x in row]
+        rows.append([by_id[u["utterance_ID"]] for u in conv["conversation"]])
+        cost.append((len(qs), sum(len(q.input_ids) for q in qs)))
+    return rows, cost
+
+
+def emotion_logprobs(model: Any, tokenizer: Any, convs: list[dict], max_length: int = 1024,
+                     batch_size: int = 8) -> list[list[list[float]]]:
+    """Per conversation, per utterance: the log-probs of the seven labels (EMOTIONS order)."""
+    out = []
+    for k in range(0, len(convs), batch_size):
+        out += _emotion_rows(model, tokenizer, convs[k:k + batch_size], max_length, batch_size)[0]
+    return out
+
+
+def _emotions_by_scoring(model: Any, tokenizer: Any, max_length: int, batch_size: int,
+                         offsets: dict[str, float] | None = None):
+    """fn(conversations) -> one record each: every utterance labelled in one pass (conversation style),
+    the best of the seven labels after the val-chosen ``offsets`` (always a valid label)."""
+    from .decision import decide, offsets_vector
+
+    vec = offsets_vector(offsets)
 
     def fn(batch: list[dict]) -> list[dict]:
-        queries = [prompts.emotion_queries(conv, tokenizer, max_length) for conv in batch]
-        flat = [q for qs in queries for q in qs]
-        scores = iter(label_logprobs(model, [q.input_ids for q in flat], [q.positions for q in flat],
-                                     label_ids, batch_size))
-        out = []
-        for conv, qs in zip(batch, queries):
-            labels = {}
-            for q in qs:
-                for key, row in zip(q.keys, next(scores)):
-                    labels[key] = EMOTIONS[int(row.argmax())]  # the best of the seven: always a valid label
-            out.append({"emotions": [labels[u["utterance_ID"]] for u in conv["conversation"]], "invalid": 0,
-                        "n_outputs": len(conv["conversation"]), "n_prompts": len(qs),
-                        "prompt_tokens": sum(len(q.input_ids) for q in qs)})
-        return out
+        rows, cost = _emotion_rows(model, tokenizer, batch, max_length, batch_size)
+        return [{"emotions": decide(np.array(r), vec), "logprobs": r, "invalid": 0, "n_outputs": len(r),
+                 "n_prompts": n, "prompt_tokens": t} for r, (n, t) in zip(rows, cost)]
     return fn
 
 
@@ -453,10 +495,11 @@ def _emotions_by_generation(model: Any, tokenizer: Any, max_length: int, max_new
 
 def predict_emotions(model: Any, tokenizer: Any, convs: list[dict], style: str, batch_size: int = 8,
                      checkpoint_path: str | Path | None = None, max_length: int = 1024,
-                     max_new_tokens: int = 16) -> tuple[list[dict], dict]:
-    """Label every utterance of ``convs``; returns (labelled conversations, stats)."""
+                     max_new_tokens: int = 16, offsets: dict[str, float] | None = None) -> tuple[list[dict], dict]:
+    """Label every utterance of ``convs``; returns (labelled conversations, stats). ``offsets``: the
+    per-emotion log-prob offsets chosen on val (conversation style; None: the plain argmax)."""
     if prompts.check_style(style) == "conversation":
-        fn = _emotions_by_scoring(model, tokenizer, max_length, batch_size)
+        fn = _emotions_by_scoring(model, tokenizer, max_length, batch_size, offsets)
     else:
         fn = _emotions_by_generation(model, tokenizer, max_length, max_new_tokens, batch_size)
     start = time.perf_counter()
@@ -490,10 +533,11 @@ def _causes_by_scoring(model: Any, tokenizer: Any, max_length: int, batch_size: 
     return fn
 
 
-def pairs_above(conv: dict, probs: list[list], threshold: float) -> list[tuple[int, str, int]]:
-    """(i, emotion of i, j) for every query whose P(yes) exceeds ``threshold``."""
+def pairs_above(conv: dict, probs: list[list], threshold: float | dict[str, float]) -> list[tuple[int, str, int]]:
+    """(i, emotion of i, j) for every query whose P(yes) exceeds ``threshold`` (one cut-off, or one per
+    distance bucket as ``decision.tune_cutoffs`` chooses them)."""
     emotion = {u["utterance_ID"]: u["emotion"] for u in conv["conversation"]}
-    return [(int(i), emotion[int(i)], int(j)) for i, j, p in probs if p > threshold]
+    return [(int(i), emotion[int(i)], int(j)) for i, j, p in probs if p > cutoff_for(threshold, i, j)]
 
 
 def _causes_by_generation(model: Any, tokenizer: Any, max_length: int, max_new_tokens: int, batch_size: int):
@@ -520,7 +564,8 @@ def _causes_by_generation(model: Any, tokenizer: Any, max_length: int, max_new_t
 
 
 def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, batch_size: int = 8,
-                   checkpoint_path: str | Path | None = None, max_length: int = 1024, threshold: float = 0.5,
+                   checkpoint_path: str | Path | None = None, max_length: int = 1024,
+                   threshold: float | dict[str, float] = 0.5,
                    before: int = prompts.WINDOW_BEFORE, after: int = prompts.WINDOW_AFTER,
                    max_new_tokens: int = 48, return_probabilities: bool = False) -> tuple:
     """Find the cause utterances of every emotional utterance; returns (conversations with pairs, stats)
@@ -544,57 +589,101 @@ def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, ba
 THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
 
 
-def threshold_sweep(inputs: list[dict], probs: list[list], gold: list[dict],
-                    grid: Sequence[float] = THRESHOLDS) -> list[dict]:
-    """Weighted pair P/R/F1 of the pairs above each cut-off (probs as predict_causes returns them)."""
-    from .scoring import score_subtask2
-
+def _probs_by_conversation(probs: list[list]) -> dict[Any, list]:
     by_conv: dict[Any, list] = {}
     for cid, i, j, p in probs:
         by_conv.setdefault(cid, []).append([i, j, p])
+    return by_conv
+
+
+def pair_scores(inputs: list[dict], probs: list[list], gold: list[dict],
+                threshold: float | dict[str, float]) -> dict:
+    """Official Subtask 2 scores of the pairs above ``threshold`` (probs as predict_causes returns them)."""
+    from .scoring import score_subtask2
+
+    by_conv = _probs_by_conversation(probs)
+    pred = [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), threshold)) for c in inputs]
+    return score_subtask2(pred, gold)
+
+
+def threshold_sweep(inputs: list[dict], probs: list[list], gold: list[dict],
+                    grid: Sequence[float] = THRESHOLDS) -> list[dict]:
+    """Weighted pair P/R/F1 of the pairs above each single cut-off."""
     table = []
     for t in grid:
-        pred = [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), t)) for c in inputs]
-        s = score_subtask2(pred, gold)
+        s = pair_scores(inputs, probs, gold, t)
         table.append({"threshold": t, **{k: s[k] for k in ("weighted_f1", "weighted_precision", "weighted_recall")},
                       "n_pred_pairs": s["n_pred_pairs"]})
     return table
 
 
 def tune_threshold(model: Any, tokenizer: Any, gold: list[dict], max_length: int, before: int, after: int,
-                   batch_size: int = 8) -> dict:
-    """The P(yes) cut-off with the best weighted pair F1 on ``gold`` (val conversations, gold emotions)."""
+                   batch_size: int = 8, per_distance: bool = True) -> dict:
+    """The P(yes) cut-off with the best weighted pair F1 on ``gold`` (val conversations, gold emotions);
+    with ``per_distance``, then one cut-off per distance bucket, starting from it."""
     inputs = [with_pairs(c, []) for c in gold]
     _, _, probs = predict_causes(model, tokenizer, inputs, "conversation", batch_size, None, max_length,
                                  0.5, before, after, return_probabilities=True)
     table = threshold_sweep(inputs, probs, gold)
     best = max(table, key=lambda row: (row["weighted_f1"], -abs(row["threshold"] - 0.5)))  # ties: nearer 0.5
-    return {"threshold": best["threshold"], "weighted_f1": best["weighted_f1"], "conversations": len(gold),
-            "table": table}
+    out = {"threshold": best["threshold"], "weighted_f1": best["weighted_f1"], "conversations": len(gold),
+           "table": table}
+    if per_distance:
+        cutoffs = tune_cutoffs(lambda t: pair_scores(inputs, probs, gold, t)["weighted_f1"], best["threshold"])
+        out.update(threshold=cutoffs, single_threshold=best["threshold"],
+                   weighted_f1=pair_scores(inputs, probs, gold, cutoffs)["weighted_f1"])
+    return out
 
 
 def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8) -> dict | None:
-    """Choose the cut-off on the val split with the new adapter and record it in task.json (conversation
-    style only: the original recipe generates its answers, it has no cut-off)."""
+    """Choose the cut-off(s) on the val split with the new adapter and record them in task.json
+    (conversation style only: the original recipe generates its answers, it has no cut-off)."""
     if cfg.STYLE != "conversation" or not val:
         return None
     from .modeling import load_model
 
     model = load_model(cfg.MODEL, adapter=adapter_dir(cfg, "cause"))
     tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER,
-                            batch_size)
+                            batch_size, per_distance=cfg.CAUSE_CUTOFFS == "per_distance")
     record = read_json(task_dir(cfg, "cause") / TASK_FILE)
     write_json_atomic(task_dir(cfg, "cause") / TASK_FILE, {**record, "threshold": tuning["threshold"],
                                                            "threshold_tuning": tuning})
     return tuning
 
 
-def cause_threshold(cfg: CauseInferenceConfig, task: dict) -> float:
-    """The cut-off 04 chose on val when USE_VAL_THRESHOLD and one was recorded, else CAUSE_THRESHOLD."""
-    return float(task["threshold"]) if cfg.USE_VAL_THRESHOLD and "threshold" in task else cfg.CAUSE_THRESHOLD
+def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8) -> dict | None:
+    """Choose per-emotion log-prob offsets on the val split with the new adapter (weighted F1, the
+    headline metric) and record them in task.json (conversation style only: the recipe generates)."""
+    if cfg.STYLE != "conversation" or not val:
+        return None
+    from .decision import tune_offsets
+    from .modeling import load_model
+
+    model = load_model(cfg.MODEL, adapter=adapter_dir(cfg, "emotion"))
+    rows = emotion_logprobs(model, tokenizer, strip_labels(val), cfg.MAX_LENGTH, batch_size)
+    tuning = tune_offsets(np.array([r for conv in rows for r in conv]),
+                          [u["emotion"] for conv in val for u in conv["conversation"]])
+    tuning["conversations"] = len(val)
+    record = read_json(task_dir(cfg, "emotion") / TASK_FILE)
+    write_json_atomic(task_dir(cfg, "emotion") / TASK_FILE, {**record, "offsets": tuning["offsets"],
+                                                             "offset_tuning": tuning})
+    return tuning
 
 
-def plot_thresholds(table: list[dict], path: str | Path, title: str, chosen: float | None = None,
+def emotion_offsets(cfg: EmotionInferenceConfig, task: dict) -> dict[str, float] | None:
+    """The offsets 02 chose on val when USE_VAL_OFFSETS and recorded, else None (the plain argmax)."""
+    return task.get("offsets") if cfg.USE_VAL_OFFSETS else None
+
+
+def cause_threshold(cfg: CauseInferenceConfig, task: dict) -> float | dict[str, float]:
+    """The cut-off(s) 04 chose on val when USE_VAL_THRESHOLD and recorded, else CAUSE_THRESHOLD."""
+    if cfg.USE_VAL_THRESHOLD and "threshold" in task:
+        t = task["threshold"]
+        return {k: float(v) for k, v in t.items()} if isinstance(t, dict) else float(t)
+    return cfg.CAUSE_THRESHOLD
+
+
+def plot_thresholds(table: list[dict], path: str | Path, title: str, chosen: float | dict[str, float] | None = None,
                     show: bool = True) -> Path:
     """Weighted pair precision, recall and F1 against the P(yes) cut-off."""
     import matplotlib.pyplot as plt
@@ -605,10 +694,13 @@ def plot_thresholds(table: list[dict], path: str | Path, title: str, chosen: flo
     x = [row["threshold"] for row in table]
     for key in ("weighted_precision", "weighted_recall", "weighted_f1"):
         ax.plot(x, [row[key] for row in table], "-o", markersize=3, label=key.replace("weighted_", ""))
-    if chosen is not None:
+    if isinstance(chosen, dict):  # one cut-off per distance bucket: a line per bucket
+        for k, (bucket, value) in enumerate(chosen.items()):
+            ax.axvline(value, color=f"C{k + 3}", linestyle=":", label=f"cut-off, offset {bucket}: {value:g}")
+    elif chosen is not None:
         ax.axvline(chosen, color="grey", linestyle="--", label=f"cut-off {chosen:g}")
     ax.set(title=title, xlabel="P(yes) cut-off", ylabel="weighted pair score", ylim=(0, 1))
-    ax.legend()
+    ax.legend(fontsize="small")
     return save_figure(fig, path, show)
 
 
