@@ -1,0 +1,260 @@
+"""Quality runs on held-out conversations: ``python -m bench.quality {emotion,cause} --help``.
+
+One run trains one stage with the notebooks' own code (``utils.pipeline``), keeps a checkpoint
+every ``--save-steps`` steps, and scores each checkpoint on the val and test splits: the raw
+per-utterance log-probabilities (emotions) or P(yes) per candidate (causes) are saved, so every
+decision rule is measured on the same model outputs, the rule's settings chosen on val only.
+Writes ``<out>/quality.json``: one row per checkpoint and rule, with the training tokens seen,
+for the learning curve. Nothing here is a constant: each number is this run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from utils import baselines, data, decision, modeling, pipeline, training
+from utils.io import read_json, write_json_atomic
+from utils.scoring import emotion_scores, score_subtask2
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
+    ap.add_argument("task", choices=("emotion", "cause"))
+    ap.add_argument("--data", default=str(data.SAMPLE_PATH))
+    ap.add_argument("--split", default="block", choices=data.SPLITS)
+    ap.add_argument("--test-path", default="", help="a separate test file (the official evaluation set); "
+                    "--data then gives train and val only")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--max-steps", type=int, default=0)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--lora-r", type=int, default=16)
+    ap.add_argument("--lora-alpha", type=int, default=32)
+    ap.add_argument("--targets", default="q_proj,k_proj,v_proj,o_proj")
+    ap.add_argument("--save-steps", type=int, default=70)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--limit", type=int, default=0, help="first N train conversations (0: all)")
+    ap.add_argument("--eval-only", action="store_true", help="score the checkpoints already in --out")
+    ap.add_argument("--train-out", default="", help="with --eval-only: the run whose checkpoints to score "
+                    "(default: --out itself)")
+    ap.add_argument("--emotions-from", default="", help="cause: an emotion run's folder; its test predictions "
+                    "(best rule, last checkpoint) give the end-to-end inputs")
+    ap.add_argument("--cause-emotions", default="gold", choices=pipeline.CAUSE_EMOTION_SOURCES,
+                    help="cause: emotions the cause model trains on (predicted: --emotions-from's train labels)")
+    return ap.parse_args(argv)
+
+
+def _config(a: argparse.Namespace, task: str):
+    cls = pipeline.FinetuneConfig if task == "emotion" else pipeline.CauseFinetuneConfig
+    extra = {} if task == "emotion" else {"CAUSE_EMOTIONS": a.cause_emotions}
+    return cls(DATA_PATH=a.data, CHECKPOINT_DIR=str(Path(getattr(a, "train_out", "") or a.out) / "ckpt"), MODEL=a.model, SEED=a.seed, SPLIT=a.split,
+               TEST_PATH=getattr(a, "test_path", ""),
+               EPOCHS=a.epochs, MAX_STEPS=a.max_steps, LEARNING_RATE=a.lr, BATCH_SIZE=a.batch_size,
+               LORA_R=a.lora_r, LORA_ALPHA=a.lora_alpha, LORA_TARGETS=a.targets, SAVE_STEPS=a.save_steps,
+               LIMIT=a.limit, **extra)
+
+
+def _checkpoints(folder: Path) -> list[Path]:
+    return sorted(folder.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def _tokens_seen(ckpt: Path) -> int:
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    return int(state.get("num_input_tokens_seen", 0))
+
+
+def _train(a, task: str, cfg, train_convs: list[dict], val: list[dict]) -> dict:
+    tokenizer = modeling.load_tokenizer(cfg.MODEL)
+    make = pipeline.emotion_examples if task == "emotion" else pipeline.cause_examples
+    train_ex = make(train_convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
+    tcfg = dataclasses.replace(pipeline.train_config(cfg, task), save_total_limit=None)
+    result = training.train(cfg.MODEL, train_ex, None, tcfg)  # val is scored below, per checkpoint
+    return {"train_tokens": result.train_tokens, "train_wall_s": result.wall_s, "tokens_per_s": result.tokens_per_s,
+            "global_step": result.global_step, "peak_memory_mb": result.peak_memory_mb,
+            "examples": len(train_ex)}
+
+
+# ---------------------------------------------------------------- emotions
+
+def _emotion_logprobs(model, tokenizer, convs: list[dict], max_length: int) -> list[list[list[float]]]:
+    return pipeline.emotion_logprobs(model, tokenizer, convs, max_length, batch_size=8)
+
+
+def _flat(convs: list[dict], logprobs) -> tuple[np.ndarray, list[str]]:
+    rows = np.array([row for conv_rows in logprobs for row in conv_rows])
+    gold = [u["emotion"] for c in convs for u in c["conversation"]]
+    return rows, gold
+
+
+def _emotion_rules(val_lp, val_gold, test_lp, test_gold) -> dict[str, dict]:
+    rules = {"argmax": None}
+    for objective in decision.OBJECTIVES:
+        rules[f"offsets_{objective}"] = decision.tune_offsets(val_lp, val_gold, objective)["offsets"]
+    out = {}
+    for name, offsets in rules.items():
+        vec = decision.offsets_vector(offsets)
+        test = emotion_scores(test_gold, decision.decide(test_lp, vec))
+        val = emotion_scores(val_gold, decision.decide(val_lp, vec))
+        out[name] = {"offsets": offsets,
+                     "val": {k: val[k] for k in ("accuracy", "weighted_f1", "macro_f1")},
+                     "test": {k: test[k] for k in ("accuracy", "weighted_f1", "macro_f1")},
+                     "test_per_class_f1": {e: test["report"][e]["f1-score"] for e in data.EMOTIONS},
+                     "test_pred_share": {e: float(np.mean([p == e for p in decision.decide(test_lp, vec)]))
+                                         for e in data.EMOTIONS}}
+    return out
+
+
+def emotion(a) -> dict:
+    out = Path(a.out)
+    cfg = _config(a, "emotion")
+    splits = pipeline.load_splits(cfg)
+    info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a)}
+    if not a.eval_only:
+        info["training"] = _train(a, "emotion", cfg, splits["train"], splits["val"])
+    tokenizer = modeling.load_tokenizer(cfg.MODEL)
+    rows = []
+    for ckpt in _checkpoints(pipeline.task_dir(cfg, "emotion")):
+        t0 = time.perf_counter()
+        model = modeling.load_model(cfg.MODEL, adapter=ckpt)
+        lp = {name: _emotion_logprobs(model, tokenizer, data.strip_labels(splits[name]), cfg.MAX_LENGTH)
+              for name in ("val", "test")}
+        write_json_atomic(out / "scores" / ckpt.name / "logprobs.json", lp)
+        val_lp, val_gold = _flat(splits["val"], lp["val"])
+        test_lp, test_gold = _flat(splits["test"], lp["test"])
+        rules = _emotion_rules(val_lp, val_gold, test_lp, test_gold)
+        row = {"checkpoint": ckpt.name, "tokens": _tokens_seen(ckpt), "score_s": round(time.perf_counter() - t0, 1),
+               "rules": rules}
+        rows.append(row)
+        print(json.dumps({"checkpoint": ckpt.name, "tokens": row["tokens"],
+                          **{r: v["test"] for r, v in rules.items()}}), flush=True)
+    majority = baselines.majority_label(splits["train"])
+    info["majority"] = {k: emotion_scores([u["emotion"] for c in splits["test"] for u in c["conversation"]],
+                                          [majority] * sum(len(c["conversation"]) for c in splits["test"]))[k]
+                        for k in ("accuracy", "weighted_f1", "macro_f1")}
+    info["checkpoints"] = rows
+    write_json_atomic(out / "quality.json", info)
+    return info
+
+
+def best_emotion_predictions(run: Path, split: str = "test", rule: str = "offsets_weighted_f1") -> list[dict]:
+    """An emotion run's labelled ``split`` conversations (last checkpoint, ``rule``)."""
+    info = read_json(run / "quality.json")
+    a = argparse.Namespace(**info["args"])
+    splits = pipeline.load_splits(_config(a, "emotion"))
+    last = info["checkpoints"][-1]
+    lp = read_json(run / "scores" / last["checkpoint"] / "logprobs.json")[split]
+    vec = decision.offsets_vector(last["rules"][rule]["offsets"])
+    return [data.with_pairs(data.with_emotions(c, decision.decide(np.array(rows), vec)), [])
+            for c, rows in zip(splits[split], lp)]
+
+
+# ---------------------------------------------------------------- causes
+
+def _cause_rules(val: list[dict], val_probs: list[list]) -> dict:
+    """The single val cut-off and the per-distance ones (notebook 04's two CAUSE_CUTOFFS rules)."""
+    inputs = [data.with_pairs(c, []) for c in val]
+    table = pipeline.threshold_sweep(inputs, val_probs, val)
+    one = max(table, key=lambda row: (row["weighted_f1"], -abs(row["threshold"] - 0.5)))["threshold"]
+    per = decision.tune_cutoffs(lambda t: pipeline.pair_scores(inputs, val_probs, val, t)["weighted_f1"], one)
+    return {"one": one, "per_distance": per}
+
+
+def _score(inputs: list[dict], probs: list[list], gold: list[dict], cut) -> dict:
+    s = pipeline.pair_scores(inputs, probs, gold, cut)
+    return {k: s[k] for k in ("weighted_f1", "weighted_precision", "weighted_recall", "f1_pair", "n_pred_pairs")}
+
+
+def _cause_probs(model, tokenizer, convs: list[dict], max_length: int) -> dict:
+    return pipeline.predict_causes(model, tokenizer, [data.with_pairs(c, []) for c in convs],
+                                   "conversation", 8, None, max_length, return_probabilities=True)[2]
+
+
+def cause(a) -> dict:
+    out = Path(a.out)
+    cfg = _config(a, "cause")
+    splits = pipeline.load_splits(cfg)
+    predicted = best_emotion_predictions(Path(a.emotions_from)) if a.emotions_from else None
+    info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a)}
+    if not a.eval_only:
+        train_convs = splits["train"]
+        if a.cause_emotions == "predicted":
+            train_convs = best_emotion_predictions(Path(a.emotions_from), "train")
+            train_convs = pipeline.with_predicted_emotions(splits["train"], train_convs)
+        info["training"] = _train(a, "cause", cfg, train_convs, splits["val"])
+    tokenizer = modeling.load_tokenizer(cfg.MODEL)
+    test_sets = {"gold": splits["test"]}
+    if predicted is not None:
+        test_sets["predicted"] = pipeline.with_predicted_emotions(splits["test"], predicted)
+    rows = []
+    for ckpt in _checkpoints(pipeline.task_dir(cfg, "cause")):
+        t0 = time.perf_counter()
+        model = modeling.load_model(cfg.MODEL, adapter=ckpt)
+        val_probs = _cause_probs(model, tokenizer, splits["val"], cfg.MAX_LENGTH)
+        rules = _cause_rules(splits["val"], val_probs)
+        row = {"checkpoint": ckpt.name, "tokens": _tokens_seen(ckpt), "rules": {}}
+        probs = {}
+        for name, convs in test_sets.items():
+            probs[name] = _cause_probs(model, tokenizer, convs, cfg.MAX_LENGTH)
+        write_json_atomic(out / "scores" / ckpt.name / "probs.json", {"val": val_probs, **probs})
+        for rule, cut in rules.items():
+            row["rules"][rule] = {"cutoffs": cut, "val": _score(splits["val"], val_probs, splits["val"], cut),
+                                  **{f"test_{n}": _score(test_sets[n], probs[n], splits["test"], cut) for n in probs}}
+        row["score_s"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        print(json.dumps({"checkpoint": ckpt.name, "tokens": row["tokens"],
+                          **{r: {k: v[k]["weighted_f1"] for k in v if k.startswith(("test", "val"))}
+                             for r, v in row["rules"].items()}}), flush=True)
+    info["baselines"] = {f"self_and_previous_{n}": {k: score_subtask2(baselines.self_and_previous_causes(c),
+                                                                      splits["test"])[k]
+                                                     for k in ("weighted_f1", "f1_pair", "n_pred_pairs")}
+                         for n, c in test_sets.items()}
+    info["baselines"]["self_and_previous_val"] = score_subtask2(
+        baselines.self_and_previous_causes(splits["val"]), splits["val"])["weighted_f1"]
+    info["checkpoints"] = rows
+    write_json_atomic(out / "quality.json", info)
+    print(json.dumps(info["baselines"]), flush=True)
+    return info
+
+
+def report(runs: list[str]) -> str:
+    """Markdown rows of finished runs: one per checkpoint and rule, test scores beside val."""
+    lines = []
+    for run in runs:
+        info = read_json(Path(run) / "quality.json")
+        name = Path(run).name
+        for row in info["checkpoints"]:
+            for rule, r in row["rules"].items():
+                if "test" in r:  # emotions
+                    cells = [r["val"]["weighted_f1"], r["test"]["weighted_f1"], r["test"]["macro_f1"],
+                             r["test"]["accuracy"], r["test_pred_share"]["neutral"]]
+                else:  # causes
+                    cells = [r["val"]["weighted_f1"]] + [r[k]["weighted_f1"] for k in r if k.startswith("test_")]
+                lines.append(f"| {name} | {row['tokens']:,} | {rule} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+        for key, value in info.get("baselines", info.get("majority", {})).items():
+            v = value["weighted_f1"] if isinstance(value, dict) else value
+            lines.append(f"| {name} | | {key} | {v:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["report"]:
+        print(report(argv[1:]))
+        return 0
+    a = _args(argv)
+    Path(a.out).mkdir(parents=True, exist_ok=True)
+    (emotion if a.task == "emotion" else cause)(a)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
