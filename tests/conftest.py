@@ -57,3 +57,13 @@ def smollm2() -> Path:
     from utils.modeling import smollm2_path
 
     return smollm2_path()
+
+
+SLOW_FIXTURES = {"series", "smoke"}  # module fixtures that run notebooks under papermill or the benchmark
+
+
+def pytest_collection_modifyitems(items):
+    """Tests that use a notebook-series or benchmark fixture are slow, like those marked by hand."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -27,6 +27,7 @@ def adapters(tiny_model_dir, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_cli_reads_stdin_shows_emotion_and_reply_until_quit(tiny_model_dir, adapters):
     lines = "I failed my driving test today\n\nআমি আজ খুব একা\n/quit\nthis line is never read\n"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"}

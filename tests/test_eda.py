@@ -184,6 +184,7 @@ def test_notebook_is_clean_with_documented_parameters():
     assert names == PARAMETERS == {f.name for f in dataclasses.fields(eda.EdaConfig)}
 
 
+@pytest.mark.slow
 def test_notebook_runs_on_sample(tmp_path):
     out = tmp_path / "results"
     pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "01_eda.ipynb"), kernel_name="python3",

@@ -54,6 +54,7 @@ def _lora_tensors(path):
     return load_file(str(path))
 
 
+@pytest.mark.slow
 def test_two_cpu_processes_train_and_save_one_adapter(tiny_model_dir, tmp_path):
     import torch
     from peft import PeftModel
