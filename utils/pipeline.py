@@ -17,7 +17,7 @@ import numpy as np
 
 from . import prompts
 from .data import EMOTIONS, SPLITS, emotion_pairs, load_ecf, split_conversations, strip_labels, with_emotions, with_pairs
-from .decision import cutoff_for, tune_cutoffs
+from .decision import cutoff_for, decide, offsets_vector, tune_cutoffs, tune_offsets
 from .env import resolve
 from .io import read_json, write_json_atomic
 
@@ -83,7 +83,7 @@ class FinetuneConfig(LoggedConfig):
     LORA_R: int = 16
     LORA_ALPHA: int = 32
     LORA_DROPOUT: float = 0.05
-    LORA_TARGETS: str = "q_proj,k_proj,v_proj,o_proj"
+    LORA_TARGETS: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # attention and MLP: measured in bench/RESULTS.md section 5
     REPORT_TO: str = "none"
     MERGE: bool = False
     RESUME: bool = True
@@ -458,8 +458,6 @@ def _emotions_by_scoring(model: Any, tokenizer: Any, max_length: int, batch_size
                          offsets: dict[str, float] | None = None):
     """fn(conversations) -> one record each: every utterance labelled in one pass (conversation style),
     the best of the seven labels after the val-chosen ``offsets`` (always a valid label)."""
-    from .decision import decide, offsets_vector
-
     vec = offsets_vector(offsets)
 
     def fn(batch: list[dict]) -> list[dict]:
@@ -656,7 +654,6 @@ def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], b
     headline metric) and record them in task.json (conversation style only: the recipe generates)."""
     if cfg.STYLE != "conversation" or not val:
         return None
-    from .decision import tune_offsets
     from .modeling import load_model
 
     model = load_model(cfg.MODEL, adapter=adapter_dir(cfg, "emotion"))
