@@ -73,7 +73,7 @@ def _tokens_seen(ckpt: Path) -> int:
     return int(state.get("num_input_tokens_seen", 0))
 
 
-def _train(a, task: str, cfg, train_convs: list[dict], val: list[dict]) -> dict:
+def _train(task: str, cfg, train_convs: list[dict]) -> dict:
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     make = pipeline.emotion_examples if task == "emotion" else pipeline.cause_examples
     train_ex = make(train_convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
@@ -85,10 +85,6 @@ def _train(a, task: str, cfg, train_convs: list[dict], val: list[dict]) -> dict:
 
 
 # ---------------------------------------------------------------- emotions
-
-def _emotion_logprobs(model, tokenizer, convs: list[dict], max_length: int) -> list[list[list[float]]]:
-    return pipeline.emotion_logprobs(model, tokenizer, convs, max_length, batch_size=8)
-
 
 def _flat(convs: list[dict], logprobs) -> tuple[np.ndarray, list[str]]:
     rows = np.array([row for conv_rows in logprobs for row in conv_rows])
@@ -120,13 +116,13 @@ def emotion(a) -> dict:
     splits = pipeline.load_splits(cfg)
     info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a)}
     if not a.eval_only:
-        info["training"] = _train(a, "emotion", cfg, splits["train"], splits["val"])
+        info["training"] = _train("emotion", cfg, splits["train"])
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     rows = []
     for ckpt in _checkpoints(pipeline.task_dir(cfg, "emotion")):
         t0 = time.perf_counter()
         model = modeling.load_model(cfg.MODEL, adapter=ckpt)
-        lp = {name: _emotion_logprobs(model, tokenizer, data.strip_labels(splits[name]), cfg.MAX_LENGTH)
+        lp = {name: pipeline.emotion_logprobs(model, tokenizer, data.strip_labels(splits[name]), cfg.MAX_LENGTH)
               for name in ("val", "test")}
         write_json_atomic(out / "scores" / ckpt.name / "logprobs.json", lp)
         val_lp, val_gold = _flat(splits["val"], lp["val"])
@@ -190,7 +186,7 @@ def cause(a) -> dict:
         if a.cause_emotions == "predicted":
             train_convs = best_emotion_predictions(Path(a.emotions_from), "train")
             train_convs = pipeline.with_predicted_emotions(splits["train"], train_convs)
-        info["training"] = _train(a, "cause", cfg, train_convs, splits["val"])
+        info["training"] = _train("cause", cfg, train_convs)
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     test_sets = {"gold": splits["test"]}
     if predicted is not None:
@@ -240,7 +236,10 @@ def report(runs: list[str]) -> str:
                 else:  # causes
                     cells = [r["val"]["weighted_f1"]] + [r[k]["weighted_f1"] for k in r if k.startswith("test_")]
                 lines.append(f"| {name} | {row['tokens']:,} | {rule} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-        for key, value in info.get("baselines", info.get("majority", {})).items():
+        if "majority" in info:
+            m = info["majority"]
+            lines.append(f"| {name} | | majority class | | {m['weighted_f1']:.3f} | {m['macro_f1']:.3f} | {m['accuracy']:.3f} |")
+        for key, value in info.get("baselines", {}).items():
             v = value["weighted_f1"] if isinstance(value, dict) else value
             lines.append(f"| {name} | | {key} | {v:.3f} |")
     return "\n".join(lines)

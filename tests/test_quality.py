@@ -1,0 +1,41 @@
+"""bench.quality: a stage trained with the notebooks' code, every checkpoint scored, rules chosen on val."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import quality
+
+
+@pytest.mark.slow
+def test_emotion_then_cause_runs_score_every_checkpoint(tiny_model_dir, tmp_path, capsys):
+    emo, cause = tmp_path / "emotion", tmp_path / "cause"
+    common = ["--model", str(tiny_model_dir), "--max-steps", "2", "--save-steps", "1", "--lr", "1e-2"]
+    assert quality.main(["emotion", "--out", str(emo), *common]) == 0
+    info = json.loads((emo / "quality.json").read_text(encoding="utf-8"))
+    rows = info["checkpoints"]
+    assert [r["checkpoint"] for r in rows] == ["checkpoint-1", "checkpoint-2"]
+    assert 0 < rows[0]["tokens"] < rows[1]["tokens"]  # the learning curve's x axis
+    for row in rows:
+        rules = row["rules"]
+        assert set(rules) == {"argmax", "offsets_weighted_f1", "offsets_macro_f1"}
+        # offsets are chosen on val: there they can only match or beat the plain argmax
+        assert rules["offsets_weighted_f1"]["val"]["weighted_f1"] >= rules["argmax"]["val"]["weighted_f1"]
+        assert sum(rules["argmax"]["test_pred_share"].values()) == pytest.approx(1.0)
+    assert (emo / "scores" / "checkpoint-2" / "logprobs.json").is_file()
+
+    assert quality.main(["cause", "--out", str(cause), "--emotions-from", str(emo), *common]) == 0
+    info = json.loads((cause / "quality.json").read_text(encoding="utf-8"))
+    last = info["checkpoints"][-1]["rules"]
+    assert set(last) == {"one", "per_distance"}
+    assert set(last["per_distance"]["cutoffs"]) == {"0", "-1", "-2", "other"}
+    assert {"test_gold", "test_predicted", "val"} <= set(last["one"])
+    assert last["per_distance"]["val"]["weighted_f1"] >= last["one"]["val"]["weighted_f1"]  # starts from it
+    assert {"self_and_previous_gold", "self_and_previous_predicted"} <= set(info["baselines"])
+
+    capsys.readouterr()
+    assert quality.main(["report", str(emo), str(cause)]) == 0
+    table = capsys.readouterr().out
+    assert "| emotion | " in table and "| majority class |" in table and "self_and_previous_gold" in table
