@@ -158,11 +158,8 @@ def best_emotion_predictions(run: Path, split: str = "test", rule: str = "offset
 
 def _cause_rules(val: list[dict], val_probs: list[list]) -> dict:
     """The single val cut-off and the per-distance ones (notebook 04's two CAUSE_CUTOFFS rules)."""
-    inputs = [data.with_pairs(c, []) for c in val]
-    table = pipeline.threshold_sweep(inputs, val_probs, val)
-    one = max(table, key=lambda row: (row["weighted_f1"], -abs(row["threshold"] - 0.5)))["threshold"]
-    per = decision.tune_cutoffs(lambda t: pipeline.pair_scores(inputs, val_probs, val, t)["weighted_f1"], one)
-    return {"one": one, "per_distance": per}
+    tuning = pipeline.choose_cutoffs(val, val_probs)
+    return {"one": tuning["single_threshold"], "per_distance": tuning["threshold"]}
 
 
 def _score(inputs: list[dict], probs: list[list], gold: list[dict], cut) -> dict:

@@ -20,6 +20,7 @@ from .data import EMOTIONS, SPLITS, emotion_pairs, load_ecf, split_conversations
 from .decision import cutoff_for, decide, offsets_vector, tune_cutoffs, tune_offsets
 from .env import resolve
 from .io import read_json, write_json_atomic
+from .scoring import score_subtask2
 
 TASKS = ("emotion", "cause")
 CAUSE_EMOTION_SOURCES = ("gold", "predicted")
@@ -597,8 +598,6 @@ def _probs_by_conversation(probs: list[list]) -> dict[Any, list]:
 def pair_scores(inputs: list[dict], probs: list[list], gold: list[dict],
                 threshold: float | dict[str, float]) -> dict:
     """Official Subtask 2 scores of the pairs above ``threshold`` (probs as predict_causes returns them)."""
-    from .scoring import score_subtask2
-
     by_conv = _probs_by_conversation(probs)
     pred = [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), threshold)) for c in inputs]
     return score_subtask2(pred, gold)
@@ -615,22 +614,33 @@ def threshold_sweep(inputs: list[dict], probs: list[list], gold: list[dict],
     return table
 
 
-def tune_threshold(model: Any, tokenizer: Any, gold: list[dict], max_length: int, before: int, after: int,
-                   batch_size: int = 8, per_distance: bool = True) -> dict:
-    """The P(yes) cut-off with the best weighted pair F1 on ``gold`` (val conversations, gold emotions);
-    with ``per_distance``, then one cut-off per distance bucket, starting from it."""
+def choose_cutoffs(gold: list[dict], probs: list[list], per_distance: bool = True) -> dict:
+    """From P(yes) of ``gold``'s candidates (probs as predict_causes returns them): the single cut-off
+    with the best weighted pair F1 (ties: nearer 0.5) and, with ``per_distance``, one cut-off per
+    distance bucket chosen from it (``decision.tune_cutoffs``)."""
     inputs = [with_pairs(c, []) for c in gold]
-    _, _, probs = predict_causes(model, tokenizer, inputs, "conversation", batch_size, None, max_length,
-                                 0.5, before, after, return_probabilities=True)
     table = threshold_sweep(inputs, probs, gold)
-    best = max(table, key=lambda row: (row["weighted_f1"], -abs(row["threshold"] - 0.5)))  # ties: nearer 0.5
+    best = max(table, key=lambda row: (row["weighted_f1"], -abs(row["threshold"] - 0.5)))
     out = {"threshold": best["threshold"], "weighted_f1": best["weighted_f1"], "conversations": len(gold),
            "table": table}
     if per_distance:
-        cutoffs = tune_cutoffs(lambda t: pair_scores(inputs, probs, gold, t)["weighted_f1"], best["threshold"])
-        out.update(threshold=cutoffs, single_threshold=best["threshold"],
-                   weighted_f1=pair_scores(inputs, probs, gold, cutoffs)["weighted_f1"])
+        by_conv = _probs_by_conversation(probs)  # grouped once: the ascent scores ~170 rules
+
+        def score(cut: float | dict[str, float]) -> float:
+            pred = [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), cut)) for c in inputs]
+            return score_subtask2(pred, gold)["weighted_f1"]
+
+        cutoffs = tune_cutoffs(score, best["threshold"])
+        out.update(threshold=cutoffs, single_threshold=best["threshold"], weighted_f1=score(cutoffs))
     return out
+
+
+def tune_threshold(model: Any, tokenizer: Any, gold: list[dict], max_length: int, before: int, after: int,
+                   batch_size: int = 8, per_distance: bool = True) -> dict:
+    """``choose_cutoffs`` on the model's P(yes) for ``gold`` (val conversations, gold emotions)."""
+    _, _, probs = predict_causes(model, tokenizer, [with_pairs(c, []) for c in gold], "conversation", batch_size,
+                                 None, max_length, 0.5, before, after, return_probabilities=True)
+    return choose_cutoffs(gold, probs, per_distance)
 
 
 def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8) -> dict | None:
@@ -759,7 +769,6 @@ def cause_metrics(pred: list[dict], inputs: list[dict], gold_split: list[dict], 
     """Official Subtask 2 scores of the model (top level) and of the self+previous baseline, both with
     the emotions the model saw and with gold emotions."""
     from .baselines import self_and_previous_causes
-    from .scoring import score_subtask2
 
     gold = gold_subset(gold_split, pred)
     out = score_subtask2(pred, gold)
