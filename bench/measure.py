@@ -38,7 +38,7 @@ def machine_info() -> dict[str, Any]:
     import transformers
     import trl
 
-    from utils.modeling import cpu_has_fast_bf16
+    from utils.lm.modeling import cpu_has_fast_bf16
 
     ram_kb = _proc_field("/proc/meminfo", "MemTotal")
     cuda = torch.cuda.is_available()
@@ -63,8 +63,9 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-MEASURED_CODE = ("utils/prompts.py", "utils/pipeline.py", "utils/training.py", "utils/inference.py",
-                 "utils/modeling.py", "bench/run.py", "bench/measure.py")
+MEASURED_CODE = ("utils/ecf/prompts.py", "utils/ecf/examples.py", "utils/ecf/predict.py", "utils/lm/training.py",
+                 "utils/lm/inference.py", "utils/lm/modeling.py", "utils/lm/batch.py", "bench/run.py",
+                 "bench/measure.py")
 
 
 def code_fingerprint(root: Path) -> dict[str, Any]:

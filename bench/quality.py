@@ -1,6 +1,6 @@
 """Quality runs on held-out conversations: ``python -m bench.quality {emotion,cause} --help``.
 
-One run trains one stage with the notebooks' own code (``utils.pipeline``), keeps a checkpoint
+One run trains one stage with the notebooks' own code (``utils.ecf.pipeline``), keeps a checkpoint
 every ``--save-steps`` steps, and scores each checkpoint on the val and test splits: the raw
 per-utterance log-probabilities (emotions) or P(yes) per candidate (causes) are saved, so every
 decision rule is measured on the same model outputs, the rule's settings chosen on val only.
@@ -19,9 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
-from utils import baselines, data, decision, modeling, pipeline, training
+from utils.ecf import artifacts, baselines, config, data, decision, examples, finetune, predict
+from utils.lm import modeling, training
 from utils.io import read_json, write_json_atomic
-from utils.scoring import emotion_scores, score_subtask2
+from utils.ecf.metric import emotion_scores, score_subtask2
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,7 +34,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                     "--data then gives train and val only")
     ap.add_argument("--out", required=True)
     ap.add_argument("--model", default="smollm2")
-    d = pipeline.FinetuneConfig  # the notebooks' defaults
+    d = config.FinetuneConfig  # the notebooks' defaults
     ap.add_argument("--epochs", type=float, default=d.EPOCHS)
     ap.add_argument("--max-steps", type=int, default=d.MAX_STEPS)
     ap.add_argument("--lr", type=float, default=d.LEARNING_RATE)
@@ -49,13 +50,13 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                     "(default: --out itself)")
     ap.add_argument("--emotions-from", default="", help="cause: an emotion run's folder; its test predictions "
                     "(best rule, last checkpoint) give the end-to-end inputs")
-    ap.add_argument("--cause-emotions", default="gold", choices=pipeline.CAUSE_EMOTION_SOURCES,
+    ap.add_argument("--cause-emotions", default="gold", choices=config.CAUSE_EMOTION_SOURCES,
                     help="cause: emotions the cause model trains on (predicted: --emotions-from's train labels)")
     return ap.parse_args(argv)
 
 
 def _config(a: argparse.Namespace, task: str):
-    cls = pipeline.FinetuneConfig if task == "emotion" else pipeline.CauseFinetuneConfig
+    cls = config.FinetuneConfig if task == "emotion" else config.CauseFinetuneConfig
     extra = {} if task == "emotion" else {"CAUSE_EMOTIONS": a.cause_emotions}
     return cls(DATA_PATH=a.data, CHECKPOINT_DIR=str(Path(getattr(a, "train_out", "") or a.out) / "ckpt"), MODEL=a.model, SEED=a.seed, SPLIT=a.split,
                TEST_PATH=getattr(a, "test_path", ""),
@@ -75,9 +76,9 @@ def _tokens_seen(ckpt: Path) -> int:
 
 def _train(task: str, cfg, train_convs: list[dict]) -> dict:
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
-    make = pipeline.emotion_examples if task == "emotion" else pipeline.cause_examples
+    make = examples.emotion_examples if task == "emotion" else examples.cause_examples
     train_ex = make(train_convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
-    tcfg = dataclasses.replace(pipeline.train_config(cfg, task), save_total_limit=None)
+    tcfg = dataclasses.replace(finetune.train_config(cfg, task), save_total_limit=None)
     result = training.train(cfg.MODEL, train_ex, None, tcfg)  # val is scored below, per checkpoint
     return {"train_tokens": result.train_tokens, "train_wall_s": result.wall_s, "tokens_per_s": result.tokens_per_s,
             "global_step": result.global_step, "peak_memory_mb": result.peak_memory_mb,
@@ -113,16 +114,16 @@ def _emotion_rules(val_lp, val_gold, test_lp, test_gold) -> dict[str, dict]:
 def emotion(a) -> dict:
     out = Path(a.out)
     cfg = _config(a, "emotion")
-    splits = pipeline.load_splits(cfg)
+    splits = artifacts.load_splits(cfg)
     info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a)}
     if not a.eval_only:
         info["training"] = _train("emotion", cfg, splits["train"])
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     rows = []
-    for ckpt in _checkpoints(pipeline.task_dir(cfg, "emotion")):
+    for ckpt in _checkpoints(artifacts.task_dir(cfg, "emotion")):
         t0 = time.perf_counter()
         model = modeling.load_model(cfg.MODEL, adapter=ckpt)
-        lp = {name: pipeline.emotion_logprobs(model, tokenizer, data.strip_labels(splits[name]), cfg.MAX_LENGTH)
+        lp = {name: predict.emotion_logprobs(model, tokenizer, data.strip_labels(splits[name]), cfg.MAX_LENGTH)
               for name in ("val", "test")}
         write_json_atomic(out / "scores" / ckpt.name / "logprobs.json", lp)
         val_lp, val_gold = _flat(splits["val"], lp["val"])
@@ -146,7 +147,7 @@ def best_emotion_predictions(run: Path, split: str = "test", rule: str = "offset
     """An emotion run's labelled ``split`` conversations (last checkpoint, ``rule``)."""
     info = read_json(run / "quality.json")
     a = argparse.Namespace(**info["args"])
-    splits = pipeline.load_splits(_config(a, "emotion"))
+    splits = artifacts.load_splits(_config(a, "emotion"))
     last = info["checkpoints"][-1]
     lp = read_json(run / "scores" / last["checkpoint"] / "logprobs.json")[split]
     vec = decision.offsets_vector(last["rules"][rule]["offsets"])
@@ -158,38 +159,38 @@ def best_emotion_predictions(run: Path, split: str = "test", rule: str = "offset
 
 def _cause_rules(val: list[dict], val_probs: list[list]) -> dict:
     """The single val cut-off and the per-distance ones (notebook 04's two CAUSE_CUTOFFS rules)."""
-    tuning = pipeline.choose_cutoffs(val, val_probs)
+    tuning = decision.choose_cutoffs(val, val_probs)
     return {"one": tuning["single_threshold"], "per_distance": tuning["threshold"]}
 
 
 def _score(inputs: list[dict], probs: list[list], gold: list[dict], cut) -> dict:
-    s = pipeline.pair_scores(inputs, probs, gold, cut)
+    s = decision.pair_scores(inputs, probs, gold, cut)
     return {k: s[k] for k in ("weighted_f1", "weighted_precision", "weighted_recall", "f1_pair", "n_pred_pairs")}
 
 
 def _cause_probs(model, tokenizer, convs: list[dict], max_length: int) -> dict:
-    return pipeline.predict_causes(model, tokenizer, [data.with_pairs(c, []) for c in convs],
-                                   "conversation", 8, None, max_length, return_probabilities=True)[2]
+    return predict.predict_causes(model, tokenizer, [data.with_pairs(c, []) for c in convs],
+                                  "conversation", 8, None, max_length).probs
 
 
 def cause(a) -> dict:
     out = Path(a.out)
     cfg = _config(a, "cause")
-    splits = pipeline.load_splits(cfg)
+    splits = artifacts.load_splits(cfg)
     predicted = best_emotion_predictions(Path(a.emotions_from)) if a.emotions_from else None
     info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a)}
     if not a.eval_only:
         train_convs = splits["train"]
         if a.cause_emotions == "predicted":
             train_convs = best_emotion_predictions(Path(a.emotions_from), "train")
-            train_convs = pipeline.with_predicted_emotions(splits["train"], train_convs)
+            train_convs = artifacts.with_predicted_emotions(splits["train"], train_convs)
         info["training"] = _train("cause", cfg, train_convs)
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     test_sets = {"gold": splits["test"]}
     if predicted is not None:
-        test_sets["predicted"] = pipeline.with_predicted_emotions(splits["test"], predicted)
+        test_sets["predicted"] = artifacts.with_predicted_emotions(splits["test"], predicted)
     rows = []
-    for ckpt in _checkpoints(pipeline.task_dir(cfg, "cause")):
+    for ckpt in _checkpoints(artifacts.task_dir(cfg, "cause")):
         t0 = time.perf_counter()
         model = modeling.load_model(cfg.MODEL, adapter=ckpt)
         val_probs = _cause_probs(model, tokenizer, splits["val"], cfg.MAX_LENGTH)

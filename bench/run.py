@@ -70,7 +70,7 @@ class BenchConfig:
 
 def load_data(cfg: BenchConfig) -> dict[str, list[dict]]:
     """The file's first ``limit`` conversations, split as the notebooks split them; eval = test[:eval_limit]."""
-    from utils.data import SAMPLE_PATH, load_ecf, split_conversations
+    from utils.ecf.data import SAMPLE_PATH, load_ecf, split_conversations
     from utils.env import resolve
 
     convs = load_ecf(resolve(cfg.data) if cfg.data else SAMPLE_PATH)
@@ -83,9 +83,9 @@ def load_data(cfg: BenchConfig) -> dict[str, list[dict]]:
 
 def smoke_model(folder: Path, convs: list[dict]) -> str:
     """A tiny random Llama whose tokenizer is trained on the conversations (every label word one token)."""
-    from utils.data import EMOTIONS
-    from utils.modeling import build_tiny_llama
-    from utils.prompts import ANSWERS
+    from utils.ecf.data import EMOTIONS
+    from utils.lm.modeling import build_tiny_llama
+    from utils.ecf.prompts import ANSWERS
 
     texts = [u["text"] for c in convs for u in c["conversation"]]
     return str(build_tiny_llama(folder / "tiny_llama", texts, (*EMOTIONS, *ANSWERS)))
@@ -105,7 +105,7 @@ def prepare_model(cfg: BenchConfig, work: Path, data: dict[str, list[dict]]) -> 
 
 def strategy_for(cfg: BenchConfig):
     """The loading strategy both styles share."""
-    from utils.modeling import choose_strategy
+    from utils.lm.modeling import choose_strategy
 
     return choose_strategy(quantize=cfg.quantize, cpu_bf16=cfg.cpu_bf16)
 
@@ -114,16 +114,16 @@ def strategy_for(cfg: BenchConfig):
 
 def stage_fns(stage: str) -> tuple[Callable, Callable]:
     """(example builder, predictor) of a stage."""
-    from utils import pipeline
+    from utils.ecf import examples, predict
 
     if stage == "emotion":
-        return pipeline.emotion_examples, pipeline.predict_emotions
-    return pipeline.cause_examples, pipeline.predict_causes
+        return examples.emotion_examples, predict.predict_emotions
+    return examples.cause_examples, predict.predict_causes
 
 
 def count_tokens(cfg: BenchConfig, stage: str, style: str, tokenizer: Any, train: list[dict]):
     """(examples, record): one epoch's training examples and their token counts."""
-    from utils.pipeline import example_stats
+    from utils.ecf.examples import example_stats
 
     build, _ = stage_fns(stage)
     start = time.perf_counter()
@@ -141,8 +141,8 @@ def count_tokens(cfg: BenchConfig, stage: str, style: str, tokenizer: Any, train
 def answer_vocabulary(tokenizer: Any, stage: str, style: str, loss: str = "answers") -> tuple[int, ...]:
     """The ids the conversation style's loss is restricted to (as the notebooks train it); () for
     per_utterance, whose recipe is the LM loss over the whole vocabulary, and for loss="vocabulary"."""
-    from utils.modeling import label_token_ids
-    from utils.pipeline import answer_words
+    from utils.lm.modeling import label_token_ids
+    from utils.ecf.examples import answer_words
 
     words = answer_words(style, stage) if loss == "answers" else ()
     return tuple(label_token_ids(tokenizer, words)) if words else ()
@@ -151,7 +151,7 @@ def answer_vocabulary(tokenizer: Any, stage: str, style: str, loss: str = "answe
 def train_variant(cfg: BenchConfig, model: str, strategy: Any, examples: list[dict], out_dir: Path,
                   params: dict[str, int], epoch_tokens: int, answer_ids: tuple[int, ...] = ()) -> dict[str, Any]:
     """A timed LoRA run of ``train_steps`` steps; tokens/s, projected epoch time, peak memory, MFU."""
-    from utils.training import TrainConfig, train
+    from utils.lm.training import TrainConfig, train
 
     tcfg = TrainConfig(output_dir=str(out_dir), max_steps=cfg.train_steps, learning_rate=cfg.learning_rate,
                        batch_size=cfg.batch_size, max_length=cfg.max_length, seed=cfg.seed,
@@ -177,7 +177,7 @@ def train_variant(cfg: BenchConfig, model: str, strategy: Any, examples: list[di
 def infer_variant(cfg: BenchConfig, model: str, tokenizer: Any, strategy: Any, stage: str, style: str,
                   adapter: str, inputs: list[dict]) -> tuple[list[dict], dict[str, Any]]:
     """The trained adapter over the eval conversations: wall time, throughput, valid outputs, memory."""
-    from utils.modeling import autocast, load_model
+    from utils.lm.modeling import autocast, load_model
 
     _, predict = stage_fns(stage)
     with measure.PeakMemory(strategy.device) as mem:
@@ -187,8 +187,8 @@ def infer_variant(cfg: BenchConfig, model: str, tokenizer: Any, strategy: Any, s
         with autocast(strategy), measure.Stopwatch() as warm:
             predict(lm, tokenizer, inputs[:1], style, batch_size=cfg.eval_batch_size, max_length=cfg.max_length)
         with autocast(strategy), measure.Stopwatch() as clock:  # the model load is left out: both pay it alike
-            pred, stats = predict(lm, tokenizer, inputs, style, batch_size=cfg.eval_batch_size,
-                                  max_length=cfg.max_length)
+            found = predict(lm, tokenizer, inputs, style, batch_size=cfg.eval_batch_size, max_length=cfg.max_length)
+            pred, stats = found.convs, found.stats
         del lm
     n_out, wall = stats["n_outputs"], clock.wall_s
     return pred, {"wall_s": wall, "cpu_s": clock.cpu_s, "warmup_wall_s": warm.wall_s,
@@ -203,14 +203,14 @@ def infer_variant(cfg: BenchConfig, model: str, tokenizer: Any, strategy: Any, s
 
 def inference_inputs(stage: str, gold: list[dict]) -> list[dict]:
     """What a model is run on: no emotions (emotion stage) or gold emotions without pairs (cause stage)."""
-    from utils.data import strip_labels, with_pairs
+    from utils.ecf.data import strip_labels, with_pairs
 
     return strip_labels(gold) if stage == "emotion" else [with_pairs(c, []) for c in gold]
 
 
 def score(stage: str, pred: list[dict], gold: list[dict]) -> float:
     """Emotion weighted F1, or the official Subtask 2 weighted pair F1."""
-    from utils.scoring import emotion_scores_convs, score_subtask2
+    from utils.ecf.metric import emotion_scores_convs, score_subtask2
 
     if stage == "emotion":
         return emotion_scores_convs(pred, gold)["weighted_f1"]
@@ -219,7 +219,7 @@ def score(stage: str, pred: list[dict], gold: list[dict]) -> float:
 
 def baseline_score(stage: str, train: list[dict], gold: list[dict]) -> dict[str, Any]:
     """The baseline every report shows beside the models."""
-    from utils.baselines import majority_emotion, self_and_previous_causes
+    from utils.ecf.baselines import majority_emotion, self_and_previous_causes
 
     if stage == "emotion":
         return {"name": "majority", "value": score(stage, majority_emotion(train, inference_inputs(stage, gold)), gold)}
@@ -311,11 +311,10 @@ def run(cfg: BenchConfig, command: str, log: Callable[[str], None] = print) -> d
     """Measure every stage x style on the same model and conversations; returns the JSON record."""
     from transformers import AutoConfig
 
-    import utils.inference  # noqa: F401  imported now, so the fingerprint below is of the code that runs
-    import utils.pipeline  # noqa: F401
-    import utils.training  # noqa: F401
+    import utils.ecf.examples  # noqa: F401  imported now, so the fingerprint below is of the code that runs
+    import utils.ecf.predict  # noqa: F401  (both stages)
     from utils.env import ROOT
-    from utils.modeling import LoraSettings, load_tokenizer, local_source
+    from utils.lm.modeling import LoraSettings, load_tokenizer, local_source
 
     started, machine, load_start = time.perf_counter(), measure.machine_info(), measure.load_average()
     code = measure.code_fingerprint(ROOT)

@@ -26,7 +26,7 @@ def build_random(shape: dict[str, Any], tokenizer_source: str, out_dir: str | Pa
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from utils.env import detect
-    from utils.modeling import load_tokenizer
+    from utils.lm.modeling import load_tokenizer
 
     tokenizer = load_tokenizer(tokenizer_source)
     config = LlamaConfig(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,

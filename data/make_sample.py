@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from utils.data import validate_conversations  # noqa: E402
+from utils.ecf.data import validate_conversations  # noqa: E402
 from utils.io import write_json_atomic  # noqa: E402
 
 SCENES = [

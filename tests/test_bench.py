@@ -116,8 +116,8 @@ def test_bad_options_say_what_to_use():
 
 def test_the_conversation_loss_option_picks_the_answer_vocabulary(tiny_model_dir):
     from bench.run import answer_vocabulary
-    from utils.data import EMOTIONS
-    from utils.modeling import label_token_ids, load_tokenizer
+    from utils.ecf.data import EMOTIONS
+    from utils.lm.modeling import label_token_ids, load_tokenizer
 
     tok = load_tokenizer(str(tiny_model_dir))
     assert answer_vocabulary(tok, "emotion", "conversation") == tuple(label_token_ids(tok, EMOTIONS))
@@ -167,7 +167,7 @@ def test_a_random_shape_is_saved_loadable_with_the_prompt_tokenizer(tiny_model_d
     from transformers import AutoConfig
 
     from bench.shapes import build_random
-    from utils.modeling import load_model, load_tokenizer
+    from utils.lm.modeling import load_model, load_tokenizer
 
     shape = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
              "num_key_value_heads": 2, "max_position_embeddings": 256}

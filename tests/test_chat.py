@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from utils import chat
+from utils.ed import chat
 from utils.env import ROOT
 
 
@@ -17,7 +17,7 @@ def adapters(tiny_model_dir, tmp_path_factory):
     """Two untrained LoRA adapters on the tiny model (enough to load both and switch between them)."""
     from peft import LoraConfig, get_peft_model
 
-    from utils.modeling import load_model
+    from utils.lm.modeling import load_model
 
     out = {}
     for name in ("response", "emotion"):
@@ -32,7 +32,7 @@ def test_cli_reads_stdin_shows_emotion_and_reply_until_quit(tiny_model_dir, adap
     lines = "I failed my driving test today\n\nআমি আজ খুব একা\n/quit\nthis line is never read\n"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "2"}
     done = subprocess.run(
-        [sys.executable, "-m", "utils.chat", "--model", str(tiny_model_dir), "--adapter", str(adapters["response"]),
+        [sys.executable, "-m", "utils.ed.chat", "--model", str(tiny_model_dir), "--adapter", str(adapters["response"]),
          "--classifier-adapter", str(adapters["emotion"]), "--max-new-tokens", "8"],
         input=lines, capture_output=True, text=True, encoding="utf-8", cwd=ROOT, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]

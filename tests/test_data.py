@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from utils import data
+from utils.ecf import data
 from utils.env import ROOT
 
 
@@ -176,13 +176,13 @@ def test_strip_and_with_pairs_do_not_touch_the_original():
 
 
 def test_validate_cli(tmp_path):
-    ok = subprocess.run([sys.executable, "-m", "utils.validate", str(data.SAMPLE_PATH)], cwd=ROOT,
+    ok = subprocess.run([sys.executable, "-m", "utils.ecf.validate", str(data.SAMPLE_PATH)], cwd=ROOT,
                         capture_output=True, text=True)
     assert ok.returncode == 0
     n = data.summary(data.load_ecf(data.SAMPLE_PATH))
     assert f"{n['conversations']} conversations, {n['utterances']} utterances, {n['pairs']} pairs" in ok.stdout
     bad = write(tmp_path, mutate(BAD_INPUTS["unknown emotion"][0]))
-    res = subprocess.run([sys.executable, "-m", "utils.validate", str(bad)], cwd=ROOT, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-m", "utils.ecf.validate", str(bad)], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 1 and "unknown emotion 'happy'" in res.stderr and "conversation_ID=1" in res.stderr
 
 
@@ -193,16 +193,16 @@ def test_download_refuses_when_offline(tmp_path):
 
 
 def test_test_path_replaces_the_test_split_and_refuses_a_leak(tmp_path):
-    from utils import pipeline
+    from utils.ecf import artifacts, config
 
     sample = data.load_ecf(data.SAMPLE_PATH)
     held_out = [dict(c, conversation_ID=c["conversation_ID"] + 1000) for c in sample[:4]]
     path = tmp_path / "official_test.json"
     path.write_text(json.dumps(held_out), encoding="utf-8")
-    splits = pipeline.load_splits(pipeline.SeriesConfig(TEST_PATH=str(path)))
+    splits = artifacts.load_splits(config.SeriesConfig(TEST_PATH=str(path)))
     assert [c["conversation_ID"] for c in splits["test"]] == [c["conversation_ID"] for c in held_out]
     assert len(splits["train"]) + len(splits["val"]) == len(sample)  # all of DATA_PATH trains or validates
     leaky = tmp_path / "leaky.json"
     leaky.write_text(json.dumps(sample[:2]), encoding="utf-8")
     with pytest.raises(ValueError, match="shares conversation_ID"):
-        pipeline.load_splits(pipeline.SeriesConfig(TEST_PATH=str(leaky)))
+        artifacts.load_splits(config.SeriesConfig(TEST_PATH=str(leaky)))

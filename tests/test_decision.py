@@ -1,12 +1,12 @@
-"""Decision rules chosen on val: emotion offsets and cause cut-offs (utils.decision)."""
+"""Decision rules chosen on val: emotion offsets and cause cut-offs (utils.ecf.decision)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from utils import data, decision, pipeline
-from utils.data import EMOTIONS
+from utils.ecf import config, data, decision, predict
+from utils.ecf.data import EMOTIONS
 
 
 def _skewed(n: int = 400, seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -66,8 +66,8 @@ def test_per_distance_cutoffs_and_the_pairs_they_keep():
         {"utterance_ID": k, "speaker": "A", "text": "x", "emotion": "joy" if k == 3 else "neutral"} for k in (1, 2, 3, 4)]},
         [])
     probs = [[3, 3, 0.3], [3, 2, 0.3], [3, 1, 0.3], [3, 4, 0.3]]
-    assert pipeline.pairs_above(conv, probs, 0.5) == []
-    kept = pipeline.pairs_above(conv, probs, {"0": 0.2, "-1": 0.2, "-2": 0.5, "other": 0.5})
+    assert decision.pairs_above(conv, probs, 0.5) == []
+    kept = decision.pairs_above(conv, probs, {"0": 0.2, "-1": 0.2, "-2": 0.5, "other": 0.5})
     assert kept == [(3, "joy", 3), (3, "joy", 2)]
 
 
@@ -85,15 +85,15 @@ def test_tune_cutoffs_finds_each_buckets_best_value():
 def test_inference_takes_the_recorded_rules_unless_told_not_to():
     import dataclasses
 
-    cause_cfg = pipeline.CauseInferenceConfig(CAUSE_THRESHOLD=0.7)
+    cause_cfg = config.CauseInferenceConfig(CAUSE_THRESHOLD=0.7)
     per = {"0": 0.1, "-1": 0.3, "-2": 0.6, "other": 0.9}
-    assert pipeline.cause_threshold(cause_cfg, {"threshold": per}) == per
-    assert pipeline.cause_threshold(dataclasses.replace(cause_cfg, USE_VAL_THRESHOLD=False), {"threshold": per}) == 0.7
-    emo_cfg = pipeline.EmotionInferenceConfig()
-    assert pipeline.emotion_offsets(emo_cfg, {"offsets": {"joy": 1.0}}) == {"joy": 1.0}
-    assert pipeline.emotion_offsets(emo_cfg, {}) is None
-    assert pipeline.emotion_offsets(dataclasses.replace(emo_cfg, USE_VAL_OFFSETS=False), {"offsets": {"joy": 1.0}}) is None
+    assert predict.cause_threshold(cause_cfg, {"threshold": per}) == per
+    assert predict.cause_threshold(dataclasses.replace(cause_cfg, USE_VAL_THRESHOLD=False), {"threshold": per}) == 0.7
+    emo_cfg = config.EmotionInferenceConfig()
+    assert predict.emotion_offsets(emo_cfg, {"offsets": {"joy": 1.0}}) == {"joy": 1.0}
+    assert predict.emotion_offsets(emo_cfg, {}) is None
+    assert predict.emotion_offsets(dataclasses.replace(emo_cfg, USE_VAL_OFFSETS=False), {"offsets": {"joy": 1.0}}) is None
     with pytest.raises(ValueError, match="CAUSE_CUTOFFS='both'"):
-        pipeline.CauseFinetuneConfig(CAUSE_CUTOFFS="both")
+        config.CauseFinetuneConfig(CAUSE_CUTOFFS="both")
     with pytest.raises(ValueError, match="SPLIT='episodes'"):
-        pipeline.SeriesConfig(SPLIT="episodes")
+        config.SeriesConfig(SPLIT="episodes")

@@ -14,7 +14,8 @@ import nbformat  # noqa: E402
 import papermill as pm  # noqa: E402
 import pytest  # noqa: E402
 
-from utils import config, data, eda, plots  # noqa: E402
+from utils import params, plots  # noqa: E402
+from utils.ecf import data, eda
 from utils.env import ROOT  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -148,10 +149,10 @@ def test_clipped_distances_pool_the_tails():
 
 
 def test_config_validates():
-    cfg = config.build(eda.EdaConfig, {"DATA_PATH": "x.json", "OUT_DIR": "out", "LIMIT": 5})
+    cfg = params.build(eda.EdaConfig, {"DATA_PATH": "x.json", "OUT_DIR": "out", "LIMIT": 5})
     assert cfg.stats_path == ROOT / "out" / "eda_stats.json" and cfg.figures_dir == ROOT / "out" / "figures"
-    with pytest.raises(config.ConfigError):
-        config.build(eda.EdaConfig, {"LIMIT": "5"})
+    with pytest.raises(params.ConfigError):
+        params.build(eda.EdaConfig, {"LIMIT": "5"})
     with pytest.raises(ValueError, match="LIMIT"):
         eda.EdaConfig(LIMIT=-1)
     with pytest.raises(ValueError, match="FONT_PATH"):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from utils import empathetic as ed
+from utils.ed import empathetic as ed
 
 HEADER = ["situation", "emotion", "empathetic_dialogues", "labels"]
 

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from utils import empathetic as ed, rubric, tracking
+from utils.io import file_sha256
+from utils.ed import empathetic as ed, rubric
+from utils import tracking
 from utils.run import NOTEBOOK_DIR, execute
 
 NOTEBOOKS = ("07_empathetic_eda", "08_empathetic_classification", "09_empathetic_generation", "10_experiment_log")
@@ -95,7 +97,7 @@ def test_every_run_is_logged_and_compared(series):
     kinds = runs["kind"].value_counts().to_dict()
     assert kinds == {"ed_classify_eval": 2, "ed_classify_train": 1, "ed_generate_eval": 2,
                      "ed_generate_train": 1, "ed_human_eval": 1}
-    assert runs["data_sha256"].iloc[0] == ed.file_sha256(ed.SAMPLE_PATH)
+    assert runs["data_sha256"].iloc[0] == file_sha256(ed.SAMPLE_PATH)
     assert runs.loc[runs["kind"] == "ed_generate_eval", "param.STAGE"].tolist() == ["before", "after"]
     for metric in ("weighted_f1", "bleu", "perplexity"):
         assert (series / "train" / "figures" / f"experiments_{metric}.png").is_file()

@@ -35,6 +35,9 @@ def test_gpu_capabilities_decide_bf16(monkeypatch, smi, bf16, count):
     assert (detected.device, detected.bf16, detected.gpu_count) == ("cuda", bf16, count)
 
 
-def test_cpu_machine():
+def test_cpu_machine(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
     detected = env.detect()
     assert detected.device == "cpu" and not detected.bf16 and detected.gpu_name is None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils import inference, modeling
+from utils.lm import inference, modeling
 from utils.io import read_jsonl
 
 

@@ -7,7 +7,8 @@ import re
 
 import pytest
 
-from utils import config, launch, pipeline
+from utils import params
+from utils.ecf import config, launch
 from utils.io import read_json
 
 CPU2 = launch.CONFIG_DIR / "cpu2.yaml"
@@ -15,14 +16,14 @@ STEPS, BATCH, WORLD = 3, 2, 2
 
 
 def test_flags_round_trip_to_the_notebook_config():
-    cfg = pipeline.CauseFinetuneConfig(MAX_STEPS=7, LEARNING_RATE=3e-5, MERGE=True, CAUSE_EMOTIONS="gold")
+    cfg = config.CauseFinetuneConfig(MAX_STEPS=7, LEARNING_RATE=3e-5, MERGE=True, CAUSE_EMOTIONS="gold")
     assert launch.parse_args(launch.to_argv("cause", cfg)) == ("cause", cfg, None)
     task, parsed, out = launch.parse_args(["--task", "emotion", "--data", "x.json", "--max-steps", "5",
                                            "--no-resume", "--output-dir", "/tmp/run"])
     assert (task, parsed.DATA_PATH, parsed.MAX_STEPS, parsed.RESUME) == ("emotion", "x.json", 5, False)
     assert str(out) == "/tmp/run"
-    assert type(parsed) is pipeline.FinetuneConfig
-    with pytest.raises(config.ConfigError, match="CAUSE_EMOTIONS"):  # a cause flag on the emotion task
+    assert type(parsed) is config.FinetuneConfig
+    with pytest.raises(params.ConfigError, match="CAUSE_EMOTIONS"):  # a cause flag on the emotion task
         launch.parse_args(["--task", "emotion", "--cause-emotions", "gold"])
     with pytest.raises(SystemExit):
         launch.parse_args(["--task", "summarise"])
@@ -39,7 +40,7 @@ def test_notebook_launch_forks_run_and_refuses_after_cuda(monkeypatch, tmp_path)
         (tmp_path / launch.SUMMARY_FILE).write_text('{"world_size": 2}', encoding="utf-8")
 
     monkeypatch.setattr(accelerate, "notebook_launcher", fake_launcher)
-    cfg = pipeline.FinetuneConfig(MAX_STEPS=1)
+    cfg = config.FinetuneConfig(MAX_STEPS=1)
     assert launch.notebook_launch("emotion", cfg, tmp_path, num_processes=2) == {"world_size": 2}
     assert seen["fn"] is launch.run and seen["args"] == ("emotion", cfg, tmp_path) and seen["num_processes"] == 2
     assert seen["port"].isdigit()
@@ -59,9 +60,9 @@ def test_two_cpu_processes_train_and_save_one_adapter(tiny_model_dir, tmp_path):
     import torch
     from peft import PeftModel
 
-    from utils.modeling import LoadStrategy, load_model
+    from utils.lm.modeling import LoadStrategy, load_model
 
-    cfg = pipeline.FinetuneConfig(MODEL=str(tiny_model_dir), DATA_PATH="data/ecf_sample.json", MAX_STEPS=STEPS,
+    cfg = config.FinetuneConfig(MODEL=str(tiny_model_dir), DATA_PATH="data/ecf_sample.json", MAX_STEPS=STEPS,
                                   SAVE_STEPS=STEPS, BATCH_SIZE=BATCH, LOGGING_STEPS=1, LEARNING_RATE=1e-3,
                                   CHECKPOINT_DIR=str(tmp_path / "unused"))
     out = tmp_path / "run"

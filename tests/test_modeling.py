@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import modeling
+from utils.io import file_sha256
+from utils.lm import modeling
 from utils.env import Environment
 
 EMOTIONS = ("neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise")
@@ -97,7 +98,7 @@ def test_gguf_cache_converts_once_and_rebuilds_a_damaged_copy(tmp_path, monkeypa
     monkeypatch.setattr(modeling, "_convert_gguf", fake_convert)
     first = modeling.local_source(str(gguf))
     assert modeling.local_source(str(gguf)) == first and len(calls) == 1  # second load hits the cache
-    assert json.loads((Path(first) / "emocause_cache.json").read_text())["sha256"] == modeling.file_sha256(gguf)
+    assert json.loads((Path(first) / "emocause_cache.json").read_text())["sha256"] == file_sha256(gguf)
     (Path(first) / "model.safetensors").write_bytes(b"torn")  # e.g. a disk-full partial write
     assert modeling.local_source(str(gguf)) == first and len(calls) == 2
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no temp folders left

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils import data, decision, inference, pipeline, prompts
-from utils.baselines import majority_emotion
-from utils.data import EMOTIONS
-from utils.io import read_json, write_json_atomic
-from utils.modeling import load_model, load_tokenizer
-from utils.scoring import emotion_scores_convs
+from utils.ecf import artifacts, config, data, decision, examples, finetune, predict, prompts
+from utils.lm import inference
+from utils.ecf.baselines import majority_emotion
+from utils.ecf.data import EMOTIONS
+from utils.io import read_jsonl, write_json_atomic
+from utils.lm.modeling import load_model, load_tokenizer
+from utils.ecf.metric import emotion_scores_convs
 
 CUES = {"neutral": "okay", "anger": "furious", "disgust": "gross", "fear": "scared", "joy": "great",
         "sadness": "miss", "surprise": "wow"}
@@ -81,15 +82,15 @@ def learnable_model_dir(tiny_model_dir, tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_a_short_finetune_beats_the_majority_baseline(learnable_model_dir, tmp_path, one_thread):
     train, test = synthetic(60, seed=0), synthetic(20, seed=1, first_id=1000)
-    cfg = pipeline.FinetuneConfig(MODEL=str(learnable_model_dir), CHECKPOINT_DIR=str(tmp_path), MAX_STEPS=150,
+    cfg = config.FinetuneConfig(MODEL=str(learnable_model_dir), CHECKPOINT_DIR=str(tmp_path), MAX_STEPS=150,
                                   LEARNING_RATE=2e-2, BATCH_SIZE=8, LORA_DROPOUT=0.0, SAVE_STEPS=1000,
                                   LOGGING_STEPS=10, RESUME=False)
     tokenizer = load_tokenizer(cfg.MODEL)
-    examples = pipeline.emotion_examples(train, tokenizer, cfg.STYLE, 512)
-    result = pipeline.finetune(cfg, "emotion", examples, None)
+    exs = examples.emotion_examples(train, tokenizer, cfg.STYLE, 512)
+    result = finetune.finetune(cfg, "emotion", exs, None)
     assert result.train_loss_last < result.train_loss_first / 3
-    model = load_model(cfg.MODEL, adapter=pipeline.adapter_dir(cfg, "emotion"))
-    labelled, stats = pipeline.predict_emotions(model, tokenizer, data.strip_labels(test), cfg.STYLE, 8, None, 512)
+    model = load_model(cfg.MODEL, adapter=artifacts.adapter_dir(cfg, "emotion"))
+    labelled, stats = predict.predict_emotions(model, tokenizer, data.strip_labels(test), cfg.STYLE, 8, None, 512)
     model_f1 = emotion_scores_convs(labelled, test)["weighted_f1"]
     majority_f1 = emotion_scores_convs(majority_emotion(train, test), test)["weighted_f1"]
     # measured: 0.50 vs 0.16; with the answer labels shifted by one token the same run scores 0.16
@@ -98,34 +99,34 @@ def test_a_short_finetune_beats_the_majority_baseline(learnable_model_dir, tmp_p
 
 
 def test_conversation_examples_score_only_the_answers(tok, sample):
-    examples = pipeline.emotion_examples(sample, tok, "conversation", 1024)
-    stats = pipeline.example_stats(examples)
+    exs = examples.emotion_examples(sample, tok, "conversation", 1024)
+    stats = examples.example_stats(exs)
     assert stats["examples"] == len(sample) and stats["answer_tokens"] == data.summary(sample)["utterances"]
-    causes = pipeline.cause_examples(sample, tok, "conversation", 1024, before=1, after=0)
+    causes = examples.cause_examples(sample, tok, "conversation", 1024, before=1, after=0)
     n_queries = sum(len(prompts.cause_candidates(i, len(c["conversation"]), 1, 0))
                     for c in sample for i, _ in prompts.emotional_utterances(c))
-    assert pipeline.example_stats(causes)["answer_tokens"] == n_queries
-    original = pipeline.emotion_examples(sample[:2], tok, "per_utterance", 1024)
+    assert examples.example_stats(causes)["answer_tokens"] == n_queries
+    original = examples.emotion_examples(sample[:2], tok, "per_utterance", 1024)
     assert len(original) == data.summary(sample[:2])["utterances"]
     assert all(e["labels"] == e["input_ids"] for e in original)  # the original recipe: loss on the whole text
-    assert "[" in pipeline.preview(tok, examples[0]) and "utterance_1 :: " in tok.decode(original[0]["input_ids"])
+    assert "[" in examples.preview(tok, exs[0]) and "utterance_1 :: " in tok.decode(original[0]["input_ids"])
 
 
 def test_generation_prompt_matches_the_training_prompt(tok, sample):
     conv = sample[0]
     (i, user), = prompts.per_utterance_emotion_prompts(conv)[:1]
-    trained = pipeline.emotion_examples([conv], tok, "per_utterance", 1024)[0]["input_ids"]
+    trained = examples.emotion_examples([conv], tok, "per_utterance", 1024)[0]["input_ids"]
     prompt = prompts.generation_ids(tok, user, 1024)
     assert trained[: len(prompt)] == prompt and tok.decode(trained[len(prompt):]).startswith("utterance_1 ::")
 
 
 def test_constrained_outputs_are_always_valid(tiny, tok, sample):
-    labelled, stats = pipeline.predict_emotions(tiny, tok, data.strip_labels(sample), "conversation", 4)
+    labelled, stats = predict.predict_emotions(tiny, tok, data.strip_labels(sample), "conversation", 4)
     assert stats["invalid_output_share"] == 0.0 and stats["n_outputs"] == data.summary(sample)["utterances"]
     data.validate_conversations(labelled)  # every utterance carries one of the seven labels
     gold_emotions = [data.with_pairs(c, []) for c in sample]
     for threshold in (1e-6, 0.5, 1 - 1e-6):
-        pred, stats = pipeline.predict_causes(tiny, tok, gold_emotions, "conversation", 4, threshold=threshold,
+        pred, stats, _ = predict.predict_causes(tiny, tok, gold_emotions, "conversation", 4, threshold=threshold,
                                               before=2, after=1)
         data.validate_conversations(pred)  # pairs name utterances that exist, with their own emotion
         for conv in pred:
@@ -150,7 +151,7 @@ def test_unparsable_generations_are_counted_and_fall_back(tok, sample, monkeypat
                 for n in (_asked(tokenizer, ids) for ids in prompt_ids)]
 
     monkeypatch.setattr(inference, "generate", answer_odd_ones)
-    labelled, stats = pipeline.predict_emotions(None, tok, convs, "per_utterance", 4)
+    labelled, stats = predict.predict_emotions(None, tok, convs, "per_utterance", 4)
     utts = [u for c in labelled for u in c["conversation"]]
     assert [u["emotion"] for u in utts] == ["joy" if u["utterance_ID"] % 2 else "neutral" for u in utts]
     even = sum(1 for u in utts if u["utterance_ID"] % 2 == 0)
@@ -162,7 +163,7 @@ def test_unparsable_generations_are_counted_and_fall_back(tok, sample, monkeypat
 
     monkeypatch.setattr(inference, "generate", cause_odd_ones)
     gold_emotions = [data.with_pairs(c, []) for c in sample[:3]]
-    pred, stats = pipeline.predict_causes(None, tok, gold_emotions, "per_utterance", 4)
+    pred, stats, _ = predict.predict_causes(None, tok, gold_emotions, "per_utterance", 4)
     data.validate_conversations(pred)
     emotional = [(c["conversation_ID"], i, e) for c in gold_emotions for i, e in prompts.emotional_utterances(c)]
     found = [(c["conversation_ID"], i, e) for c in pred for i, e, j in data.emotion_pairs(c) if i == j]
@@ -172,7 +173,7 @@ def test_unparsable_generations_are_counted_and_fall_back(tok, sample, monkeypat
 
 
 def test_the_untrained_recipe_produces_invalid_outputs_that_are_counted(tiny, tok, sample):
-    labelled, stats = pipeline.predict_emotions(tiny, tok, data.strip_labels(sample[:2]), "per_utterance", 8,
+    labelled, stats = predict.predict_emotions(tiny, tok, data.strip_labels(sample[:2]), "per_utterance", 8,
                                                 max_new_tokens=6)
     assert stats["invalid_output_share"] == 1.0  # a random model never writes "utterance_N :: label"
     assert all(u["emotion"] == "neutral" for c in labelled for u in c["conversation"])
@@ -199,12 +200,12 @@ def _interrupt_after(monkeypatch, name: str, calls: int) -> None:
 def test_a_killed_inference_resumes_and_writes_the_same_file(tiny, tok, sample, tmp_path, monkeypatch,
                                                              step, style, name):
     convs = data.strip_labels(sample[:8]) if step == "emotions" else [data.with_pairs(c, []) for c in sample[:8]]
-    predict = pipeline.predict_emotions if step == "emotions" else pipeline.predict_causes
+    predict_fn = predict.predict_emotions if step == "emotions" else predict.predict_causes
     kwargs = {"max_new_tokens": 4} if style == "per_utterance" else {}
 
     def run(out: Path) -> bytes:
-        result, _ = predict(tiny, tok, convs, style, 2, pipeline.checkpoint_for(out), **kwargs)
-        pipeline.finish(out, result)
+        result = predict_fn(tiny, tok, convs, style, 2, artifacts.checkpoint_for(out), **kwargs).convs
+        artifacts.finish(out, result)
         return out.read_bytes()
 
     reference = run(tmp_path / "straight" / "out.json")
@@ -213,49 +214,43 @@ def test_a_killed_inference_resumes_and_writes_the_same_file(tiny, tok, sample, 
         _interrupt_after(patch, name, 2)
         with pytest.raises(KeyboardInterrupt):
             run(out)
-    done = [r for record in read_json_lines(pipeline.checkpoint_for(out)) for r in record["keys"]]
+    done = [r for record in read_jsonl(artifacts.checkpoint_for(out)) for r in record["keys"]]
     assert 0 < len(done) < len(convs) and not out.exists()
     assert run(out) == reference
-    assert not pipeline.checkpoint_for(out).exists()
-
-
-def read_json_lines(path: Path) -> list[dict]:
-    from utils.io import read_jsonl
-
-    return read_jsonl(path)
+    assert not artifacts.checkpoint_for(out).exists()
 
 
 def test_configs_validate_and_smoke_shrinks(tmp_path):
     with pytest.raises(ValueError, match="per_utterance"):
-        pipeline.FinetuneConfig(STYLE="generation")
+        config.FinetuneConfig(STYLE="generation")
     with pytest.raises(ValueError, match="CAUSE_EMOTIONS"):
-        pipeline.CauseInferenceConfig(CAUSE_EMOTIONS="silver")
+        config.CauseInferenceConfig(CAUSE_EMOTIONS="silver")
     with pytest.raises(ValueError, match="CAUSE_THRESHOLD"):
-        pipeline.CauseInferenceConfig(CAUSE_THRESHOLD=1.5)
-    smoke = pipeline.apply_smoke(pipeline.FinetuneConfig(SMOKE=True, MAX_STEPS=500, EPOCHS=3.0))
+        config.CauseInferenceConfig(CAUSE_THRESHOLD=1.5)
+    smoke = config.apply_smoke(config.FinetuneConfig(SMOKE=True, MAX_STEPS=500, EPOCHS=3.0))
     assert smoke.LIMIT == 8 and smoke.MAX_STEPS == 8 and smoke.VAL_LIMIT == 2
-    assert pipeline.apply_smoke(pipeline.EmotionInferenceConfig(SMOKE=True)).TEST_LIMIT == 4
-    splits = pipeline.load_splits(pipeline.EmotionInferenceConfig(LIMIT=5, TEST_LIMIT=2))
+    assert config.apply_smoke(config.EmotionInferenceConfig(SMOKE=True)).TEST_LIMIT == 4
+    splits = artifacts.load_splits(config.EmotionInferenceConfig(LIMIT=5, TEST_LIMIT=2))
     assert [len(splits[k]) for k in ("train", "val", "test")] == [5, 3, 2]
 
 
 def test_cause_training_reads_predicted_emotions_and_keeps_gold_pairs(sample, tmp_path):
-    cfg = pipeline.CauseFinetuneConfig(TRAIN_DIR=str(tmp_path), CAUSE_EMOTIONS="predicted")
+    cfg = config.CauseFinetuneConfig(TRAIN_DIR=str(tmp_path), CAUSE_EMOTIONS="predicted")
     with pytest.raises(FileNotFoundError, match="run notebook 03"):
-        pipeline.cause_training_convs(cfg, sample)
+        artifacts.cause_training_convs(cfg, sample)
     predicted = [data.with_emotions(c, ["joy"] * len(c["conversation"])) for c in data.strip_labels(sample[:4])]
     write_json_atomic(tmp_path / "emotion_labelled_data.json", predicted)
-    convs = pipeline.cause_training_convs(cfg, sample)
+    convs = artifacts.cause_training_convs(cfg, sample)
     assert [c["conversation_ID"] for c in convs] == [c["conversation_ID"] for c in sample[:4]]
     assert all(u["emotion"] == "joy" for c in convs for u in c["conversation"])
     assert [c["emotion-cause_pairs"] for c in convs] == [c["emotion-cause_pairs"] for c in sample[:4]]
-    assert pipeline.cause_training_convs(dataclasses.replace(cfg, CAUSE_EMOTIONS="gold"), sample) is sample
+    assert artifacts.cause_training_convs(dataclasses.replace(cfg, CAUSE_EMOTIONS="gold"), sample) is sample
 
 
 def test_smollm2_labels_a_sample_conversation(smollm2, sample):
     tokenizer = load_tokenizer(str(smollm2))
     model = load_model(str(smollm2))
-    labelled, stats = pipeline.predict_emotions(model, tokenizer, data.strip_labels(sample[:1]), "conversation")
+    labelled, stats = predict.predict_emotions(model, tokenizer, data.strip_labels(sample[:1]), "conversation")
     assert [u["utterance_ID"] for u in labelled[0]["conversation"]] == [u["utterance_ID"] for u in sample[0]["conversation"]]
     assert all(u["emotion"] in EMOTIONS for u in labelled[0]["conversation"])
     assert stats["n_prompts"] == 1 and stats["invalid_output_share"] == 0.0 and stats["prompt_tokens"] > 50
@@ -270,16 +265,16 @@ def test_threshold_sweep_and_the_val_cut_off(sample, tiny, tok):
         for i, _ in prompts.emotional_utterances(conv):
             for j in prompts.cause_candidates(i, len(conv["conversation"]), 10, 10):
                 probs.append([conv["conversation_ID"], i, j, 0.8 if (i, j) in pairs else 0.3])
-    table = {row["threshold"]: row for row in pipeline.threshold_sweep(inputs, probs, gold)}
+    table = {row["threshold"]: row for row in decision.threshold_sweep(inputs, probs, gold)}
     assert table[0.5]["weighted_f1"] == pytest.approx(1.0, abs=1e-6)
     assert table[0.25]["weighted_precision"] < 1.0 and table[0.25]["weighted_recall"] == pytest.approx(1.0, abs=1e-6)
     assert table[0.8]["n_pred_pairs"] == 0
-    tuning = pipeline.tune_threshold(tiny, tok, gold, 1024, 2, 1, batch_size=4, per_distance=False)
-    assert tuning["threshold"] in pipeline.THRESHOLDS and len(tuning["table"]) == len(pipeline.THRESHOLDS)
-    per = pipeline.tune_threshold(tiny, tok, gold, 1024, 2, 1, batch_size=4)
+    tuning = finetune.tune_threshold(tiny, tok, gold, 1024, 2, 1, batch_size=4, per_distance=False)
+    assert tuning["threshold"] in decision.THRESHOLDS and len(tuning["table"]) == len(decision.THRESHOLDS)
+    per = finetune.tune_threshold(tiny, tok, gold, 1024, 2, 1, batch_size=4)
     assert set(per["threshold"]) == set(decision.CUTOFF_BUCKETS) and per["single_threshold"] == tuning["threshold"]
     assert per["weighted_f1"] >= tuning["weighted_f1"]  # it starts from the single cut-off and only moves up
-    cfg = pipeline.CauseInferenceConfig(CAUSE_THRESHOLD=0.7)
-    assert pipeline.cause_threshold(cfg, {"threshold": 0.35}) == 0.35
-    assert pipeline.cause_threshold(cfg, {}) == 0.7
-    assert pipeline.cause_threshold(dataclasses.replace(cfg, USE_VAL_THRESHOLD=False), {"threshold": 0.35}) == 0.7
+    cfg = config.CauseInferenceConfig(CAUSE_THRESHOLD=0.7)
+    assert predict.cause_threshold(cfg, {"threshold": 0.35}) == 0.35
+    assert predict.cause_threshold(cfg, {}) == 0.7
+    assert predict.cause_threshold(dataclasses.replace(cfg, USE_VAL_THRESHOLD=False), {"threshold": 0.35}) == 0.7

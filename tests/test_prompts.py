@@ -6,9 +6,9 @@ import copy
 
 import pytest
 
-from utils import prompts
-from utils.data import EMOTIONS, SAMPLE_PATH, load_ecf
-from utils.modeling import label_token_ids, load_tokenizer
+from utils.ecf import prompts
+from utils.ecf.data import EMOTIONS, SAMPLE_PATH, load_ecf
+from utils.lm.modeling import label_token_ids, load_tokenizer
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import csv
 import pandas as pd
 import pytest
 
-from utils import rubric
+from utils.ed import rubric
 
 ITEMS = [
     {"id": f"{model}-{i}", "model": model, "prompt": f"prompt {i}, with a comma", "response": f"{model} says {i}"}

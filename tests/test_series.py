@@ -9,8 +9,9 @@ import json
 
 import pytest
 
-from utils import data, pipeline, run
-from utils.data import EMOTIONS
+from utils.ecf import artifacts, config, data
+from utils import run
+from utils.ecf.data import EMOTIONS
 
 OFFICIAL_PAIR_KEYS = {"precision_pair", "recall_pair", "f1_pair", "weighted_precision", "weighted_recall", "weighted_f1"}
 EMOTION_KEYS = {"accuracy", "weighted_f1", "macro_f1", "report", "confusion_matrix", "labels"}
@@ -34,8 +35,8 @@ def series(request, tiny_model_dir, tmp_path_factory):
     return out, summary, style
 
 
-NOTEBOOKS = {"02": pipeline.FinetuneConfig, "03": pipeline.EmotionInferenceConfig, "04": pipeline.CauseFinetuneConfig,
-             "05": pipeline.CauseInferenceConfig, "06": pipeline.EvaluationConfig}
+NOTEBOOKS = {"02": config.FinetuneConfig, "03": config.EmotionInferenceConfig, "04": config.CauseFinetuneConfig,
+             "05": config.CauseInferenceConfig, "06": config.EvaluationConfig}
 
 
 @pytest.mark.parametrize("number", sorted(NOTEBOOKS))
@@ -51,13 +52,18 @@ def test_every_parameter_is_declared_to_papermill_and_known_to_the_config(number
 
 
 def _gold_test():
-    cfg = pipeline.EmotionInferenceConfig(SMOKE=True)
-    return pipeline.load_splits(pipeline.apply_smoke(cfg))["test"]
+    cfg = config.EmotionInferenceConfig(SMOKE=True)
+    return artifacts.load_splits(config.apply_smoke(cfg))["test"]
 
 
 def test_series_ran_every_notebook_in_order(series):
-    _, summary, _ = series
+    out, summary, _ = series
     assert [n["notebook"][:2] for n in summary["notebooks"]] == ["02", "03", "04", "05", "06"]
+    for entry in summary["notebooks"]:  # each executed copy ran every code cell, none raised
+        nb = json.loads((out / "results_test" / "executed" / entry["notebook"]).read_text(encoding="utf-8"))
+        code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+        assert code and all(c["execution_count"] for c in code), entry["notebook"]
+        assert not [o for c in code for o in c["outputs"] if o["output_type"] == "error"], entry["notebook"]
 
 
 @pytest.mark.parametrize("task", ["emotion", "cause"])
@@ -85,8 +91,10 @@ def test_emotion_files_hold_a_valid_label_for_every_utterance(series):
     metrics = json.loads((out / "results_test" / "emotion_metrics.json").read_text(encoding="utf-8"))
     assert EMOTION_KEYS <= set(metrics) and EMOTION_KEYS <= set(metrics["baselines"]["majority"])
     assert metrics["n"] == data.summary(gold)["utterances"]
-    share = metrics["inference"]["invalid_output_share"]
-    assert share == 0.0 if style == "conversation" else 0.0 <= share <= 1.0  # only generation can fail to parse
+    inference = metrics["inference"]
+    assert inference["invalid_output_share"] == inference["invalid_outputs"] / inference["n_outputs"]
+    if style == "conversation":  # only generation can fail to parse
+        assert inference["invalid_outputs"] == 0
 
 
 def test_pair_predictions_are_official_and_scored(series):

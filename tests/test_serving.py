@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils import pipeline, prompts, serving
-from utils.data import EMOTIONS, SAMPLE_PATH, load_ecf, strip_labels, with_pairs
-from utils.modeling import LoadStrategy, label_token_ids, load_model
+from utils.ecf import predict, prompts
+from utils.lm import serving
+from utils.ecf.data import EMOTIONS, SAMPLE_PATH, load_ecf, strip_labels, with_pairs
+from utils.lm.modeling import LoadStrategy, label_token_ids, load_model
 
 CPU = LoadStrategy("full-precision", "cpu", torch.float32)
 N_CONVS = 4
@@ -137,7 +138,7 @@ class FakeLLM:
         return _output(tokens, steps, "")
 
     def _choose(self, model, ids, choices):
-        from utils.inference import score_options
+        from utils.lm.inference import score_options
 
         tok = self._tokenizer()
         options = [prompts.encode(tok, c) for c in choices]
@@ -145,7 +146,7 @@ class FakeLLM:
         return _output(options[best], None, choices[best])
 
     def _tokenizer(self):
-        from utils.modeling import load_tokenizer
+        from utils.lm.modeling import load_tokenizer
 
         return load_tokenizer(self.kwargs["tokenizer"])
 
@@ -192,19 +193,19 @@ def test_backend_choice(monkeypatch):
 def test_transformers_fallback_is_the_pipeline_path(tiny_model_dir, adapter_dir, convs):
     engine = serving.load_engine(str(tiny_model_dir), adapter_dir)  # auto: no vLLM here
     assert engine.backend == "transformers" and engine.lora_request is None
-    labelled, stats = serving.predict_emotions(engine, strip_labels(convs), "conversation")
-    direct, _ = pipeline.predict_emotions(engine.model, engine.tokenizer, strip_labels(convs), "conversation")
+    labelled, stats = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs), "conversation")
+    direct, _ = predict.predict_emotions(engine.model, engine.tokenizer, strip_labels(convs), "conversation")
     assert labelled == direct and stats["backend"] == "transformers" and stats["invalid_outputs"] == 0
     assert {u["emotion"] for c in labelled for u in c["conversation"]} <= set(EMOTIONS)
-    pred, cause_stats = serving.predict_causes(engine, [with_pairs(c, []) for c in convs], "conversation")
+    pred, cause_stats, _ = predict.predict_causes(engine, engine.tokenizer, [with_pairs(c, []) for c in convs], "conversation")
     assert len(pred) == N_CONVS and cause_stats["backend"] == "transformers" and cause_stats["n_outputs"] > 0
 
 
 @pytest.mark.parametrize("generation", ["new", "old"])
 def test_vllm_branch_labels_like_transformers(monkeypatch, tiny_model_dir, adapter_dir, convs, generation):
     reference = serving.load_engine(str(tiny_model_dir), adapter_dir, prefer="transformers")
-    want, _ = serving.predict_emotions(reference, strip_labels(convs), "conversation")
-    want_pairs, want_stats = serving.predict_causes(reference, [with_pairs(c, []) for c in convs], "conversation")
+    want, _ = predict.predict_emotions(reference, reference.tokenizer, strip_labels(convs), "conversation")
+    want_pairs, want_stats, _ = predict.predict_causes(reference, reference.tokenizer, [with_pairs(c, []) for c in convs], "conversation")
 
     _install_fake_vllm(monkeypatch, generation)
     engine = serving.load_engine(str(tiny_model_dir), adapter_dir, prefer="vllm")
@@ -213,7 +214,7 @@ def test_vllm_branch_labels_like_transformers(monkeypatch, tiny_model_dir, adapt
     assert llm.kwargs["enable_lora"] and llm.kwargs["enable_prefix_caching"] and llm.kwargs["max_lora_rank"] == 8
     assert llm.kwargs.get("logprobs_mode") == (None if generation == "new" else "processed_logprobs")
 
-    got, stats = serving.predict_emotions(engine, strip_labels(convs), "conversation")
+    got, stats = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs), "conversation")
     assert got == want and stats["backend"] == "vllm" and stats["invalid_outputs"] == 0
     label_calls = [c for c in llm.calls if c[1].allowed_token_ids]
     assert label_calls and all(lora.lora_path == str(adapter_dir) for _, _, lora in llm.calls)
@@ -224,7 +225,7 @@ def test_vllm_branch_labels_like_transformers(monkeypatch, tiny_model_dir, adapt
         assert all(r["prompt_token_ids"][-len(marker):] == marker for r in requests)
     assert sum(len(r) for r, _, _ in label_calls) == sum(len(c["conversation"]) for c in convs)
 
-    pairs, cause_stats = serving.predict_causes(engine, [with_pairs(c, []) for c in convs], "conversation")
+    pairs, cause_stats, _ = predict.predict_causes(engine, engine.tokenizer, [with_pairs(c, []) for c in convs], "conversation")
     assert cause_stats["n_outputs"] == want_stats["n_outputs"] > 0
     assert pairs == want_pairs  # same pairs at the threshold: P(yes) renormalised over {yes, no}
 
@@ -232,15 +233,16 @@ def test_vllm_branch_labels_like_transformers(monkeypatch, tiny_model_dir, adapt
 def test_vllm_constrained_choice_and_adapter_checks(monkeypatch, tiny_model_dir, adapter_dir, convs, tmp_path):
     _install_fake_vllm(monkeypatch, "new")
     engine = serving.load_engine(str(tiny_model_dir), adapter_dir, prefer="vllm")
-    labelled, stats = serving.predict_emotions(engine, strip_labels(convs[:2]), "per_utterance", constrained=True)
+    labelled, stats = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs[:2]), "per_utterance", constrained=True)
     (requests, params, _), = FakeLLM.instances[-1].calls
     assert len(requests) == len(params) == sum(len(c["conversation"]) for c in convs[:2])
     first = convs[0]["conversation"][0]["utterance_ID"]
     assert params[0].structured_outputs.choice == [prompts.per_utterance_emotion_answer(first, e) for e in EMOTIONS]
     assert stats["invalid_outputs"] == 0 and stats["constrained"] is True
     assert {u["emotion"] for c in labelled for u in c["conversation"]} <= set(EMOTIONS)
-    with pytest.raises(ValueError, match="conversation style only"):
-        serving.predict_causes(engine, convs, "per_utterance")
+    found = predict.predict_causes(engine, engine.tokenizer, [with_pairs(c, []) for c in convs[:2]], "per_utterance",
+                                   max_new_tokens=8)  # the recipe's generation, through the same loop
+    assert found.stats["backend"] == "vllm" and found.stats["n_outputs"] > 0 and found.probs == []
     (tmp_path / "adapter_config.json").write_text('{"r": 8}', encoding="utf-8")
     with pytest.raises(FileNotFoundError, match="adapter_model.safetensors"):
         serving.load_engine(str(tiny_model_dir), tmp_path, prefer="vllm")

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from utils import textmetrics as tm
+from utils.ed import textmetrics as tm
 
 
 def test_bleu_identical_and_disjoint():

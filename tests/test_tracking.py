@@ -12,7 +12,8 @@ import time
 import pytest
 
 from utils import env, tracking
-from utils.empathetic import SAMPLE_PATH, file_sha256
+from utils.ed.empathetic import SAMPLE_PATH
+from utils.io import file_sha256
 
 
 @dataclasses.dataclass

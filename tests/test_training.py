@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from utils import modeling, training
-from utils.training import IGNORE, TrainConfig
+from utils.lm import modeling, training
+from utils.lm.training import IGNORE, TrainConfig
 
 WORDS = ("joy", "anger", "fear", "sadness")
 
@@ -106,7 +106,7 @@ class Capture(TrainerCallback):
 def test_train_lowers_loss_changes_only_lora_and_writes_artifacts(tmp_path, tiny_model_dir, tok):
     examples = _examples(tok, 32)
     cfg = TrainConfig(output_dir=str(tmp_path / "run"), epochs=6, learning_rate=1e-2, batch_size=8,
-                      logging_steps=4, save_steps=100, warmup_ratio=0.0)
+                      logging_steps=4, save_steps=100, warmup_share=0.0)
     cap = Capture()
     result = training.train(str(tiny_model_dir), examples, examples[:8], cfg, callbacks=[cap])
     assert result.global_step == 24 and result.train_loss_last < result.train_loss_first - 1.0
@@ -199,7 +199,7 @@ def test_answer_loss_trains_and_accumulated_batches_match_one_big_batch(tmp_path
 
     def run(name, batch_size, grad_accum, steps):
         cfg = TrainConfig(output_dir=str(tmp_path / name), max_steps=steps, batch_size=batch_size,
-                          grad_accum=grad_accum, learning_rate=1e-2, warmup_ratio=0.0, logging_steps=1,
+                          grad_accum=grad_accum, learning_rate=1e-2, warmup_share=0.0, logging_steps=1,
                           save_steps=100, group_by_length=False, lora=lora, answer_ids=tuple(ids))
         result = training.train(str(tiny_model_dir), examples, examples[:4], cfg)
         return result, load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")

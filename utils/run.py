@@ -22,8 +22,8 @@ from typing import Any
 
 import yaml
 
-from .env import ROOT, resolve
-from .io import write_json_atomic
+from utils.env import ROOT, resolve
+from utils.io import write_json_atomic
 
 NOTEBOOK_DIR = ROOT / "notebooks"
 # notebook 10 (the experiment log) closes both tracks
@@ -74,8 +74,8 @@ def plan(books: list[Path], params: dict[str, Any]) -> list[tuple[Path, dict[str
 
 def smoke_model(directory: Path) -> Path:
     """Build (once) the tiny random Llama with a tokenizer trained on the bundled samples."""
-    from .data import SAMPLE_PATH, EMOTIONS, load_ecf
-    from .modeling import build_tiny_llama
+    from utils.ecf.data import SAMPLE_PATH, EMOTIONS, load_ecf
+    from utils.lm.modeling import build_tiny_llama
 
     if (directory / "config.json").exists():
         return directory

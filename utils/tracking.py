@@ -26,7 +26,8 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from .env import ROOT, resolve
+from utils.env import ROOT, resolve
+from utils.io import file_sha256
 
 DEFAULT_DB = "results_train/experiments.sqlite"
 DB_ENV = "EMOCAUSE_TRACKING_DB"
@@ -98,8 +99,6 @@ def data_sha256(path: str | os.PathLike | None) -> str | None:
     """sha256 of the data file (of a folder's files in name order); None without a path."""
     if not path:
         return None
-    from .empathetic import file_sha256
-
     full = resolve(path)
     return file_sha256(full) if full.exists() else None
 
@@ -244,7 +243,7 @@ def plot_runs(table: pd.DataFrame, metric: str, path: str | os.PathLike, *, show
     """Bar chart of one metric per run (labelled 'id kind model'), saved as a PNG."""
     import matplotlib.pyplot as plt
 
-    from .plots import save_figure
+    from utils.plots import save_figure
 
     column = metric if metric.startswith("metric.") else f"metric.{metric}"
     if column not in table.columns:

@@ -43,3 +43,11 @@ def from_namespace(cls: type[T], namespace: Mapping[str, Any]) -> T:
     """Pick ``cls``'s fields out of a notebook's globals (the parameters cell's values)."""
     names = {f.name for f in dataclasses.fields(cls)}
     return build(cls, {k: v for k, v in namespace.items() if k in names})
+
+
+def param(default: Any, help: str = "") -> Any:
+    """A notebook parameter: its default and its help text (what ``utils.run --list``, the notebooks'
+    parameters cells and the command lines show), in one place."""
+    kwargs: dict[str, Any] = {"default": default} if not isinstance(default, (list, dict, set)) else \
+        {"default_factory": lambda: type(default)(default)}
+    return dataclasses.field(**kwargs, metadata={"help": help})

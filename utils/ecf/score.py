@@ -1,6 +1,6 @@
 """The official SemEval-2024 Task 3 scores from the shell.
 
-    python -m utils.score --subtask 2 --pred Subtask_2_pred.json --gold Subtask_2_gold.json
+    python -m utils.ecf.score --subtask 2 --pred Subtask_2_pred.json --gold Subtask_2_gold.json
 
 prints one JSON object whose top-level keys are the official score names (plus per-emotion
 tables). ``--emotions`` adds utterance-level emotion metrics when both files carry labels.
@@ -12,12 +12,12 @@ import argparse
 import json
 import sys
 
-from .io import read_json, write_json_atomic
-from .scoring import ScoreError, emotion_scores_convs, score_subtask1, score_subtask2
+from utils.io import read_json, write_json_atomic
+from utils.ecf.metric import ScoreError, emotion_scores_convs, score_subtask1, score_subtask2
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.score", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m utils.ecf.score", description=__doc__.splitlines()[0])
     parser.add_argument("--subtask", type=int, choices=(1, 2), required=True)
     parser.add_argument("--pred", required=True, help="prediction file in the official format")
     parser.add_argument("--gold", required=True, help="gold file in the official format")

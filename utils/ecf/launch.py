@@ -1,9 +1,9 @@
 """Training entry point that runs unchanged on one process or several (DDP, FSDP) through accelerate.
 
-    python -m utils.launch --task emotion --model smollm2 --data data/ecf_sample.json --max-steps 20
-    accelerate launch --config_file configs/accelerate/ddp.yaml -m utils.launch --task emotion ...
+    python -m utils.ecf.launch --task emotion --model smollm2 --data data/ecf_sample.json --max-steps 20
+    accelerate launch --config_file configs/accelerate/ddp.yaml -m utils.ecf.launch --task emotion ...
 
-The flags are the parameters of notebooks 02/04 (``pipeline.FinetuneConfig`` and
+The flags are the parameters of notebooks 02/04 (``config.FinetuneConfig`` and
 ``CauseFinetuneConfig``) in lower case with dashes (``MAX_STEPS`` -> ``--max-steps``), plus
 ``--task``, ``--output-dir`` and ``--data`` for ``DATA_PATH``. Under a launcher every process
 builds the same examples, the HF Trainer reads RANK / WORLD_SIZE / LOCAL_RANK, shards the batches
@@ -27,11 +27,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import config, pipeline
-from .env import ROOT, resolve
-from .io import read_json, write_json_atomic
+from utils import params
+from utils.ecf import artifacts, config, examples, finetune
+from utils.env import ROOT, resolve
+from utils.io import read_json, write_json_atomic
 
-TASKS = pipeline.TASKS
+TASKS = config.TASKS
 CONFIG_DIR = ROOT / "configs" / "accelerate"
 DDP_CONFIG = CONFIG_DIR / "ddp.yaml"
 SUMMARY_FILE = "launch_summary.json"
@@ -45,7 +46,7 @@ def config_class(task: str) -> type:
     """The notebook config of ``task``: 02's FinetuneConfig or 04's CauseFinetuneConfig."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: use one of {list(TASKS)}")
-    return pipeline.FinetuneConfig if task == "emotion" else pipeline.CauseFinetuneConfig
+    return config.FinetuneConfig if task == "emotion" else config.CauseFinetuneConfig
 
 
 def flag(name: str) -> str:
@@ -55,13 +56,13 @@ def flag(name: str) -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     """One flag per notebook parameter (the cause config holds every one); defaults stay in the dataclass."""
-    parser = argparse.ArgumentParser(prog="python -m utils.launch", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m utils.ecf.launch", description=__doc__.split("\n\n")[0])
     parser.add_argument("--task", required=True, choices=TASKS, help="emotion (notebook 02) or cause (04)")
     parser.add_argument("--output-dir", default=None, help="default: CHECKPOINT_DIR/<task>/<style>")
-    hints = typing.get_type_hints(pipeline.CauseFinetuneConfig)
-    for field in dataclasses.fields(pipeline.CauseFinetuneConfig):
+    hints = typing.get_type_hints(config.CauseFinetuneConfig)
+    for field in dataclasses.fields(config.CauseFinetuneConfig):
         kind, names = hints[field.name], (flag(field.name), *ALIASES.get(field.name, ()))
-        only = "" if field.name in pipeline.FinetuneConfig.__dataclass_fields__ else ", cause task only"
+        only = "" if field.name in config.FinetuneConfig.__dataclass_fields__ else ", cause task only"
         common = dict(dest=field.name, default=argparse.SUPPRESS, help=f"{field.name} (default {field.default!r}{only})")
         if kind is bool:
             parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
@@ -74,7 +75,7 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Any, Path | None
     """(task, validated notebook config, output dir or None); a cause flag on the emotion task is an error."""
     values = vars(build_parser().parse_args(argv))
     task, output_dir = values.pop("task"), values.pop("output_dir")
-    cfg = config.build(config_class(task), values)
+    cfg = params.build(config_class(task), values)
     return task, cfg, resolve(output_dir) if output_dir else None
 
 
@@ -105,18 +106,19 @@ def log(message: str) -> None:
     print(f"{LOG_PREFIX} [rank {rank}/{world}] {message}", flush=True)
 
 
-def build_examples(task: str, cfg: Any, tokenizer: Any) -> tuple[list[dict], list[dict], dict]:
+def build_examples(task: str, cfg: Any, tokenizer: Any,
+                   splits: dict[str, list[dict]] | None = None) -> tuple[list[dict], list[dict], dict]:
     """Training and eval examples of ``task`` from DATA_PATH's split, as notebooks 02/04 build them."""
-    splits = pipeline.load_splits(cfg)
+    splits = splits or artifacts.load_splits(cfg)
     if task == "emotion":
-        train = pipeline.emotion_examples(splits["train"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
-        val = pipeline.emotion_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
+        train = examples.emotion_examples(splits["train"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
+        val = examples.emotion_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
     else:
         window = (cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER)
-        convs = pipeline.cause_training_convs(cfg, splits["train"])
-        train = pipeline.cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window)
-        val = pipeline.cause_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window)
-    stats = {"train": pipeline.example_stats(train), "eval": pipeline.example_stats(val)}
+        convs = artifacts.cause_training_convs(cfg, splits["train"])
+        train = examples.cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window)
+        val = examples.cause_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window)
+    stats = {"train": examples.example_stats(train), "eval": examples.example_stats(val)}
     return train, val, stats
 
 
@@ -144,18 +146,6 @@ def _replica_probe():
     return ReplicaProbe()
 
 
-def _task_record(task: str, cfg: Any) -> dict:
-    """What inference needs to rebuild the prompts (the same record as pipeline.write_task)."""
-    from .data import EMOTIONS
-
-    record = {"task": task, "style": cfg.STYLE, "model": cfg.MODEL, "max_length": cfg.MAX_LENGTH,
-              "labels": list(EMOTIONS) if task == "emotion" else list(pipeline.prompts.ANSWERS)}
-    if task == "cause":
-        record.update(window_before=cfg.CAUSE_WINDOW_BEFORE, window_after=cfg.CAUSE_WINDOW_AFTER,
-                      cause_emotions=cfg.CAUSE_EMOTIONS)
-    return record
-
-
 def _process_group(state: Any, strategy: Any) -> dict:
     """How this run was spread: processes, accelerate's distributed type, backend and precision."""
     return {"world_size": state.num_processes, "distributed_type": str(state.distributed_type),
@@ -167,11 +157,10 @@ def run(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> dic
     from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    from .modeling import choose_strategy, load_tokenizer
-    from .training import train
+    from utils.lm.modeling import choose_strategy, load_tokenizer
 
-    cfg = pipeline.apply_smoke(cfg)
-    out = resolve(output_dir) if output_dir else pipeline.task_dir(cfg, task)
+    cfg = config.apply_smoke(cfg)
+    out = resolve(output_dir) if output_dir else artifacts.task_dir(cfg, task)
     # FSDP shards float weights; 4-bit QLoRA under FSDP needs a packed storage dtype modeling does not set
     strategy = choose_strategy(quantize=not fsdp_enabled())
     # joining the process group now (the Trainer reuses it) lets rank 0 convert a GGUF model first
@@ -179,11 +168,12 @@ def run(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> dic
     log(f"{state.distributed_type} backend={state.backend} device={state.device} strategy={strategy.name}")
     with state.main_process_first():
         tokenizer = load_tokenizer(cfg.MODEL)
-    train_examples, eval_examples, stats = build_examples(task, cfg, tokenizer)
-    train_cfg = dataclasses.replace(pipeline.train_config(cfg, task), output_dir=str(out))
+    splits = artifacts.load_splits(cfg)
+    train_examples, eval_examples, stats = build_examples(task, cfg, tokenizer, splits)
     probe = _replica_probe()
     start = time.perf_counter()
-    result = train(cfg.MODEL, train_examples, eval_examples or None, train_cfg, strategy=strategy, callbacks=[probe])
+    result = finetune.finetune(cfg, task, train_examples, eval_examples, out=out, strategy=strategy,
+                               callbacks=[probe], main_process=PartialState().is_main_process)
     wall = time.perf_counter() - start
     state = PartialState()  # the Trainer rebuilt the shared state on the same process group
     digests = gather_object([{"rank": state.process_index, "lora_sha256": probe.digest}])
@@ -194,7 +184,10 @@ def run(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> dic
                "wall_s": round(wall, 3),
                "train": {k: v for k, v in dataclasses.asdict(result).items() if k != "log_history"}}
     if state.is_main_process:  # one writer: the other ranks would race on the same files
-        write_json_atomic(out / pipeline.TASK_FILE, _task_record(task, cfg))
+        # the decision rule on val, as notebooks 02/04 choose it: 05 reads the cut-offs from task.json
+        tuning = finetune.tune_rule(cfg, task, tokenizer, splits["val"], out=out)
+        summary["decision_rule"] = None if tuning is None else \
+            {k: tuning[k] for k in ("offsets", "threshold", "weighted_f1") if k in tuning}
         write_json_atomic(out / SUMMARY_FILE, summary)
         log(f"wrote {out / SUMMARY_FILE}")
     state.wait_for_everyone()  # nobody leaves (and tears the group down) before rank 0 has written
@@ -203,7 +196,7 @@ def run(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> dic
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: ``python -m utils.launch`` or ``accelerate launch -m utils.launch``."""
+    """Command-line entry point: ``python -m utils.ecf.launch`` or ``accelerate launch -m utils.ecf.launch``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     task, cfg, output_dir = parse_args(argv)
     run(task, cfg, output_dir)
@@ -221,7 +214,7 @@ def free_port() -> int:
 
 def _summary(task: str, cfg: Any, output_dir: str | os.PathLike | None) -> dict:
     """The summary rank 0 wrote (a launcher returns nothing of its own)."""
-    out = resolve(output_dir) if output_dir else pipeline.task_dir(pipeline.apply_smoke(cfg), task)
+    out = resolve(output_dir) if output_dir else artifacts.task_dir(config.apply_smoke(cfg), task)
     path = out / SUMMARY_FILE
     if not path.is_file():
         raise RuntimeError(f"the launched run wrote no {path}: read the processes' output above")
@@ -268,10 +261,10 @@ class Launched:
 
 def launch_command(argv: Sequence[str], *, num_processes: int = 2, config_file: str | os.PathLike = DDP_CONFIG,
                    port: int | None = None) -> list[str]:
-    """``accelerate launch --config_file ... -m utils.launch ARGV`` with this interpreter and a free port."""
+    """``accelerate launch --config_file ... -m utils.ecf.launch ARGV`` with this interpreter and a free port."""
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(resolve(config_file)),
             "--num_processes", str(num_processes), "--main_process_port", str(port or free_port()),
-            "-m", "utils.launch", *argv]
+            "-m", "utils.ecf.launch", *argv]
 
 
 def subprocess_launch(task: str, cfg: Any, output_dir: str | os.PathLike | None = None, *, num_processes: int = 2,

@@ -15,6 +15,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from utils.lm.batch import pad_right
+
 END_OF_TURN_TOKENS = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<|end_of_turn|>", "<end_of_turn>")
 
 
@@ -60,16 +62,9 @@ def length_batches(lengths: Sequence[int], batch_size: int, min_fill: float = 0.
 
 
 def _pad_right(seqs: list[list[int]], pad: int, device):
-    """Right-padded ids and attention mask (positions keep their index)."""
-    import torch
-
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = 1
-    return ids.to(device), mask.to(device)
+    """Right-padded ids and attention mask on ``device``."""
+    batch = pad_right(seqs, pad)
+    return batch["input_ids"].to(device), batch["attention_mask"].to(device)
 
 
 def _normalise_positions(seq: Sequence[int], positions: Sequence[int]) -> list[int]:
@@ -102,8 +97,6 @@ def _logits_at_rows(model, ids, mask, rows, cols):
     """Logits at (rows[k], cols[k]) only: the body runs once, the LM head on just those hidden states
     (a batch's rows read different positions, so this is B times less head work than a shared
     ``logits_to_keep``)."""
-    import torch
-
     parts = _backbone_and_head(model)
     if parts is None:  # an unusual head: through the model's own forward
         return logits_at_rows_via_forward(model, ids, mask, rows, cols)

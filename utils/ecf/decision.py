@@ -10,12 +10,13 @@ the same way notebook 04 chooses the cause cut-off.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sklearn.metrics import f1_score
 
-from .data import EMOTIONS
+from utils.ecf.data import EMOTIONS, with_pairs
+from utils.ecf.metric import score_subtask2
 
 OFFSET_GRID = tuple(float(x) for x in np.round(np.arange(-1.0, 3.01, 0.25), 2))
 OBJECTIVES = ("weighted_f1", "macro_f1")
@@ -114,3 +115,60 @@ def tune_cutoffs(score: Callable[[float | dict[str, float]], float], start: floa
         if not moved:
             break
     return cut
+
+
+def pairs_above(conv: dict, probs: list[list], threshold: float | dict[str, float]) -> list[tuple[int, str, int]]:
+    """(i, emotion of i, j) for every query whose P(yes) exceeds ``threshold`` (one cut-off, or one per
+    distance bucket as ``decision.tune_cutoffs`` chooses them)."""
+    emotion = {u["utterance_ID"]: u["emotion"] for u in conv["conversation"]}
+    return [(int(i), emotion[int(i)], int(j)) for i, j, p in probs if p > cutoff_for(threshold, i, j)]
+
+
+THRESHOLDS = tuple(round(0.05 * k, 2) for k in range(1, 20))  # 0.05 .. 0.95
+
+
+def _probs_by_conversation(probs: list[list]) -> dict[Any, list]:
+    by_conv: dict[Any, list] = {}
+    for cid, i, j, p in probs:
+        by_conv.setdefault(cid, []).append([i, j, p])
+    return by_conv
+
+
+def pair_scores(inputs: list[dict], probs: list[list], gold: list[dict],
+                threshold: float | dict[str, float]) -> dict:
+    """Official Subtask 2 scores of the pairs above ``threshold`` (probs as predict_causes returns them)."""
+    by_conv = _probs_by_conversation(probs)
+    pred = [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), threshold)) for c in inputs]
+    return score_subtask2(pred, gold)
+
+
+def threshold_sweep(inputs: list[dict], probs: list[list], gold: list[dict],
+                    grid: Sequence[float] = THRESHOLDS) -> list[dict]:
+    """Weighted pair P/R/F1 of the pairs above each single cut-off."""
+    table = []
+    for t in grid:
+        s = pair_scores(inputs, probs, gold, t)
+        table.append({"threshold": t, **{k: s[k] for k in ("weighted_f1", "weighted_precision", "weighted_recall")},
+                      "n_pred_pairs": s["n_pred_pairs"]})
+    return table
+
+
+def choose_cutoffs(gold: list[dict], probs: list[list], per_distance: bool = True) -> dict:
+    """From P(yes) of ``gold``'s candidates (probs as predict_causes returns them): the single cut-off
+    with the best weighted pair F1 (ties: nearer 0.5) and, with ``per_distance``, one cut-off per
+    distance bucket chosen from it (``decision.tune_cutoffs``)."""
+    inputs = [with_pairs(c, []) for c in gold]
+    table = threshold_sweep(inputs, probs, gold)
+    best = max(table, key=lambda row: (row["weighted_f1"], -abs(row["threshold"] - 0.5)))
+    out = {"threshold": best["threshold"], "weighted_f1": best["weighted_f1"], "conversations": len(gold),
+           "table": table}
+    if per_distance:
+        by_conv = _probs_by_conversation(probs)  # grouped once: the ascent scores ~170 rules
+
+        def score(cut: float | dict[str, float]) -> float:
+            pred = [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), cut)) for c in inputs]
+            return score_subtask2(pred, gold)["weighted_f1"]
+
+        cutoffs = tune_cutoffs(score, best["threshold"])
+        out.update(threshold=cutoffs, single_threshold=best["threshold"], weighted_f1=score(cutoffs))
+    return out

@@ -1,18 +1,18 @@
 """Batch inference through a serving engine: vLLM with the LoRA adapter where it is installed, else transformers.
 
-Both backends read the same prompts (``utils.prompts``) and return what ``pipeline.predict_emotions``
-and ``pipeline.predict_causes`` return, so a notebook switches with one parameter:
+An ``Engine`` makes the two reads inference needs, whatever its backend, so ``utils.ecf.predict``
+takes one in place of a model and a notebook switches backends with one parameter:
 
     engine = serving.load_engine("smollm2", "checkpoints/emotion/conversation/adapter", prefer="auto")
-    labelled, stats = serving.predict_emotions(engine, convs, "conversation")
+    labelled, stats = predict.predict_emotions(engine, engine.tokenizer, convs, "conversation")
 
-Conversation style on vLLM: the label read at position p (a line's newline, a candidate's last
+``label_logprobs`` on vLLM: the label read at position p (a line's newline, a candidate's last
 token) is the one token generated after the prefix ``ids[:p + 1]`` with ``allowed_token_ids`` = the
 label tokens and greedy decoding, so it is the argmax over the labels, as in
-``inference.label_logprobs``. Each whole query runs once first so that the engine's prefix cache
-holds it; the per-position prefixes then reuse those blocks.
-per_utterance style on vLLM: free generation parsed like the original recipe, or with
-``constrained=True`` a structured-output choice among the valid answers.
+``inference.label_logprobs``; the candidates' log-probs come back with it (where the engine returns
+only the greedy one, its row is 0 there and -inf elsewhere). Each whole query runs once first so
+that the engine's prefix cache holds it; the per-position prefixes then reuse those blocks.
+``generate`` on vLLM: greedy, or with ``choices`` a structured-output choice among valid answers.
 """
 
 from __future__ import annotations
@@ -21,17 +21,15 @@ import dataclasses
 import importlib.util
 import inspect
 import json
-import math
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from . import prompts
-from .data import EMOTIONS, with_emotions, with_pairs
+from utils.lm import inference
+from utils.lm.modeling import check_adapter, load_model, load_tokenizer
 
 BACKENDS = ("auto", "vllm", "transformers")
 LORA_NAME, LORA_ID = "emocause", 1  # one adapter per engine
@@ -82,12 +80,33 @@ class Engine:
     model: Any  # the transformers model (adapter applied) or the vllm.LLM
     lora_request: Any = None  # vllm LoRARequest, or None
 
+    def label_logprobs(self, sequences: list[list[int]], positions: list[list[int]], candidate_ids: Sequence[int],
+                       batch_size: int = 8) -> list[np.ndarray]:
+        """Per sequence, [len(positions), len(candidates)] log-probs of the candidates at each position."""
+        if self.backend == "transformers":
+            return inference.label_logprobs(self.model, sequences, positions, list(candidate_ids), batch_size)
+        out = []
+        for scores in vllm_label_scores(self, sequences, positions, candidate_ids):
+            rows = scores.logprobs.copy()
+            for k, chosen in enumerate(scores.chosen):
+                if not np.isfinite(rows[k]).all():  # only the greedy answer is known
+                    rows[k] = np.where(np.arange(len(candidate_ids)) == chosen, 0.0, NEG_INF)
+            out.append(rows)
+        return out
+
+    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int = 8,
+                 choices: list[list[str]] | None = None) -> list[str]:
+        """Greedy answers (cut at end of turn); with ``choices`` (vLLM) each one of its prompt's choices."""
+        if self.backend == "transformers":
+            if choices is not None:
+                raise ValueError("constrained generation needs the vLLM backend")
+            return inference.generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, batch_size)
+        return vllm_generate(self, prompt_ids, max_new_tokens, choices)
+
 
 def _adapter_rank(adapter: Path) -> int:
     """LoRA rank r of a saved adapter; refuses a folder without safetensors weights."""
-    if not (adapter / "adapter_model.safetensors").is_file():
-        raise FileNotFoundError(f"{adapter} has no adapter_model.safetensors: save the adapter with "
-                                "save_pretrained (notebook 02/04 does)")
+    check_adapter(adapter, "save the adapter with save_pretrained (notebook 02/04 does)")
     return int(json.loads((adapter / "adapter_config.json").read_text(encoding="utf-8"))["r"])
 
 
@@ -115,7 +134,7 @@ def _load_vllm(model: str, adapter: Path | None, seed: int, vllm_kwargs: dict) -
     """vllm.LLM on the model's local safetensors copy, with LoRA enabled when an adapter is given."""
     import vllm
 
-    from .modeling import local_source
+    from utils.lm.modeling import local_source
 
     source = local_source(model)  # GGUF files are dequantised to a cached safetensors folder
     kwargs: dict[str, Any] = dict(model=source, tokenizer=source, seed=seed, dtype=_vllm_dtype(),
@@ -138,8 +157,6 @@ def _load_vllm(model: str, adapter: Path | None, seed: int, vllm_kwargs: dict) -
 def load_engine(model: str, adapter: str | Path | None = None, prefer: str = "auto", *, seed: int = 42,
                 **vllm_kwargs: Any) -> Engine:
     """Load ``model`` (+ LoRA ``adapter``) on the chosen backend; extra keywords go to ``vllm.LLM``."""
-    from .modeling import load_model, load_tokenizer
-
     name = backend(prefer)
     adapter_path = Path(adapter) if adapter is not None else None
     tokenizer = load_tokenizer(model)
@@ -237,9 +254,7 @@ def vllm_generate(engine: Engine, prompt_ids: list[list[int]], max_new_tokens: i
     """Greedy generation that stops at end-of-turn; with ``choices`` each output is one of its prompt's choices."""
     from vllm import SamplingParams
 
-    from .inference import stop_token_ids
-
-    stops = stop_token_ids(None, engine.tokenizer)
+    stops = inference.stop_token_ids(None, engine.tokenizer)
     common = dict(max_tokens=max_new_tokens, temperature=0.0, stop_token_ids=stops)
     if choices is None:
         params: Any = SamplingParams(**common)
@@ -247,145 +262,3 @@ def vllm_generate(engine: Engine, prompt_ids: list[list[int]], max_new_tokens: i
         params = [SamplingParams(**common, **_structured_choice(c)) for c in choices]
     outputs = _generate(engine, [{"prompt_token_ids": list(p)} for p in prompt_ids], params, progress)
     return [out.outputs[0].text for out in outputs]
-
-
-# ---------------------------------------------------------------- emotions and causes on vLLM
-
-def _emotions_vllm(engine: Engine, max_length: int, style: str, max_new_tokens: int, constrained: bool):
-    """fn(conversations) -> one record each (the record format of pipeline's inference loops)."""
-    from .modeling import label_token_ids
-
-    tok = engine.tokenizer
-
-    def by_scoring(batch: list[dict]) -> list[dict]:
-        queries = [prompts.emotion_queries(conv, tok, max_length) for conv in batch]
-        flat = [q for qs in queries for q in qs]
-        scores = iter(vllm_label_scores(engine, [q.input_ids for q in flat], [q.positions for q in flat],
-                                        label_token_ids(tok, EMOTIONS)))
-        out = []
-        for conv, qs in zip(batch, queries):
-            labels = {key: EMOTIONS[c] for q in qs for key, c in zip(q.keys, next(scores).chosen)}
-            out.append({"emotions": [labels[u["utterance_ID"]] for u in conv["conversation"]], "invalid": 0,
-                        "n_outputs": len(conv["conversation"]), "n_prompts": len(qs),
-                        "prompt_tokens": sum(len(q.input_ids) for q in qs)})
-        return out
-
-    def by_generation(batch: list[dict]) -> list[dict]:
-        items = [(conv, i, prompts.encode(tok, prompts.chat_text(tok, user)))
-                 for conv in batch for i, user in prompts.per_utterance_emotion_prompts(conv)]
-        choices = [[prompts.per_utterance_emotion_answer(i, e) for e in EMOTIONS] for _, i, _ in items]
-        texts = iter(vllm_generate(engine, [ids for *_, ids in items], max_new_tokens,
-                                   choices if constrained else None))
-        out = []
-        for conv in batch:
-            raw = [next(texts) for _ in conv["conversation"]]
-            parsed = [prompts.parse_emotion_answer(t, u["utterance_ID"]) for t, u in zip(raw, conv["conversation"])]
-            out.append({"emotions": [p or "neutral" for p in parsed], "invalid": sum(p is None for p in parsed),
-                        "n_outputs": len(parsed), "raw": raw, "n_prompts": len(parsed),
-                        "prompt_tokens": sum(len(ids) for c, _, ids in items if c is conv)})
-        return out
-
-    return by_scoring if style == "conversation" else by_generation
-
-
-def _causes_vllm(engine: Engine, max_length: int, threshold: float, before: int, after: int):
-    """fn(conversations) -> pairs whose P(yes) / (P(yes) + P(no)) passes ``threshold`` (conversation style)."""
-    from .modeling import label_token_ids
-
-    tok = engine.tokenizer
-
-    def fn(batch: list[dict]) -> list[dict]:
-        queries = [prompts.cause_queries(conv, tok, max_length, before, after) for conv in batch]
-        flat = [q for qs in queries for q in qs]
-        scores = iter(vllm_label_scores(engine, [q.input_ids for q in flat], [q.positions for q in flat],
-                                        label_token_ids(tok, prompts.ANSWERS)))
-        out = []
-        for conv, qs in zip(batch, queries):
-            emotion = {u["utterance_ID"]: u["emotion"] for u in conv["conversation"]}
-            pairs, probs = [], []
-            for q in qs:
-                s = next(scores)
-                for (i, j), chosen, (yes, no) in zip(q.keys, s.chosen, s.logprobs):
-                    p_yes = 1.0 / (1.0 + math.exp(no - yes)) if math.isfinite(yes) and math.isfinite(no) \
-                        else float(chosen == 0)  # only the greedy answer came back
-                    probs.append([i, j, round(p_yes, 6)])
-                    if p_yes > threshold:
-                        pairs.append([i, emotion[i], j])
-            out.append({"pairs": pairs, "probs": probs, "invalid": 0, "n_outputs": len(probs),
-                        "n_prompts": len(qs), "prompt_tokens": sum(len(q.input_ids) for q in qs)})
-        return out
-
-    return fn
-
-
-def _run(convs: list[dict], fn: Callable[[list[dict]], list[dict]], checkpoint_path: str | Path | None,
-         batch_size: int, desc: str) -> tuple[list[dict], float]:
-    """fn over conversations in batches (resumable per conversation with a checkpoint), and the wall time."""
-    from .inference import resumable_map
-
-    start = time.perf_counter()
-    if checkpoint_path is None:
-        results = [r for k in range(0, len(convs), batch_size) for r in fn(convs[k:k + batch_size])]
-    else:
-        results = resumable_map(convs, key=lambda c: str(c["conversation_ID"]), fn=fn,
-                                checkpoint_path=checkpoint_path, batch_size=batch_size, desc=desc)
-    return results, time.perf_counter() - start
-
-
-def _stats(style: str, convs: list[dict], results: list[dict], wall_s: float) -> dict[str, Any]:
-    """Throughput and validity, with the keys pipeline's stats use."""
-    n_utt = sum(len(c["conversation"]) for c in convs)
-    n_out = sum(r["n_outputs"] for r in results)
-    invalid = sum(r["invalid"] for r in results)
-    return {"style": style, "backend": "vllm", "conversations": len(convs), "utterances": n_utt,
-            "wall_s": round(wall_s, 3), "utterances_per_s": round(n_utt / wall_s, 3) if wall_s > 0 else None,
-            "n_prompts": sum(r["n_prompts"] for r in results),
-            "prompt_tokens": sum(r["prompt_tokens"] for r in results), "n_outputs": n_out,
-            "invalid_outputs": invalid, "invalid_output_share": invalid / n_out if n_out else 0.0}
-
-
-# ---------------------------------------------------------------- entry points for the notebooks
-
-def predict_emotions(engine: Engine, convs: list[dict], style: str, *, batch_size: int | None = None,
-                     checkpoint_path: str | Path | None = None, max_length: int = 1024, max_new_tokens: int = 16,
-                     constrained: bool = False) -> tuple[list[dict], dict]:
-    """Label every utterance of ``convs`` on the engine's backend; returns (labelled conversations, stats).
-
-    ``batch_size``: conversations per engine call on vLLM (default 64; it schedules within them),
-    sequences per forward pass on transformers (default 8). ``constrained`` (vLLM, per_utterance
-    style) limits every answer to a valid one.
-    """
-    prompts.check_style(style)
-    if engine.backend == "transformers":
-        from .pipeline import predict_emotions as hf_predict
-
-        labelled, stats = hf_predict(engine.model, engine.tokenizer, convs, style, batch_size=batch_size or 8,
-                                     checkpoint_path=checkpoint_path, max_length=max_length,
-                                     max_new_tokens=max_new_tokens)
-        return labelled, {**stats, "backend": "transformers"}
-    fn = _emotions_vllm(engine, max_length, style, max_new_tokens, constrained)
-    results, wall = _run(convs, fn, checkpoint_path, batch_size or 64, "emotions (vLLM)")
-    labelled = [with_pairs(with_emotions(c, r["emotions"]), []) for c, r in zip(convs, results)]
-    return labelled, {**_stats(style, convs, results, wall), "constrained": constrained}
-
-
-def predict_causes(engine: Engine, convs: list[dict], style: str, *, batch_size: int | None = None,
-                   checkpoint_path: str | Path | None = None, max_length: int = 1024, threshold: float = 0.5,
-                   before: int = prompts.WINDOW_BEFORE, after: int = prompts.WINDOW_AFTER,
-                   max_new_tokens: int = 48) -> tuple[list[dict], dict]:
-    """Find cause utterances on the engine's backend (vLLM: conversation style); returns (conversations, stats)."""
-    prompts.check_style(style)
-    if engine.backend == "transformers":
-        from .pipeline import predict_causes as hf_predict
-
-        pred, stats = hf_predict(engine.model, engine.tokenizer, convs, style, batch_size=batch_size or 8,
-                                 checkpoint_path=checkpoint_path, max_length=max_length, threshold=threshold,
-                                 before=before, after=after, max_new_tokens=max_new_tokens)
-        return pred, {**stats, "backend": "transformers"}
-    if style != "conversation":
-        raise ValueError("the vLLM backend scores causes in the conversation style only; "
-                         "run the per_utterance baseline with backend 'transformers'")
-    results, wall = _run(convs, _causes_vllm(engine, max_length, threshold, before, after), checkpoint_path,
-                         batch_size or 64, "causes (vLLM)")
-    pred = [with_pairs(c, [tuple(p) for p in r["pairs"]]) for c, r in zip(convs, results)]
-    return pred, {**_stats(style, convs, results, wall), "threshold": threshold}

@@ -1,9 +1,9 @@
 """Empathetic chat: detect the emotion of each message (32 classes, constrained scoring), answer kindly.
 
-    python -m utils.chat                                   # embedded SmolLM2, offline
-    python -m utils.chat --adapter checkpoints/empathetic/response/adapter \\
+    python -m utils.ed.chat                                   # embedded SmolLM2, offline
+    python -m utils.ed.chat --adapter checkpoints/empathetic/response/adapter \\
                          --classifier-adapter checkpoints/empathetic/emotion/adapter
-    printf 'I failed my exam\\n/quit\\n' | python -m utils.chat --model path/to/model
+    printf 'I failed my exam\\n/quit\\n' | python -m utils.ed.chat --model path/to/model
 
 Reads stdin line by line, so it works piped; ``/quit`` (or end of input) exits. Replies go
 through the model's chat template and stop at its end-of-turn token.
@@ -15,10 +15,10 @@ import argparse
 import os
 import sys
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Iterator, TextIO
 
-from . import empathetic
+from utils.ed import empathetic
+from utils.lm.modeling import check_adapter
 
 QUIT = "/quit"
 DEFAULT_MODEL = "smollm2"
@@ -26,11 +26,7 @@ DEFAULT_MODEL = "smollm2"
 
 def _check_adapter(path: str | os.PathLike) -> str:
     """An adapter folder with safetensors weights (peft would unpickle a .bin)."""
-    folder = Path(path)
-    if not (folder / "adapter_model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder} is not a LoRA adapter folder with adapter_model.safetensors; "
-                                "pass the 'adapter' folder that notebook 08 or 09 wrote")
-    return str(folder)
+    return str(check_adapter(path, "pass the 'adapter' folder that notebook 08 or 09 wrote"))
 
 
 class ChatSession:
@@ -39,7 +35,7 @@ class ChatSession:
     def __init__(self, model: str = DEFAULT_MODEL, adapter: str | None = None,
                  classifier_adapter: str | None = None, *, max_new_tokens: int = 64,
                  history_turns: int = 2, max_length: int = 512):
-        from .modeling import load_model, load_tokenizer
+        from utils.lm.modeling import load_model, load_tokenizer
 
         self.model_name, self.max_new_tokens = model, max_new_tokens
         self.history_turns, self.max_length = history_turns, max_length
@@ -76,7 +72,7 @@ class ChatSession:
 
     def respond(self, text: str) -> str:
         """A reply that sees the last ``history_turns`` exchanges."""
-        from .inference import generate
+        from utils.lm.inference import generate
 
         history = self.history[-self.history_turns:] if self.history_turns else []
         prompt = empathetic.respond_prompt(self.tokenizer, text, history)
@@ -123,7 +119,7 @@ def loop(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.s
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.chat", description=__doc__.splitlines()[0],
+    parser = argparse.ArgumentParser(prog="python -m utils.ed.chat", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="hub id, local folder, .gguf file or 'smollm2' (default, embedded)")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from .data import emotions_of, with_emotions, with_pairs
+from utils.ecf.data import emotions_of, with_emotions, with_pairs
 
 
 def majority_label(train_convs: list[dict]) -> str:

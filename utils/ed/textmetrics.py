@@ -12,8 +12,9 @@ from typing import Any, Iterable, Sequence
 
 import regex
 
+from utils.lm.batch import IGNORE, pad_right
+
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-IGNORE = -100  # label value that marks prompt and padding tokens: no loss there
 # One token per CJK character (those scripts do not separate words by spaces), otherwise runs
 # of letters, digits and combining marks (a Bangla vowel sign is a mark, not a letter).
 _TOKEN = regex.compile(r"[\p{Han}\p{Hiragana}\p{Katakana}]|(?:(?![\p{Han}\p{Hiragana}\p{Katakana}])[\p{L}\p{N}\p{M}])+")
@@ -102,18 +103,11 @@ def response_nll(model: Any, examples: Sequence[dict], batch_size: int = 8) -> t
     model.eval()
     with torch.no_grad():
         for batch in _batches(examples, batch_size):
-            width = max(len(e["input_ids"]) for e in batch)
-            ids = torch.zeros(len(batch), width, dtype=torch.long)
-            labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
-            mask = torch.zeros(len(batch), width, dtype=torch.long)
-            for row, e in enumerate(batch):  # right padding: positions of real tokens stay 0..n-1
-                n = len(e["input_ids"])
-                ids[row, :n] = torch.as_tensor(e["input_ids"])
-                labels[row, :n] = torch.as_tensor(e["labels"])
-                mask[row, :n] = 1
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+            padded = pad_right([e["input_ids"] for e in batch], 0, [e["labels"] for e in batch])
+            logits = model(input_ids=padded["input_ids"].to(device),
+                           attention_mask=padded["attention_mask"].to(device)).logits.float()
             # token t is predicted from position t-1: the same shift the model's own loss applies
-            targets = labels[:, 1:].to(device)
+            targets = padded["labels"][:, 1:].to(device)
             nll = F.cross_entropy(logits[:, :-1].transpose(1, 2), targets, ignore_index=IGNORE, reduction="sum")
             total += float(nll)
             count += int((targets != IGNORE).sum())

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from utils import env, io, plots
-from utils.data import EMOTIONS, emotion_pairs
+from utils.ecf.data import EMOTIONS, emotion_pairs
 
 # English function words are not what distinguishes one emotion's vocabulary from another's
 STOPWORDS = frozenset(
@@ -65,7 +65,7 @@ class EdaConfig:
 
 def load(cfg: EdaConfig) -> list[dict]:
     """Load the ECF file named by the config, keeping the first LIMIT conversations."""
-    from utils.data import load_ecf
+    from utils.ecf.data import load_ecf
 
     convs = load_ecf(cfg.data_path)
     return convs[: cfg.LIMIT] if cfg.LIMIT else convs

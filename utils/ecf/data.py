@@ -17,8 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
 
-from .env import ROOT
-from .io import write_text_atomic
+from utils.env import ROOT
+from utils.io import write_text_atomic
 
 EMOTIONS = ("neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise")
 SAMPLE_PATH = ROOT / "data" / "ecf_sample.json"

@@ -16,9 +16,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from utils.inference import logits_at_rows_via_forward
+from utils.lm.batch import IGNORE, pad_right
+from utils.lm.inference import logits_at_rows_via_forward
 from utils.io import write_json_atomic
-from utils.modeling import (
+from utils.lm.modeling import (
     LoadStrategy,
     LoraSettings,
     add_lora,
@@ -29,7 +30,6 @@ from utils.modeling import (
     replace_dir,
 )
 
-IGNORE = -100  # label id that the loss skips
 REPORT_TO = ("none", "tensorboard", "wandb")
 
 
@@ -50,7 +50,7 @@ class TrainConfig:
     save_total_limit: int = 2
     logging_steps: int = 10
     report_to: str = "none"  # none | tensorboard | wandb
-    warmup_ratio: float = 0.03
+    warmup_share: float = 0.03  # linear warm-up over this share of the total steps
     group_by_length: bool = True  # batches of similar length: less padding
     gradient_checkpointing: bool = False
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -64,8 +64,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_schedule(self.report_to, self.epochs, self.max_steps)
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not 0 <= self.warmup_share < 1:
+            raise ValueError(f"warmup_share must be in [0, 1), got {self.warmup_share}")
         self.answer_ids = tuple(int(t) for t in self.answer_ids)
         if len(set(self.answer_ids)) != len(self.answer_ids) or len(self.answer_ids) == 1:
             raise ValueError(f"answer_ids must be () or at least two distinct token ids, got {self.answer_ids}")
@@ -176,18 +176,7 @@ class PadCollator:
     pad_id: int
 
     def __call__(self, features: list[dict]) -> dict:
-        import torch
-
-        width = max(len(f["input_ids"]) for f in features)
-        ids = torch.full((len(features), width), self.pad_id, dtype=torch.long)
-        labels = torch.full((len(features), width), IGNORE, dtype=torch.long)
-        mask = torch.zeros((len(features), width), dtype=torch.long)
-        for row, f in enumerate(features):
-            n = len(f["input_ids"])
-            ids[row, :n] = torch.as_tensor(f["input_ids"], dtype=torch.long)
-            labels[row, :n] = torch.as_tensor(f["labels"], dtype=torch.long)
-            mask[row, :n] = 1
-        return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        return pad_right([f["input_ids"] for f in features], self.pad_id, [f["labels"] for f in features])
 
 
 def make_dataset(examples: Sequence[dict], max_length: int, name: str = "train"):
@@ -238,7 +227,7 @@ def sft_config(cfg: TrainConfig, strategy: LoadStrategy, has_eval: bool):
         per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
-        warmup_steps=cfg.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        warmup_steps=float(cfg.warmup_share),  # transformers 5: a float in [0, 1) is a share of the total steps
         seed=cfg.seed,
         data_seed=cfg.seed,
         save_strategy="steps",

@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from .io import atomic_path
+from utils.io import atomic_path
 
 CRITERIA = ("empathy", "tone", "helpfulness")
 SHEET_COLUMNS = ("id", "model", "prompt", "response", *CRITERIA, "rater")

@@ -19,7 +19,8 @@ from typing import Iterable, Literal, Sequence
 
 import pandas as pd
 
-from .env import ROOT
+from utils.env import ROOT
+from utils.io import file_sha256
 
 EMOTIONS_32 = (
     "afraid", "angry", "annoyed", "anticipating", "anxious", "apprehensive", "ashamed", "caring",
@@ -297,17 +298,6 @@ def load_empathetic(path: str | os.PathLike | None = None, *, fmt: str = "auto",
                  drop_duplicates=drop_duplicates, on_error=on_error, report=report)
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    """Content hash of a file, or of a folder's files in name order."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    for file in sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]:
-        with open(file, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 # ---------------------------------------------------------------- splits
 def split_by_conversation(df: pd.DataFrame, test_frac: float = 0.2, val_frac: float = 0.0,
                           seed: int = 42) -> dict[str, pd.DataFrame]:
@@ -327,7 +317,7 @@ def split_by_conversation(df: pd.DataFrame, test_frac: float = 0.2, val_frac: fl
 
 def word_counts(texts: Iterable[str], stopwords: Iterable[str] | None = None) -> dict[str, int]:
     """Word frequencies for word clouds, with the EDA module's Unicode-safe words and stopwords."""
-    from .eda import STOPWORDS, words
+    from utils.ecf.eda import STOPWORDS, words
 
     stop = STOPWORDS if stopwords is None else frozenset(stopwords)
     counts: dict[str, int] = {}
@@ -416,7 +406,7 @@ class EdTrainConfig(EdDataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from .training import check_schedule
+        from utils.lm.training import check_schedule
 
         check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
         if not 0 < self.TEST_FRAC < 1 or not 0 <= self.VAL_FRAC < 1 - self.TEST_FRAC:
@@ -425,7 +415,7 @@ class EdTrainConfig(EdDataConfig):
 
     @property
     def tracking_db(self) -> Path:
-        from .tracking import db_path
+        from utils.tracking import db_path
 
         return db_path(self.TRACKING_DB or None, self.TRAIN_DIR)
 
@@ -485,7 +475,7 @@ def rating_items(replies: pd.DataFrame, model: str, rows: int) -> list[dict]:
 
 def resolve_path(path: str | os.PathLike) -> Path:
     """Notebook paths are relative to the repository root."""
-    from .env import resolve
+    from utils.env import resolve
 
     return resolve(path)
 
@@ -526,7 +516,7 @@ def eda_figures(df: pd.DataFrame, cfg: EdEdaConfig, show: bool = True) -> dict[s
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from . import plots
+    from utils import plots
 
     out = cfg.figures_dir
     paths = {"emotions": plots.countplot(df["emotion"], out / "ed_emotion_counts.png",
@@ -593,7 +583,7 @@ def respond_prompt(tokenizer, message: str, history: Sequence[tuple[str, str]] =
 
 def example(tokenizer, prompt: list[dict] | str, completion: str, max_length: int) -> dict:
     """{"input_ids", "labels"} with the loss on the completion (+ end of turn) only."""
-    from .training import tokenize_prompt_completion
+    from utils.lm.training import tokenize_prompt_completion
 
     return tokenize_prompt_completion(tokenizer, prompt, completion, max_length)
 
@@ -636,19 +626,19 @@ def preview(tokenizer, ex: dict) -> str:
 # ---------------------------------------------------------------- training
 def train_config(cfg: EdTrainConfig, task: str):
     """training.TrainConfig for task 'emotion' or 'response' from the notebook's parameters."""
-    from .pipeline import lora_settings
-    from .training import TrainConfig
+    from utils.lm.modeling import LoraSettings
+    from utils.lm.training import TrainConfig
 
     return TrainConfig(
         output_dir=str(cfg.task_dir(task)), epochs=cfg.EPOCHS, max_steps=cfg.MAX_STEPS if cfg.MAX_STEPS > 0 else -1,
         learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
         max_length=cfg.MAX_LENGTH, seed=cfg.SEED, save_steps=cfg.SAVE_STEPS, logging_steps=cfg.LOGGING_STEPS,
-        report_to=cfg.REPORT_TO, lora=lora_settings(cfg), resume=cfg.RESUME)
+        report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), resume=cfg.RESUME)
 
 
 def train_metrics(result) -> dict:
     """The headline numbers of a training.TrainResult for the experiment log."""
-    from .tracking import train_metrics as headline_numbers
+    from utils.tracking import train_metrics as headline_numbers
 
     return headline_numbers(result)
 
@@ -667,7 +657,7 @@ def classify(lm, tokenizer, texts: Sequence[str], max_length: int, batch_size: i
     """Constrained 32-class prediction: every label's full answer is scored, the best one wins."""
     import numpy as np
 
-    from .inference import score_options
+    from utils.lm.inference import score_options
 
     if not texts:
         return []
@@ -682,7 +672,7 @@ def classify(lm, tokenizer, texts: Sequence[str], max_length: int, batch_size: i
 def respond(lm, tokenizer, messages: Sequence[str], max_new_tokens: int = 64, max_length: int = 256,
             batch_size: int = 8) -> list[str]:
     """Greedy empathetic replies through the chat template; each stops at the end-of-turn token."""
-    from .inference import generate
+    from utils.lm.inference import generate
 
     ids = [prompt_ids(tokenizer, respond_prompt(tokenizer, m), max_length) for m in messages]
     # without a chat template a base model may go on to write the next "### Person:" turn itself
@@ -691,7 +681,7 @@ def respond(lm, tokenizer, messages: Sequence[str], max_new_tokens: int = 64, ma
 
 def predict_resumable(rows: pd.DataFrame, fn, checkpoint: Path, batch_size: int, desc: str) -> list:
     """``fn`` over the rows in batches, checkpointed to JSONL so a rerun continues where it stopped."""
-    from .inference import resumable_map
+    from utils.lm.inference import resumable_map
 
     items = [{"key": f"{r['conv_id']}#{r['source_row']}#{i}", **r} for i, r in enumerate(rows.to_dict("records"))]
     return resumable_map(items, "key", fn, checkpoint, batch_size=max(batch_size, 16), desc=desc)
@@ -699,8 +689,8 @@ def predict_resumable(rows: pd.DataFrame, fn, checkpoint: Path, batch_size: int,
 
 def classification_eval(lm, tokenizer, test: pd.DataFrame, cfg: EdClassifyConfig, stage: str,
                         adapter: str | os.PathLike | None = None) -> tuple[dict, pd.DataFrame]:
-    """Predict the test rows (resumable), score them with utils.scoring, return (metrics, predictions)."""
-    from .scoring import emotion_scores
+    """Predict the test rows (resumable), score them with utils.ecf.metric, return (metrics, predictions)."""
+    from utils.ecf.metric import emotion_scores
 
     checkpoint = cfg.results_dir / "checkpoints" / f"classify_{stage}_{fingerprint(cfg.MODEL, adapter)}.jsonl"
 
@@ -715,14 +705,14 @@ def classification_eval(lm, tokenizer, test: pd.DataFrame, cfg: EdClassifyConfig
 
 
 def headline(scores: dict) -> dict:
-    """The scalar metrics of utils.scoring.emotion_scores (no report, no matrix)."""
+    """The scalar metrics of utils.ecf.metric.emotion_scores (no report, no matrix)."""
     return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 def generation_eval(lm, tokenizer, test: pd.DataFrame, cfg: EdGenerateConfig, stage: str,
                     adapter: str | os.PathLike | None = None) -> tuple[dict, pd.DataFrame]:
     """Generate replies (resumable), then BLEU, ROUGE, distinct-n and perplexity on the references."""
-    from . import textmetrics
+    from utils.ed import textmetrics
 
     checkpoint = cfg.results_dir / "checkpoints" / f"respond_{stage}_{fingerprint(cfg.MODEL, adapter)}.jsonl"
 
@@ -741,7 +731,7 @@ def generation_eval(lm, tokenizer, test: pd.DataFrame, cfg: EdGenerateConfig, st
 
 def write_csv(frame: pd.DataFrame, path: str | os.PathLike) -> Path:
     """UTF-8 CSV written atomically (Excel opens it with the BOM-less utf-8 too when asked)."""
-    from .io import atomic_path
+    from utils.io import atomic_path
 
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Validate ECF files from the shell: ``python -m utils.validate FILE...``.
+"""Validate ECF files from the shell: ``python -m utils.ecf.validate FILE...``.
 
 Exit 0 with a one-line summary per valid file; exit 1 with the first error otherwise.
 """
@@ -8,11 +8,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .data import DataError, load_ecf, summary
+from utils.ecf.data import DataError, load_ecf, summary
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m utils.validate", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m utils.ecf.validate", description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", help="ECF JSON files (Subtask 1 or Subtask 2 format)")
     parser.add_argument("--unlabelled", action="store_true", help="accept files without emotions/pairs")
     args = parser.parse_args(argv)

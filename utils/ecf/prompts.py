@@ -25,7 +25,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from .data import EMOTIONS
+from utils.ecf.data import EMOTIONS
+from utils.lm.batch import IGNORE
 
 STYLES = ("conversation", "per_utterance")
 ANSWERS = ("yes", "no")  # the cause queries' answer words, in this order
@@ -53,7 +54,6 @@ WINDOW_AFTER = 2
 # query tokens.
 CANDIDATE_ORDER = (0, -1, -2, -3, 1, 2, -4, -5)
 MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
-IGNORE = -100  # the label value HF losses skip
 
 SYSTEM = "You are an expert annotator of emotions in conversations."  # per_utterance prompts
 

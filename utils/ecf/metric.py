@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .data import EMOTIONS, parse_cause
+from utils.ecf.data import EMOTIONS, parse_cause
 
 EPS = 1e-8
 _EMOTION_INDEX = {e: i for i, e in enumerate(EMOTIONS)}

@@ -1,0 +1,64 @@
+"""Training examples of both ECF stages in both prompt styles: token ids with the scored labels."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from utils.ecf import prompts
+from utils.ecf.data import EMOTIONS
+from utils.lm.batch import IGNORE
+from utils.lm.modeling import label_token_ids
+from utils.lm.training import tokenize_prompt_completion
+
+
+def emotion_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length: int) -> list[dict]:
+    """Pre-tokenized {"input_ids", "labels"} examples for the emotion model."""
+    if prompts.check_style(style) == "conversation":
+        label_ids = label_token_ids(tokenizer, EMOTIONS)
+        return [prompts.training_labels(q, prompts.emotion_answers(conv, q, label_ids))
+                for conv in convs for q in prompts.emotion_queries(conv, tokenizer, max_length)]
+
+    return [tokenize_prompt_completion(tokenizer, prompts.completion_prompt(tokenizer, user),
+                                       prompts.per_utterance_emotion_answer(i, conv["conversation"][i - 1]["emotion"]),
+                                       max_length, loss_on="all")  # the original recipe: loss on every token
+            for conv in convs for i, user in prompts.per_utterance_emotion_prompts(conv)]
+
+
+def cause_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length: int,
+                   before: int = prompts.WINDOW_BEFORE, after: int = prompts.WINDOW_AFTER) -> list[dict]:
+    """Pre-tokenized examples for the cause model (emotions as the conversations carry them)."""
+    if prompts.check_style(style) == "conversation":
+        yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
+        return [prompts.training_labels(q, prompts.cause_answers(conv, q, yes_no))
+                for conv in convs for q in prompts.cause_queries(conv, tokenizer, max_length, before, after)]
+
+    return [tokenize_prompt_completion(tokenizer, prompts.completion_prompt(tokenizer, user),
+                                       prompts.per_utterance_cause_answer(i, prompts.gold_causes(conv, i)),
+                                       max_length, loss_on="all")
+            for conv in convs for i, _, user in prompts.per_utterance_cause_prompts(conv)]
+
+
+def example_stats(examples: Sequence[dict]) -> dict[str, int]:
+    """How many sequences, tokens and answer (loss) tokens a training set has."""
+    return {"examples": len(examples),
+            "tokens": sum(len(e["input_ids"]) for e in examples),
+            "answer_tokens": sum(sum(1 for x in e["labels"] if x != IGNORE) for e in examples)}
+
+
+def preview(tokenizer: Any, example: dict, limit: int = 1500) -> str:
+    """An example as text with each answer token shown in [brackets] where it is scored."""
+    pieces = []
+    for t, (tok, lab) in enumerate(zip(example["input_ids"], example["labels"])):
+        if lab != IGNORE and lab != tok:
+            pieces.append(f"[{tokenizer.decode([lab])}]")
+        pieces.append(tokenizer.decode([tok]))
+    text = "".join(pieces)
+    return text if len(text) <= limit else text[:limit] + " ..."
+
+
+def answer_words(style: str, task: str) -> tuple[str, ...]:
+    """The conversation style's answer vocabulary (the seven label words, or yes/no): its loss is a
+    softmax over these only, exactly what inference reads; () for per_utterance (the recipe's LM loss)."""
+    if prompts.check_style(style) != "conversation":
+        return ()
+    return tuple(EMOTIONS) if task == "emotion" else prompts.ANSWERS

@@ -1,0 +1,100 @@
+"""Notebooks 02 and 04 (and ``utils.ecf.launch``): train an adapter, then choose its decision rule on val."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from utils.ecf.artifacts import TASK_FILE, task_dir, write_task
+from utils.ecf.config import CauseFinetuneConfig, FinetuneConfig
+from utils.ecf.data import strip_labels, with_pairs
+from utils.ecf.decision import choose_cutoffs, tune_offsets
+from utils.ecf.examples import answer_words
+from utils.ecf.predict import emotion_logprobs, predict_causes
+from utils.io import read_json, write_json_atomic
+from utils.lm.modeling import LoraSettings, label_token_ids, load_model, load_tokenizer
+from utils.lm.training import TrainConfig, TrainResult, train
+
+
+def answer_ids(cfg: FinetuneConfig, task: str) -> tuple[int, ...]:
+    """Token ids of ``answer_words`` under MODEL's tokenizer."""
+    words = answer_words(cfg.STYLE, task)
+    return tuple(label_token_ids(load_tokenizer(cfg.MODEL), words)) if words else ()
+
+
+def train_config(cfg: FinetuneConfig, task: str, out: str | Path | None = None) -> TrainConfig:
+    """training.TrainConfig for ``task`` from the notebook's parameters (output in ``out``, default ``task_dir``)."""
+    return TrainConfig(
+        output_dir=str(out or task_dir(cfg, task)), epochs=cfg.EPOCHS,
+        max_steps=cfg.MAX_STEPS if cfg.MAX_STEPS > 0 else -1,
+        learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
+        max_length=cfg.MAX_LENGTH, seed=cfg.SEED, eval_steps=cfg.EVAL_STEPS or None, save_steps=cfg.SAVE_STEPS,
+        logging_steps=cfg.LOGGING_STEPS, report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), merge=cfg.MERGE,
+        resume=cfg.RESUME, gradient_checkpointing=cfg.GRADIENT_CHECKPOINTING, answer_ids=answer_ids(cfg, task),
+    )
+
+
+def finetune(cfg: FinetuneConfig, task: str, train_examples: list[dict], val_examples: list[dict] | None,
+             extra: dict | None = None, *, out: str | Path | None = None, strategy: Any = None,
+             callbacks: Sequence[Any] = (), main_process: bool = True) -> TrainResult:
+    """LoRA-train MODEL on the examples (resuming when RESUME), then record the task beside the adapter
+    (``main_process`` only: under a launcher the other ranks train and leave the files to rank 0)."""
+    folder = Path(out or task_dir(cfg, task))
+    result = train(cfg.MODEL, train_examples, val_examples or None, train_config(cfg, task, folder),
+                   strategy=strategy, callbacks=list(callbacks))
+    if main_process:
+        write_task(cfg, task, {"train_tokens": result.train_tokens, "train_wall_s": result.wall_s,
+                               "global_step": result.global_step, **(extra or {})}, folder)
+    return result
+
+
+def _record(folder: Path, **fields: Any) -> None:
+    """Add ``fields`` to the task record in ``folder``."""
+    write_json_atomic(folder / TASK_FILE, {**read_json(folder / TASK_FILE), **fields})
+
+
+def tune_threshold(model: Any, tokenizer: Any, gold: list[dict], max_length: int, before: int, after: int,
+                   batch_size: int = 8, per_distance: bool = True) -> dict:
+    """``choose_cutoffs`` on the model's P(yes) for ``gold`` (val conversations, gold emotions)."""
+    found = predict_causes(model, tokenizer, [with_pairs(c, []) for c in gold], "conversation", batch_size,
+                           None, max_length, 0.5, before, after)
+    return choose_cutoffs(gold, found.probs, per_distance)
+
+
+def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8,
+                         out: str | Path | None = None) -> dict | None:
+    """Choose the cut-off(s) on the val split with the new adapter and record them in task.json
+    (conversation style only: the original recipe generates its answers, it has no cut-off)."""
+    if cfg.STYLE != "conversation" or not val:
+        return None
+    folder = Path(out or task_dir(cfg, "cause"))
+    model = load_model(cfg.MODEL, adapter=folder / "adapter")
+    tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER,
+                            batch_size, per_distance=cfg.CAUSE_CUTOFFS == "per_distance")
+    _record(folder, threshold=tuning["threshold"], threshold_tuning=tuning)
+    return tuning
+
+
+def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8,
+                         out: str | Path | None = None) -> dict | None:
+    """Choose per-emotion log-prob offsets on the val split with the new adapter (weighted F1, the
+    headline metric) and record them in task.json (conversation style only: the recipe generates)."""
+    if cfg.STYLE != "conversation" or not val:
+        return None
+    folder = Path(out or task_dir(cfg, "emotion"))
+    model = load_model(cfg.MODEL, adapter=folder / "adapter")
+    rows = emotion_logprobs(model, tokenizer, strip_labels(val), cfg.MAX_LENGTH, batch_size)
+    tuning = tune_offsets(np.array([r for conv in rows for r in conv]),
+                          [u["emotion"] for conv in val for u in conv["conversation"]])
+    tuning["conversations"] = len(val)
+    _record(folder, offsets=tuning["offsets"], offset_tuning=tuning)
+    return tuning
+
+
+def tune_rule(cfg: FinetuneConfig, task: str, tokenizer: Any, val: list[dict], batch_size: int = 8,
+              out: str | Path | None = None) -> dict | None:
+    """The decision rule notebook 02 (offsets) or 04 (cut-offs) chooses on val after training."""
+    tune = tune_emotion_offsets if task == "emotion" else tune_cause_threshold
+    return tune(cfg, tokenizer, val, batch_size, out)

@@ -1,0 +1,266 @@
+"""Notebooks 03 and 05: label emotions and find causes, resumable per conversation.
+
+The model is read through two calls, ``label_logprobs`` (the label words' log-probs at marked
+positions: the conversation style) and ``generate`` (the per_utterance recipe). A transformers
+model is wrapped in ``Reader``; a ``utils.lm.serving.Engine`` (vLLM or transformers) has both
+calls itself, so one loop, one record format and one set of stats serve every backend.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Protocol, Sequence
+
+import numpy as np
+
+from utils.ecf import prompts
+from utils.ecf.config import CauseInferenceConfig, EmotionInferenceConfig
+from utils.ecf.data import EMOTIONS, with_emotions, with_pairs
+from utils.ecf.decision import decide, offsets_vector, pairs_above
+from utils.lm import inference
+from utils.lm.modeling import label_token_ids
+
+
+class EmotionPrediction(NamedTuple):
+    """What ``predict_emotions`` returns."""
+
+    convs: list[dict]  # the conversations with every utterance labelled (and no pairs)
+    stats: dict  # throughput and validity of this call
+
+
+class CausePrediction(NamedTuple):
+    """What ``predict_causes`` returns."""
+
+    convs: list[dict]  # the conversations with their predicted emotion-cause pairs
+    stats: dict
+    probs: list[list]  # [conversation, i, j, P(yes)] per query (conversation style; [] for per_utterance)
+
+
+class LanguageModel(Protocol):
+    """The two reads inference makes (``Reader`` for a transformers model; ``serving.Engine`` for any backend)."""
+
+    backend: str
+
+    def label_logprobs(self, sequences: list[list[int]], positions: list[list[int]], candidate_ids: Sequence[int],
+                       batch_size: int) -> list[np.ndarray]: ...
+
+    def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
+                 choices: list[list[str]] | None = None) -> list[str]: ...
+
+
+@dataclass
+class Reader:
+    """A transformers model (adapter applied) behind the ``LanguageModel`` calls."""
+
+    model: Any
+    tokenizer: Any
+    backend: str = "transformers"
+
+    def label_logprobs(self, sequences, positions, candidate_ids, batch_size):
+        return inference.label_logprobs(self.model, sequences, positions, list(candidate_ids), batch_size)
+
+    def generate(self, prompt_ids, max_new_tokens, batch_size, choices=None):
+        if choices is not None:
+            raise ValueError("constrained generation needs the vLLM backend (utils.lm.serving)")
+        return inference.generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, batch_size)
+
+
+def reader(model: Any, tokenizer: Any) -> LanguageModel:
+    """``model`` itself when it makes both reads (an engine), else a ``Reader`` around it."""
+    return model if hasattr(model, "label_logprobs") and hasattr(model, "generate") else Reader(model, tokenizer)
+
+
+def _resumable(convs: list[dict], fn: Callable[[list[dict]], list[dict]], checkpoint_path: str | Path | None,
+               batch_size: int, desc: str) -> list[dict]:
+    """fn over conversations in batches, checkpointed per conversation when a path is given."""
+    if checkpoint_path is None:
+        return [r for k in range(0, len(convs), batch_size) for r in fn(convs[k:k + batch_size])]
+    return inference.resumable_map(convs, key=lambda c: str(c["conversation_ID"]), fn=fn,
+                                   checkpoint_path=checkpoint_path, batch_size=batch_size, desc=desc)
+
+
+def _stats(lm: LanguageModel, style: str, convs: list[dict], results: list[dict], wall_s: float) -> dict[str, Any]:
+    """Throughput and validity of one inference run (wall_s: this call only, a resumed run is faster)."""
+    n_utt = sum(len(c["conversation"]) for c in convs)
+    n_out = sum(r["n_outputs"] for r in results)
+    invalid = sum(r["invalid"] for r in results)
+    backend = {} if isinstance(lm, Reader) else {"backend": lm.backend}
+    return {"style": style, **backend, "conversations": len(convs), "utterances": n_utt, "wall_s": round(wall_s, 3),
+            "utterances_per_s": round(n_utt / wall_s, 3) if wall_s > 0 else None,
+            "n_prompts": sum(r["n_prompts"] for r in results),
+            "prompt_tokens": sum(r["prompt_tokens"] for r in results),
+            "n_outputs": n_out, "invalid_outputs": invalid,
+            "invalid_output_share": invalid / n_out if n_out else 0.0}
+
+
+def _emotion_rows(lm: LanguageModel, tokenizer: Any, batch: list[dict], max_length: int,
+                  batch_size: int) -> tuple[list[list[list[float]]], list[tuple[int, int]]]:
+    """Per conversation of ``batch``: the seven label log-probs of each utterance (utterance order),
+    and (sequences, prompt tokens) read for it."""
+    label_ids = label_token_ids(tokenizer, EMOTIONS)
+    queries = [prompts.emotion_queries(conv, tokenizer, max_length) for conv in batch]
+    flat = [q for qs in queries for q in qs]
+    scores = iter(lm.label_logprobs([q.input_ids for q in flat], [q.positions for q in flat], label_ids, batch_size))
+    rows, cost = [], []
+    for conv, qs in zip(batch, queries):
+        by_id = {}
+        for q in qs:
+            for key, row in zip(q.keys, next(scores)):
+                by_id[key] = [round(float(x), 4) for x in row]
+        rows.append([by_id[u["utterance_ID"]] for u in conv["conversation"]])
+        cost.append((len(qs), sum(len(q.input_ids) for q in qs)))
+    return rows, cost
+
+
+def emotion_logprobs(model: Any, tokenizer: Any, convs: list[dict], max_length: int = 1024,
+                     batch_size: int = 8) -> list[list[list[float]]]:
+    """Per conversation, per utterance: the log-probs of the seven labels (EMOTIONS order)."""
+    lm, out = reader(model, tokenizer), []
+    for k in range(0, len(convs), batch_size):
+        out += _emotion_rows(lm, tokenizer, convs[k:k + batch_size], max_length, batch_size)[0]
+    return out
+
+
+def _emotions_by_scoring(lm: LanguageModel, tokenizer: Any, max_length: int, batch_size: int,
+                         offsets: dict[str, float] | None = None):
+    """fn(conversations) -> one record each: every utterance labelled in one pass (conversation style),
+    the best of the seven labels after the val-chosen ``offsets`` (always a valid label)."""
+    vec = offsets_vector(offsets)
+
+    def fn(batch: list[dict]) -> list[dict]:
+        rows, cost = _emotion_rows(lm, tokenizer, batch, max_length, batch_size)
+        return [{"emotions": decide(np.array(r), vec), "logprobs": r, "invalid": 0, "n_outputs": len(r),
+                 "n_prompts": n, "prompt_tokens": t} for r, (n, t) in zip(rows, cost)]
+    return fn
+
+
+def _emotions_by_generation(lm: LanguageModel, tokenizer: Any, max_length: int, max_new_tokens: int,
+                            batch_size: int, constrained: bool = False):
+    """fn(conversations) -> one record each: one generated answer per utterance (per_utterance style);
+    ``constrained``: each answer is one of the seven valid ones (vLLM's structured output)."""
+    def fn(batch: list[dict]) -> list[dict]:
+        items = [(conv, i, prompts.generation_ids(tokenizer, user, max_length - max_new_tokens))
+                 for conv in batch for i, user in prompts.per_utterance_emotion_prompts(conv)]
+        choices = [[prompts.per_utterance_emotion_answer(i, e) for e in EMOTIONS] for _, i, _ in items]
+        texts = iter(lm.generate([ids for _, _, ids in items], max_new_tokens, batch_size,
+                                 choices if constrained else None))
+        out = []
+        for conv in batch:
+            labels, invalid, raw = [], 0, []
+            for utt in conv["conversation"]:
+                text = next(texts)
+                label = prompts.parse_emotion_answer(text, utt["utterance_ID"])
+                invalid += label is None
+                labels.append(label or "neutral")  # the recipe's fallback, counted as invalid above
+                raw.append(text)
+            tokens = sum(len(ids) for c, _, ids in items if c is conv)
+            out.append({"emotions": labels, "invalid": invalid, "n_outputs": len(labels), "raw": raw,
+                        "n_prompts": len(labels), "prompt_tokens": tokens})
+        return out
+    return fn
+
+
+def predict_emotions(model: Any, tokenizer: Any, convs: list[dict], style: str, batch_size: int = 8,
+                     checkpoint_path: str | Path | None = None, max_length: int = 1024,
+                     max_new_tokens: int = 16, offsets: dict[str, float] | None = None,
+                     constrained: bool = False) -> EmotionPrediction:
+    """Label every utterance of ``convs``. ``model``: a transformers model or a ``serving.Engine``;
+    ``offsets``: the per-emotion log-prob offsets chosen on val (conversation style; None: the plain
+    argmax); ``constrained`` (per_utterance on vLLM): every answer one of the valid ones."""
+    lm = reader(model, tokenizer)
+    if prompts.check_style(style) == "conversation":
+        fn = _emotions_by_scoring(lm, tokenizer, max_length, batch_size, offsets)
+    else:
+        fn = _emotions_by_generation(lm, tokenizer, max_length, max_new_tokens, batch_size, constrained)
+    start = time.perf_counter()
+    results = _resumable(convs, fn, checkpoint_path, batch_size, desc="emotions")
+    stats = _stats(lm, style, convs, results, time.perf_counter() - start)
+    if constrained:
+        stats["constrained"] = True
+    labelled = [with_pairs(with_emotions(conv, r["emotions"]), []) for conv, r in zip(convs, results)]
+    return EmotionPrediction(labelled, stats)
+
+
+def p_yes(yes: float, no: float) -> float:
+    """P(yes) / (P(yes) + P(no)) from the two log-probs (a log-prob of -inf: that answer was not returned)."""
+    if math.isinf(yes) or math.isinf(no):
+        return float(yes >= no)
+    return 1.0 / (1.0 + math.exp(no - yes))
+
+
+def _causes_by_scoring(lm: LanguageModel, tokenizer: Any, max_length: int, batch_size: int, before: int, after: int):
+    """fn(conversations) -> P(yes) / (P(yes) + P(no)) of every (emotion utterance, candidate) query."""
+    yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
+
+    def fn(batch: list[dict]) -> list[dict]:
+        queries = [prompts.cause_queries(conv, tokenizer, max_length, before, after) for conv in batch]
+        flat = [q for qs in queries for q in qs]
+        scores = iter(lm.label_logprobs([q.input_ids for q in flat], [q.positions for q in flat], yes_no, batch_size)
+                      if flat else [])
+        out = []
+        for qs in queries:
+            probs = [[i, j, round(p_yes(float(row[0]), float(row[1])), 6)]
+                     for q in qs for (i, j), row in zip(q.keys, next(scores))]
+            out.append({"probs": probs, "invalid": 0, "n_outputs": len(probs), "n_prompts": len(qs),
+                        "prompt_tokens": sum(len(q.input_ids) for q in qs)})
+        return out
+    return fn
+
+
+def _causes_by_generation(lm: LanguageModel, tokenizer: Any, max_length: int, max_new_tokens: int, batch_size: int):
+    """fn(conversations) -> pairs parsed from one generated answer per emotional utterance."""
+    def fn(batch: list[dict]) -> list[dict]:
+        items = [(conv, i, emo, prompts.generation_ids(tokenizer, user, max_length - max_new_tokens))
+                 for conv in batch for i, emo, user in prompts.per_utterance_cause_prompts(conv)]
+        texts = lm.generate([x[3] for x in items], max_new_tokens, batch_size) if items else []
+        records = {id(conv): {"pairs": [], "invalid": 0, "n_outputs": 0, "raw": [], "n_prompts": 0,
+                              "prompt_tokens": 0} for conv in batch}
+        for (conv, i, emo, ids), text in zip(items, texts):
+            causes, valid = prompts.parse_cause_answer(text, i, len(conv["conversation"]))
+            rec = records[id(conv)]
+            rec["pairs"] += [[i, emo, j] for j in causes]
+            rec["invalid"] += not valid
+            rec["n_outputs"] += 1
+            rec["n_prompts"] += 1
+            rec["prompt_tokens"] += len(ids)
+            rec["raw"].append(text)
+        return [records[id(conv)] for conv in batch]
+    return fn
+
+
+def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, batch_size: int = 8,
+                   checkpoint_path: str | Path | None = None, max_length: int = 1024,
+                   threshold: float | dict[str, float] = 0.5,
+                   before: int = prompts.WINDOW_BEFORE, after: int = prompts.WINDOW_AFTER,
+                   max_new_tokens: int = 48) -> CausePrediction:
+    """Find the cause utterances of every emotional utterance (``model``: a transformers model or a
+    ``serving.Engine``), with the per-query probabilities in the conversation style."""
+    lm = reader(model, tokenizer)
+    if prompts.check_style(style) == "conversation":
+        fn = _causes_by_scoring(lm, tokenizer, max_length, batch_size, before, after)
+    else:
+        fn = _causes_by_generation(lm, tokenizer, max_length, max_new_tokens, batch_size)
+    start = time.perf_counter()
+    results = _resumable(convs, fn, checkpoint_path, batch_size, desc="causes")
+    stats = _stats(lm, style, convs, results, time.perf_counter() - start)
+    stats["threshold"] = threshold if style == "conversation" else None
+    pred = [with_pairs(conv, pairs_above(conv, r["probs"], threshold) if "probs" in r else [tuple(x) for x in r["pairs"]])
+            for conv, r in zip(convs, results)]
+    probs = [[conv["conversation_ID"], *x] for conv, r in zip(convs, results) for x in r.get("probs", [])]
+    return CausePrediction(pred, stats, probs)
+
+
+def emotion_offsets(cfg: EmotionInferenceConfig, task: dict) -> dict[str, float] | None:
+    """The offsets 02 chose on val when USE_VAL_OFFSETS and recorded, else None (the plain argmax)."""
+    return task.get("offsets") if cfg.USE_VAL_OFFSETS else None
+
+
+def cause_threshold(cfg: CauseInferenceConfig, task: dict) -> float | dict[str, float]:
+    """The cut-off(s) 04 chose on val when USE_VAL_THRESHOLD and recorded, else CAUSE_THRESHOLD."""
+    if cfg.USE_VAL_THRESHOLD and "threshold" in task:
+        t = task["threshold"]
+        return {k: float(v) for k, v in t.items()} if isinstance(t, dict) else float(t)
+    return cfg.CAUSE_THRESHOLD

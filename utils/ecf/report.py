@@ -1,0 +1,99 @@
+"""Notebook 06 and the training notebooks' figures: metric tables beside the baselines, error rows, plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib.pyplot as plt
+
+from utils.ecf.artifacts import gold_subset
+from utils.ecf.baselines import majority_emotion, self_and_previous_causes
+from utils.ecf.data import emotion_pairs, strip_labels
+from utils.ecf.metric import emotion_scores_convs, score_subtask2
+from utils.plots import save_figure
+
+
+def plot_losses(history: list[dict], path: str | Path, title: str, show: bool = True) -> Path:
+    """Training (and eval) loss against the optimizer step, saved as a PNG."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for key, style in (("loss", "-o"), ("eval_loss", "--s")):
+        points = [(h["step"], h[key]) for h in history if key in h]
+        if points:
+            ax.plot(*zip(*points), style, label=key.replace("_", " "), markersize=3)
+    ax.set(title=title, xlabel="optimizer step", ylabel="loss (answer tokens)")
+    ax.legend()
+    return save_figure(fig, path, show)
+
+
+def plot_thresholds(table: list[dict], path: str | Path, title: str, chosen: float | dict[str, float] | None = None,
+                    show: bool = True) -> Path:
+    """Weighted pair precision, recall and F1 against the P(yes) cut-off."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    x = [row["threshold"] for row in table]
+    for key in ("weighted_precision", "weighted_recall", "weighted_f1"):
+        ax.plot(x, [row[key] for row in table], "-o", markersize=3, label=key.replace("weighted_", ""))
+    if isinstance(chosen, dict):  # one cut-off per distance bucket: a line per bucket
+        for k, (bucket, value) in enumerate(chosen.items()):
+            ax.axvline(value, color=f"C{k + 3}", linestyle=":", label=f"cut-off, offset {bucket}: {value:g}")
+    elif chosen is not None:
+        ax.axvline(chosen, color="grey", linestyle="--", label=f"cut-off {chosen:g}")
+    ax.set(title=title, xlabel="P(yes) cut-off", ylabel="weighted pair score", ylim=(0, 1))
+    ax.legend(fontsize="small")
+    return save_figure(fig, path, show)
+
+
+def error_rows(pred: list[dict], gold: list[dict]) -> list[dict]:
+    """One row per misclassified utterance: conversation, utterance, speaker, text, gold, predicted."""
+    rows = []
+    for p, g in zip(pred, gold_subset(gold, pred)):
+        for pu, gu in zip(p["conversation"], g["conversation"]):
+            if pu["emotion"] != gu["emotion"]:
+                rows.append({"conversation": g["conversation_ID"], "utterance": gu["utterance_ID"],
+                             "speaker": gu["speaker"], "text": gu["text"], "gold": gu["emotion"],
+                             "predicted": pu["emotion"]})
+    return rows
+
+
+def pair_error_rows(pred: list[dict], gold: list[dict]) -> list[dict]:
+    """Pairs the model missed (false negatives) or invented (false positives), per conversation."""
+    rows = []
+    for p, g in zip(pred, gold_subset(gold, pred)):
+        gold_pairs, pred_pairs = set(emotion_pairs(g)), set(emotion_pairs(p))
+        text = {u["utterance_ID"]: u["text"] for u in g["conversation"]}
+        for kind, pairs in (("missed", gold_pairs - pred_pairs), ("invented", pred_pairs - gold_pairs)):
+            for i, emotion, j in sorted(pairs):
+                rows.append({"conversation": g["conversation_ID"], "kind": kind, "emotion_utterance": i,
+                             "emotion": emotion, "cause_utterance": j, "emotion_text": text[i], "cause_text": text[j]})
+    return rows
+
+
+def emotion_metrics(pred: list[dict], gold_split: list[dict], train: list[dict],
+                    inference_stats: dict | None = None) -> dict:
+    """The model's emotion scores (top level) and the majority baseline's, on the same conversations."""
+    gold = gold_subset(gold_split, pred)
+    out = emotion_scores_convs(pred, gold)
+    out["baselines"] = {"majority": emotion_scores_convs(majority_emotion(train, strip_labels(gold)), gold)}
+    out["inference"] = inference_stats or {}
+    return out
+
+
+def cause_metrics(pred: list[dict], inputs: list[dict], gold_split: list[dict], cause_emotions: str,
+                  inference_stats: dict | None = None) -> dict:
+    """Official Subtask 2 scores of the model (top level) and of the self+previous baseline, both with
+    the emotions the model saw and with gold emotions."""
+    gold = gold_subset(gold_split, pred)
+    out = score_subtask2(pred, gold)
+    out["baselines"] = {
+        f"self_and_previous_{cause_emotions}_emotions": score_subtask2(self_and_previous_causes(inputs), gold),
+        "self_and_previous_gold_emotions": score_subtask2(self_and_previous_causes(gold), gold),
+    }
+    out["cause_emotions"] = cause_emotions
+    out["inference"] = inference_stats or {}
+    return out
+
+
+def score_table(named_scores: dict[str, dict], keys: Sequence[str]) -> list[dict]:
+    """Rows {system, key...} for a side-by-side table of several systems' scores."""
+    return [{"system": name, **{k: round(float(s[k]), 4) for k in keys if k in s}}
+            for name, s in named_scores.items()]

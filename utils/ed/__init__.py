@@ -1,0 +1,1 @@
+"""The empathetic-dialogue track (EmpatheticDialogues): notebooks 07-09."""

@@ -1,0 +1,1 @@
+"""Language-model machinery both tracks share: loading, LoRA, training, inference, serving."""
