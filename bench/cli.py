@@ -1,4 +1,10 @@
-"""Command line of ``python -m bench``: options -> BenchConfig -> run -> markdown on stdout + JSON file."""
+"""Command line of ``python -m bench``: options -> BenchConfig -> run -> markdown on stdout + JSON file.
+
+Plain argparse, not transformers' HfArgumentParser (which utils.ecf.launch uses): the options are not
+BenchConfig's fields one to one. ``--stages emotion,cause`` fills a tuple field (HfArgumentParser hands
+``tuple[str, ...]`` to argparse as the type, which splits the text into characters), four defaults
+depend on ``--smoke``, ``--threads`` is no field, and learning_rate/test_frac/val_frac are fixed.
+"""
 
 from __future__ import annotations
 
@@ -75,12 +81,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     import torch
 
     from bench import report, run
+    from utils.ecf.data import DataError
     from utils.env import resolve
     from utils.io import write_json_atomic, write_text_atomic
 
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    record = run.run(cfg, "python -m bench " + shlex.join(argv))
+    try:
+        record = run.run(cfg, "python -m bench " + shlex.join(argv))
+    except (DataError, FileNotFoundError) as err:  # bad data or model path: one line naming it, no traceback
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     text = report.markdown(record)
     print(text, flush=True)
     out = resolve(cfg.out)

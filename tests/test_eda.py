@@ -20,7 +20,7 @@ from utils.env import ROOT  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOTEBOOK = ROOT / "notebooks" / "01_eda.ipynb"
-PARAMETERS = {"DATA_PATH", "OUT_DIR", "LIMIT", "TOP_SPEAKERS", "TOP_WORDS", "FONT_PATH"}
+PARAMETERS = {"DATA_PATH", "TRAIN_DIR", "LIMIT", "TOP_SPEAKERS", "TOP_WORDS", "FONT_PATH"}
 
 
 def utt(i, speaker, emotion, text):
@@ -149,7 +149,7 @@ def test_clipped_distances_pool_the_tails():
 
 
 def test_config_validates():
-    cfg = params.build(eda.EdaConfig, {"DATA_PATH": "x.json", "OUT_DIR": "out", "LIMIT": 5})
+    cfg = params.build(eda.EdaConfig, {"DATA_PATH": "x.json", "TRAIN_DIR": "out", "LIMIT": 5})
     assert cfg.stats_path == ROOT / "out" / "eda_stats.json" and cfg.figures_dir == ROOT / "out" / "figures"
     with pytest.raises(params.ConfigError):
         params.build(eda.EdaConfig, {"LIMIT": "5"})
@@ -190,7 +190,7 @@ def test_notebook_runs_on_sample(tmp_path):
     out = tmp_path / "results"
     pm.execute_notebook(str(NOTEBOOK), str(tmp_path / "01_eda.ipynb"), kernel_name="python3",
                         cwd=str(ROOT), progress_bar=False,
-                        parameters={"DATA_PATH": "data/ecf_sample.json", "OUT_DIR": str(out)})
+                        parameters={"DATA_PATH": "data/ecf_sample.json", "TRAIN_DIR": str(out)})
     for name in eda.FIGURES:
         assert_png(out / "figures" / f"{name}.png")
     stats = json.loads((out / "eda_stats.json").read_text(encoding="utf-8"))

@@ -9,9 +9,10 @@ import pandas as pd
 import pytest
 from safetensors.torch import load_file
 
-from utils.io import file_sha256
-from utils.ed import empathetic as ed, rubric
 from utils import tracking
+from utils.ed import rubric
+from utils.ed.data import EMOTIONS_32, SAMPLE_PATH
+from utils.io import file_sha256
 from utils.run import NOTEBOOK_DIR, execute
 
 NOTEBOOKS = ("07_empathetic_eda", "08_empathetic_classification", "09_empathetic_generation", "10_experiment_log")
@@ -66,7 +67,7 @@ def test_classification_notebook_trains_and_scores_valid_labels(series):
         assert {"accuracy", "weighted_f1", "macro_f1", "weighted_precision", "macro_recall"} <= set(metrics[stage])
         assert len(metrics[stage]["confusion_matrix"]) == 32
     pred = pd.read_csv(out / "classification_predictions.csv")
-    assert len(pred) > 0 and pred["predicted"].isin(ed.EMOTIONS_32).all()  # constrained: always a label
+    assert len(pred) > 0 and pred["predicted"].isin(EMOTIONS_32).all()  # constrained: always a label
     errors = pd.read_csv(out / "classification_errors.csv")
     assert list(errors.columns[:3]) == ["text", "gold", "predicted"]
     assert (out / "figures" / "ed_confusion.png").is_file()
@@ -97,7 +98,7 @@ def test_every_run_is_logged_and_compared(series):
     kinds = runs["kind"].value_counts().to_dict()
     assert kinds == {"ed_classify_eval": 2, "ed_classify_train": 1, "ed_generate_eval": 2,
                      "ed_generate_train": 1, "ed_human_eval": 1}
-    assert runs["data_sha256"].iloc[0] == file_sha256(ed.SAMPLE_PATH)
+    assert runs["data_sha256"].iloc[0] == file_sha256(SAMPLE_PATH)
     assert runs.loc[runs["kind"] == "ed_generate_eval", "param.STAGE"].tolist() == ["before", "after"]
     for metric in ("weighted_f1", "bleu", "perplexity"):
         assert (series / "train" / "figures" / f"experiments_{metric}.png").is_file()

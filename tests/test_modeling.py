@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from utils.io import file_sha256
-from utils.lm import modeling
+from utils.lm import modeling, sources, tiny
 from utils.env import Environment
 
 EMOTIONS = ("neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise")
@@ -75,14 +75,14 @@ def test_unsloth_only_when_importable_and_asked(monkeypatch):
 
 
 def test_resolve_model_source(tmp_path, smollm2):
-    assert modeling.resolve_model_source("smollm2") == (str(smollm2.parent), smollm2.name)
-    assert modeling.resolve_model_source(str(smollm2)) == (str(smollm2.parent), smollm2.name)
-    assert modeling.resolve_model_source(str(tmp_path)) == (str(tmp_path.resolve()), None)
-    assert modeling.resolve_model_source("TinyLlama/TinyLlama-1.1B-Chat-v1.0") == (
+    assert sources.resolve_model_source("smollm2") == (str(smollm2.parent), smollm2.name)
+    assert sources.resolve_model_source(str(smollm2)) == (str(smollm2.parent), smollm2.name)
+    assert sources.resolve_model_source(str(tmp_path)) == (str(tmp_path.resolve()), None)
+    assert sources.resolve_model_source("TinyLlama/TinyLlama-1.1B-Chat-v1.0") == (
         "TinyLlama/TinyLlama-1.1B-Chat-v1.0", None,
     )
     with pytest.raises(FileNotFoundError):
-        modeling.resolve_model_source(str(tmp_path / "missing.gguf"))
+        sources.resolve_model_source(str(tmp_path / "missing.gguf"))
 
 
 def test_gguf_cache_converts_once_and_rebuilds_a_damaged_copy(tmp_path, monkeypatch):
@@ -94,13 +94,13 @@ def test_gguf_cache_converts_once_and_rebuilds_a_damaged_copy(tmp_path, monkeypa
         calls.append(name)
         (out / "model.safetensors").write_bytes(b"x" * 10)
 
-    monkeypatch.setenv(modeling.CACHE_ENV, str(tmp_path / "cache"))
-    monkeypatch.setattr(modeling, "_convert_gguf", fake_convert)
-    first = modeling.local_source(str(gguf))
-    assert modeling.local_source(str(gguf)) == first and len(calls) == 1  # second load hits the cache
+    monkeypatch.setenv(sources.CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "_convert_gguf", fake_convert)
+    first = sources.local_source(str(gguf))
+    assert sources.local_source(str(gguf)) == first and len(calls) == 1  # second load hits the cache
     assert json.loads((Path(first) / "emocause_cache.json").read_text())["sha256"] == file_sha256(gguf)
     (Path(first) / "model.safetensors").write_bytes(b"torn")  # e.g. a disk-full partial write
-    assert modeling.local_source(str(gguf)) == first and len(calls) == 2
+    assert sources.local_source(str(gguf)) == first and len(calls) == 2
     assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]  # no temp folders left
 
 
@@ -122,8 +122,8 @@ def test_label_token_ids_names_colliding_words(tiny_model_dir):
 
 def test_build_tiny_llama_is_deterministic_and_loadable(tmp_path):
     texts = ["Il a dit : « non ! »", "আমি খুব খুশি", "You made up! I can't believe it."] * 5  # any script
-    first = modeling.build_tiny_llama(tmp_path / "first", texts, ["joy", "fear"])
-    again = modeling.build_tiny_llama(tmp_path / "again", texts, ["joy", "fear"])
+    first = tiny.build_tiny_llama(tmp_path / "first", texts, ["joy", "fear"])
+    again = tiny.build_tiny_llama(tmp_path / "again", texts, ["joy", "fear"])
     for name in ("model.safetensors", "tokenizer.json"):
         assert (again / name).read_bytes() == (first / name).read_bytes()
     tok = modeling.load_tokenizer(str(again))
@@ -186,3 +186,13 @@ def test_smollm2_loads_from_gguf_and_knows_its_labels():
         logits = model(prompt).logits[0, -1]
     paris, london = (tok.encode(w, add_special_tokens=False)[0] for w in (" Paris", " London"))
     assert logits[paris] > logits[london]  # dequantised weights are real weights, not noise
+
+
+def test_a_mistyped_local_model_path_is_an_error_not_a_hub_request(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(FileNotFoundError, match="is a local path .* check the path"):
+        sources.resolve_model_source("checkpoints/tiny-lama")  # checkpoints/ exists: a typo, not a hub id
+    with pytest.raises(FileNotFoundError, match="local path"):
+        sources.resolve_model_source("./my-model")
+    assert sources.resolve_model_source("TinyLlama/TinyLlama-1.1B-Chat-v1.0") == ("TinyLlama/TinyLlama-1.1B-Chat-v1.0", None)

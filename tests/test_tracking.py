@@ -12,7 +12,7 @@ import time
 import pytest
 
 from utils import env, tracking
-from utils.ed.empathetic import SAMPLE_PATH
+from utils.ed.data import SAMPLE_PATH
 from utils.io import file_sha256
 
 

@@ -1,23 +1,89 @@
-"""Notebook parameters: papermill injects plain values; a dataclass validates them."""
+"""Notebook parameters: one frozen dataclass per notebook is their only source.
+
+Each field holds a parameter's type, default and help text (``param(default, "help")``). Papermill
+injects plain values, ``build``/``from_namespace`` validate them into the dataclass, ``CONFIGS``
+names each notebook's dataclass, and the notebooks' ``parameters`` cells are generated from it:
+
+    python -m utils.params --check    # exit 1 naming every parameter whose cell differs from its dataclass
+    python -m utils.params --write    # rewrite the parameters cells that differ
+
+A cell holds one line per field, ``NAME: type = default  # help``, in field order.
+"""
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
+import importlib
+import io
+import json
+import sys
+import tokenize
+import types
 import typing
+from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+from utils.env import ROOT
+from utils.io import write_text_atomic
+
 T = TypeVar("T")
+
+NOTEBOOK_DIR = ROOT / "notebooks"
+ED_CONFIG = "utils.ed.config"  # the empathetic track's dataclasses (notebooks 07-09)
+# notebook number -> "module:Class" of its parameters, imported when asked for (the configs import this module)
+CONFIGS = {
+    "01": "utils.ecf.eda:EdaConfig",
+    "02": "utils.ecf.config:FinetuneConfig",
+    "03": "utils.ecf.config:EmotionInferenceConfig",
+    "04": "utils.ecf.config:CauseFinetuneConfig",
+    "05": "utils.ecf.config:CauseInferenceConfig",
+    "06": "utils.ecf.config:EvaluationConfig",
+    "07": f"{ED_CONFIG}:EdEdaConfig",
+    "08": f"{ED_CONFIG}:EdClassifyConfig",
+    "09": f"{ED_CONFIG}:EdGenerateConfig",
+    "10": "utils.tracking:LogConfig",
+}
+CELL_TYPES = (str, int, float, bool)  # what a parameters cell declares (and papermill injects)
+TRUE, FALSE = ("true", "yes", "y", "on", "1"), ("false", "no", "n", "off", "0")
+NONE = ("", "none", "null", "~")
 
 
 class ConfigError(ValueError):
     """A parameter with the wrong name, type or value."""
 
 
+# ---------------------------------------------------------------- values -> dataclass
+
+def param(default: Any, help: str = "") -> Any:
+    """A notebook parameter: its default and its help text (what ``utils.run --list``, the notebooks'
+    parameters cells and the command lines show), in one place."""
+    kwargs: dict[str, Any] = {"default": default} if not isinstance(default, (list, dict, set)) else \
+        {"default_factory": lambda: type(default)(default)}
+    return dataclasses.field(**kwargs, metadata={"help": help})
+
+
+def help_of(field: dataclasses.Field) -> str:
+    """A field's help text ("" where it has none)."""
+    return field.metadata.get("help", "")
+
+
+def _options(annotation: Any) -> tuple[Any, ...]:
+    """The members of a union annotation (``int | None`` -> (int, NoneType)), else the annotation alone."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def type_name(annotation: Any) -> str:
+    """``float`` -> "float", ``int | None`` -> "int | None"."""
+    return " | ".join("None" if o is type(None) else getattr(o, "__name__", str(o)) for o in _options(annotation))
+
+
 def _check_type(name: str, value: Any, annotation: Any) -> Any:
     """Accept ints for floats; otherwise the value must match the annotation's base types."""
-    origin = typing.get_origin(annotation)
-    options = typing.get_args(annotation) if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)) else (annotation,)
-    for option in options:
+    for option in _options(annotation):
         if option is type(None) and value is None:
             return value
         base = typing.get_origin(option) or option
@@ -25,7 +91,7 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
             return float(value)
         if isinstance(base, type) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
             return value
-    raise ConfigError(f"parameter {name!r} must be {annotation}, got {value!r} ({type(value).__name__})")
+    raise ConfigError(f"parameter {name!r} must be {type_name(annotation)}, got {value!r} ({type(value).__name__})")
 
 
 def build(cls: type[T], values: Mapping[str, Any], *, strict: bool = True) -> T:
@@ -45,9 +111,247 @@ def from_namespace(cls: type[T], namespace: Mapping[str, Any]) -> T:
     return build(cls, {k: v for k, v in namespace.items() if k in names})
 
 
-def param(default: Any, help: str = "") -> Any:
-    """A notebook parameter: its default and its help text (what ``utils.run --list``, the notebooks'
-    parameters cells and the command lines show), in one place."""
-    kwargs: dict[str, Any] = {"default": default} if not isinstance(default, (list, dict, set)) else \
-        {"default_factory": lambda: type(default)(default)}
-    return dataclasses.field(**kwargs, metadata={"help": help})
+def from_text(name: str, text: str, annotation: Any) -> Any:
+    """A command-line or YAML string as the type of the field it sets: "1e-4" -> 0.0001 for a float,
+    "010" stays "010" for a str, "yes" -> True for a bool only."""
+    options = _options(annotation)
+    if type(None) in options and text.strip().lower() in NONE:
+        return None
+    for option in options:
+        if option is str:
+            return text
+        if option is bool:
+            if text.strip().lower() in TRUE + FALSE:
+                return text.strip().lower() in TRUE
+            continue
+        if option in (int, float):
+            try:
+                return option(text)
+            except ValueError:
+                continue
+    raise ConfigError(f"parameter {name!r} must be {type_name(annotation)}, got {text!r}")
+
+
+def field_types(cls: type) -> dict[str, Any]:
+    """Field name -> resolved annotation."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+# ---------------------------------------------------------------- notebook -> dataclass
+
+def notebook_number(notebook: str | Path) -> str:
+    """"02", "02_emotion_finetuning" or a path to it -> "02"."""
+    return Path(notebook).name[:2]
+
+
+def config_class(notebook: str | Path) -> type:
+    """The dataclass of a notebook's parameters (``CONFIGS``)."""
+    number = notebook_number(notebook)
+    if number not in CONFIGS:
+        raise ConfigError(f"notebook {Path(notebook).name}: no parameters dataclass in utils.params.CONFIGS")
+    module, name = CONFIGS[number].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def notebooks(directory: Path | None = None) -> list[Path]:
+    """The numbered notebooks (of ``NOTEBOOK_DIR`` by default), in order."""
+    return sorted((directory or NOTEBOOK_DIR).glob("[0-9][0-9]_*.ipynb"))
+
+
+# ---------------------------------------------------------------- dataclass <-> parameters cell
+
+@dataclasses.dataclass(frozen=True)
+class Declared:
+    """One line of a parameters cell."""
+
+    name: str
+    annotation: str  # as written; "" without one
+    default: Any
+    help: str
+    line: int
+
+
+def literal(default: Any) -> str:
+    """Python source of a default; strings in double quotes where they hold none, as the cells had."""
+    text = repr(default)
+    if isinstance(default, str) and text.startswith("'") and '"' not in default:
+        text = '"' + text[1:-1] + '"'
+    return text
+
+
+def cell_line(field: dataclasses.Field, annotation: Any) -> str:
+    """``NAME: type = default  # help``; ConfigError where papermill would misread or drop the line."""
+    name, help, default = field.name, help_of(field), field.default
+    if default is dataclasses.MISSING:
+        raise ConfigError(f"{name}: a parameter needs a default")
+    if annotation not in CELL_TYPES or type(default) is not annotation:
+        raise ConfigError(f"{name}: a parameters cell holds str, int, float or bool defaults; "
+                          f"got {type_name(annotation)} = {default!r}")
+    value = literal(default)
+    if not help.strip():
+        raise ConfigError(f"{name}: no help text: declare it as param(default, \"help\")")
+    # papermill skips a line with a second '=' and cuts the value at the first '#'
+    for what, text, bad in (("help", help, "=\n\r"), ("default", value, "=#\n\r")):
+        found = sorted({c for c in text if c in bad})
+        if found:
+            raise ConfigError(f"{name}: its {what} {text!r} holds {found}, which papermill misreads "
+                              f"(it drops lines with a second '=' and cuts values at '#'): rephrase it")
+    if help.strip().startswith("type:") or help != help.strip():
+        raise ConfigError(f"{name}: help {help!r} must not start with 'type:' or with/by blanks")
+    return f"{name}: {annotation.__name__} = {value}  # {help}"
+
+
+def field_problems(cls: type) -> list[str]:
+    """"Class.NAME: what" for every field a parameters cell cannot hold as it is."""
+    hints, problems = typing.get_type_hints(cls), []
+    for field in dataclasses.fields(cls):
+        try:
+            cell_line(field, hints[field.name])
+        except ConfigError as e:
+            problems.append(f"{cls.__name__}.{e}")
+    return problems
+
+
+def cell_source(cls: type) -> str:
+    """The parameters cell of ``cls``; ConfigError naming every field it cannot hold."""
+    problems = field_problems(cls)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    hints = typing.get_type_hints(cls)
+    return "\n".join(cell_line(f, hints[f.name]) for f in dataclasses.fields(cls))
+
+
+def read_cell(source: str) -> tuple[list[Declared], list[str]]:
+    """(the parameters a cell declares, problems with lines that are not ``NAME: type = literal  # help``)."""
+    try:
+        tree = ast.parse(source)
+        comments = {t.start[0]: t.string[1:].strip()
+                    for t in tokenize.generate_tokens(io.StringIO(source).readline) if t.type == tokenize.COMMENT}
+    except (SyntaxError, tokenize.TokenError) as e:
+        return [], [f"the cell is not valid Python: {e}"]
+    lines, declared, problems = source.splitlines(), [], []
+    for node in tree.body:
+        target = node.target if isinstance(node, ast.AnnAssign) else \
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        if not isinstance(target, ast.Name) or node.value is None:
+            problems.append(f"line {node.lineno}: not a NAME: type = value assignment")
+            continue
+        try:
+            default = ast.literal_eval(node.value)
+        except ValueError:
+            problems.append(f"{target.id}: line {node.lineno}: the default is not a literal")
+            continue
+        if node.end_lineno != node.lineno or lines[node.lineno - 1].count("=") != 1:
+            problems.append(f"{target.id}: line {node.lineno}: papermill reads one '=' on one line per parameter")
+        annotation = ast.unparse(node.annotation) if isinstance(node, ast.AnnAssign) else ""
+        declared.append(Declared(target.id, annotation, default, comments.get(node.lineno, ""), node.lineno))
+    return declared, problems
+
+
+def compare(cls: type, source: str) -> list[str]:
+    """What differs between ``cls`` and a parameters cell: "NAME: what", one per difference."""
+    fields, hints = dataclasses.fields(cls), typing.get_type_hints(cls)
+    declared, problems = read_cell(source)
+    cell = {d.name: d for d in declared}
+    names = [f.name for f in fields]
+    problems += [f"{d.name}: in the cell, not a field of {cls.__name__}" for d in declared if d.name not in names]
+    problems += [f"{n}: a field of {cls.__name__}, not in the cell" for n in names if n not in cell]
+    common = [n for n in names if n in cell]
+    in_cell = [d.name for d in declared if d.name in common]
+    problems += [f"{n}: at position {in_cell.index(n) + 1} of the cell, {i + 1} in {cls.__name__}"
+                 for i, n in enumerate(common) if in_cell[i] != n]
+    for field in fields:
+        if field.name not in cell:
+            continue
+        d, annotation, default, help = cell[field.name], hints[field.name], field.default, help_of(field)
+        if d.annotation != type_name(annotation):
+            problems.append(f"{d.name}: annotated {d.annotation or 'nothing'} in the cell, "
+                            f"{type_name(annotation)} in {cls.__name__}")
+        if type(d.default) is not type(default) or d.default != default:
+            problems.append(f"{d.name}: default {d.default!r} in the cell, {default!r} in {cls.__name__}")
+        if d.help != help:
+            problems.append(f"{d.name}: help {d.help!r} in the cell, {help!r} in {cls.__name__}")
+    return problems + field_problems(cls)
+
+
+def parameters_cell(nb: dict, path: Path) -> dict:
+    """The one cell tagged ``parameters``."""
+    tagged = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(tagged) != 1:
+        raise ConfigError(f"{path.name}: {len(tagged)} cells tagged 'parameters'; a notebook needs one")
+    return tagged[0]
+
+
+def check(books: list[Path] | None = None) -> list[str]:
+    """Every difference between the notebooks' parameters cells and their dataclasses, "notebook: NAME: what"."""
+    problems = []
+    for path in notebooks() if books is None else books:
+        try:
+            cell = parameters_cell(json.loads(path.read_text(encoding="utf-8")), path)
+            problems += [f"{path.name}: {p}" for p in compare(config_class(path), "".join(cell["source"]))]
+        except ConfigError as e:
+            problems.append(f"{path.name}: {e}")
+    return problems
+
+
+def write(books: list[Path] | None = None) -> tuple[list[Path], list[str]]:
+    """Rewrite the parameters cells that differ from their dataclasses (id, metadata and tags kept,
+    outputs empty); (notebooks rewritten, problems that left a notebook unwritten)."""
+    written, problems = [], []
+    for path in notebooks() if books is None else books:
+        try:
+            nb = json.loads(path.read_text(encoding="utf-8"))
+            cell, cls = parameters_cell(nb, path), config_class(path)
+            source = cell_source(cls)
+        except ConfigError as e:
+            problems.append(f"{path.name}: {e}")
+            continue
+        if not compare(cls, "".join(cell["source"])):
+            continue
+        cell.update(source=source.splitlines(keepends=True), outputs=[], execution_count=None)
+        write_text_atomic(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        written.append(path)
+    return written, problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m utils.params", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--check", action="store_true", help="exit 1 naming every cell that differs")
+    action.add_argument("--write", action="store_true", help="rewrite the cells that differ")
+    parser.add_argument("--only", help="comma-separated notebook numbers, e.g. 01,02")
+    args = parser.parse_args(argv)
+    books = notebooks()
+    if args.only:
+        books = [p for p in books if notebook_number(p) in args.only.split(",")]
+    if args.write:
+        written, problems = write(books)
+        for path in written:
+            print(f"rewrote the parameters cell of {path}")
+    else:
+        problems = check(books)
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if args.check and not problems:
+        print(f"{len(books)} parameters cells match their dataclasses")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    from utils.params import main as _main  # the module the configs import, not this __main__ copy
+
+    sys.exit(_main())
+
+
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+def check_schedule(report_to: str, epochs: float, max_steps: int) -> None:
+    """The checks every training config shares (both tracks' notebook parameters and lm.training.TrainConfig)."""
+    if report_to not in REPORT_TO:
+        raise ValueError(f"report_to (notebook parameter REPORT_TO) must be one of {list(REPORT_TO)}, "
+                         f"got {report_to!r}")
+    if max_steps <= 0 and epochs <= 0:
+        raise ValueError("set epochs > 0 or max_steps > 0 (notebook parameters EPOCHS, MAX_STEPS)")

@@ -5,14 +5,19 @@
     python -m utils.run -p MODEL TinyLlama/TinyLlama-1.1B-Chat-v1.0 -p DATA_PATH data/ecf/Subtask_2_train.json
     python -m utils.run --config my_run.yaml --only 02,03
 
-Each notebook receives the parameters it declares (its `parameters` cell); a parameter that no
-notebook declares is an error, so a typo never runs silently with a default. Executed copies go
-to ``<TEST_DIR>/executed/`` and a timing summary to ``<TEST_DIR>/run_summary.json``.
+Each notebook receives the parameters its dataclass declares (``utils.params.CONFIGS``; its
+`parameters` cell is generated from it). Before the first notebook starts, every notebook's
+dataclass is built from what it receives, so a parameter that no notebook declares, a value of the
+wrong type or an invalid value stops the run at once. Command-line and ``--config`` values are
+text, typed by the field they set ("1e-4" is a float for LEARNING_RATE, "010" stays a string for
+MODEL). Executed copies go to ``<TEST_DIR>/executed/`` and a timing summary to
+``<TEST_DIR>/run_summary.json``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -22,14 +27,17 @@ from typing import Any
 
 import yaml
 
+from utils import params as notebook_params
 from utils.env import ROOT, resolve
 from utils.io import write_json_atomic
 
-NOTEBOOK_DIR = ROOT / "notebooks"
+NOTEBOOK_DIR = notebook_params.NOTEBOOK_DIR
 # notebook 10 (the experiment log) closes both tracks
 TRACKS = {"ecf": ("01", "02", "03", "04", "05", "06", "10"), "empathetic": ("07", "08", "09", "10")}
 SMOKE_DEFAULTS = {"SMOKE": True}
-RUNNER_PARAMS = {"TEST_DIR"}  # the runner itself uses these (executed copies, summary)
+# the runner's own parameters (where executed copies and the summary go), accepted even where no
+# notebook of the run declares them; a notebook whose dataclass declares one receives it too
+RUNNER_PARAMS = {"TEST_DIR": str}
 
 
 class RunError(RuntimeError):
@@ -49,33 +57,89 @@ def discover(only: list[str] | None = None, track: str = "all", directory: Path 
 
 
 def declared_parameters(notebook: Path) -> dict[str, dict]:
-    """The parameters a notebook declares, with papermill's inferred type, default and help."""
+    """The parameters a notebook's cell declares, as papermill reads them (type, default, help)."""
     import papermill
 
     return papermill.inspect_notebook(str(notebook))
 
 
-def parse_value(text: str) -> Any:
-    """CLI values are YAML scalars: 3 -> int, 0.5 -> float, true -> bool, anything else -> str."""
-    value = yaml.safe_load(text)
-    return text if isinstance(value, (dict, list)) or value is None else value
+def config_classes(books: list[Path]) -> dict[Path, type]:
+    """Each notebook's parameters dataclass."""
+    try:
+        return {book: notebook_params.config_class(book) for book in books}
+    except notebook_params.ConfigError as e:
+        raise RunError(str(e)) from None
+
+
+def typed(texts: dict[str, str], books: list[Path]) -> dict[str, Any]:
+    """Command-line and YAML values (text) converted by the type of the field they set; a name
+    that no notebook of the run declares stays text (``plan`` refuses it)."""
+    declared: dict[str, dict[str, Any]] = {}  # name -> notebook number (or "runner") -> annotation
+    for book, cls in config_classes(books).items():
+        for name, annotation in notebook_params.field_types(cls).items():
+            declared.setdefault(name, {})[book.name[:2]] = annotation
+    for name, annotation in RUNNER_PARAMS.items():
+        declared.setdefault(name, {})["runner"] = annotation
+    values = {}
+    for name, text in texts.items():
+        kinds = {notebook_params.type_name(a): a for a in declared.get(name, {}).values()}
+        if len(kinds) > 1:
+            raise RunError(f"parameter {name!r} has different types in the notebooks of this run "
+                           f"({declared[name]}): run them separately with --only")
+        try:
+            values[name] = notebook_params.from_text(name, text, *kinds.values()) if kinds else text
+        except notebook_params.ConfigError as e:
+            raise RunError(f"{e} (declared by notebooks {', '.join(declared[name])})") from None
+    return values
 
 
 def plan(books: list[Path], params: dict[str, Any]) -> list[tuple[Path, dict[str, Any]]]:
-    """Give each notebook the parameters it declares; refuse names that no notebook declares."""
-    declared = {book: declared_parameters(book) for book in books}
-    known = set().union(*declared.values()) if declared else set()
-    unknown = sorted(set(params) - known - set(SMOKE_DEFAULTS) - RUNNER_PARAMS)
+    """Give each notebook the parameters its dataclass declares, after building that dataclass from
+    them (names, types and values checked before anything runs); refuse names no notebook declares."""
+    classes = config_classes(books)
+    fields = {book: {f.name for f in dataclasses.fields(cls)} for book, cls in classes.items()}
+    known = set().union(*fields.values())
+    unknown = sorted(set(params) - known - set(SMOKE_DEFAULTS) - set(RUNNER_PARAMS))
     if unknown:
         raise RunError(f"unknown parameter(s) {unknown}: no notebook in the run declares them; "
                        f"declared: {sorted(known)}")
-    return [(book, {k: v for k, v in params.items() if k in declared[book]}) for book in books]
+    steps = []
+    for book, cls in classes.items():
+        given = {k: v for k, v in params.items() if k in fields[book]}
+        try:
+            notebook_params.build(cls, given)
+        except ValueError as e:  # ConfigError (name, type) or the dataclass's own checks (value)
+            raise RunError(f"{book.name}: {e}") from None
+        steps.append((book, given))
+    return steps
+
+
+def read_config(path: str | os.PathLike) -> dict[str, str]:
+    """A YAML file of ``NAME: value`` lines, every value read as text (``typed`` converts it, so YAML 1.1
+    never turns "yes" or "010" into something else)."""
+    try:
+        loaded = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=yaml.BaseLoader)
+    except OSError as e:
+        raise RunError(f"--config {path}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError as e:
+        raise RunError(f"--config {path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    except yaml.YAMLError as e:
+        where = getattr(e, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where else ""
+        raise RunError(f"--config {path}: not valid YAML{line}: {getattr(e, 'problem', None) or e}") from None
+    loaded = {} if loaded in (None, "") else loaded
+    if not isinstance(loaded, dict):
+        raise RunError(f"--config {path}: expected a mapping of NAME: value lines")
+    nested = sorted(k for k, v in loaded.items() if not isinstance(v, str))
+    if nested:
+        raise RunError(f"--config {path}: {nested}: a parameter's value is one scalar, not a list or mapping")
+    return loaded
 
 
 def smoke_model(directory: Path) -> Path:
     """Build (once) the tiny random Llama with a tokenizer trained on the bundled samples."""
     from utils.ecf.data import SAMPLE_PATH, EMOTIONS, load_ecf
-    from utils.lm.modeling import build_tiny_llama
+    from utils.lm.tiny import build_tiny_llama
 
     if (directory / "config.json").exists():
         return directory
@@ -102,10 +166,13 @@ def run(params: dict[str, Any], only: list[str] | None = None, track: str = "ecf
         smoke: bool = False) -> dict[str, Any]:
     """Run the series and write the summary; the parameters are the run's whole configuration."""
     params = dict(params)
+    books = discover(only, track)
     if smoke:
         params = {**SMOKE_DEFAULTS, **params}
-        params.setdefault("MODEL", str(smoke_model(resolve("checkpoints/tiny-llama"))))
-    steps = plan(discover(only, track), params)
+        if "MODEL" not in params:
+            plan(books, params)  # a bad parameter stops the run before the tiny model is built
+            params["MODEL"] = str(smoke_model(resolve("checkpoints/tiny-llama")))
+    steps = plan(books, params)
     test_dir = resolve(params.get("TEST_DIR", "results_test"))
     summary: dict[str, Any] = {"parameters": params, "notebooks": []}
     for book, book_params in steps:
@@ -131,21 +198,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
-    if args.list:
-        for book in discover(only, args.track):
-            print(book.name)
-            for name, info in declared_parameters(book).items():
-                print(f"  {name} = {info['default']}  # {info['help']}")
-        return 0
-    params: dict[str, Any] = {}
-    if args.config:
-        loaded = yaml.safe_load(Path(args.config).read_text(encoding="utf-8")) or {}
-        if not isinstance(loaded, dict):
-            print(f"error: {args.config}: expected a mapping of NAME: value", file=sys.stderr)
-            return 2
-        params.update(loaded)
-    params.update({name: parse_value(value) for name, value in args.param})
     try:
+        books = discover(only, args.track)
+        if args.list:
+            for book, cls in config_classes(books).items():
+                print(book.name)
+                for f in dataclasses.fields(cls):
+                    print(f"  {f.name} = {notebook_params.literal(f.default)}  # {notebook_params.help_of(f)}")
+            return 0
+        try:
+            texts = read_config(args.config) if args.config else {}
+        except RunError as e:  # a usage error: the file named on the command line
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        texts.update(dict(args.param))
+        params = typed(texts, books)
         summary = run(params, only, args.track, args.smoke)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,6 +28,7 @@ import pandas as pd
 
 from utils.env import ROOT, resolve
 from utils.io import file_sha256
+from utils.params import param
 
 DEFAULT_DB = "results_train/experiments.sqlite"
 DB_ENV = "EMOCAUSE_TRACKING_DB"
@@ -262,10 +263,11 @@ def plot_runs(table: pd.DataFrame, metric: str, path: str | os.PathLike, *, show
 class LogConfig:
     """Parameters of notebooks/10_experiment_log.ipynb."""
 
-    TRAIN_DIR: str = "results_train"  # the default log is TRAIN_DIR/experiments.sqlite
-    TRACKING_DB: str = ""  # "" = $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite
-    KINDS: str = ""  # comma-separated kinds to show; "" = all
-    PLOT_METRICS: str = "weighted_f1,accuracy,bleu,rougeL,perplexity"  # metrics plotted where runs have them
+    TRAIN_DIR: str = param("results_train", "the default log is TRAIN_DIR/experiments.sqlite")
+    TRACKING_DB: str = param("", "experiment log; empty: $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite")
+    KINDS: str = param("", "comma-separated kinds to show (e.g. ed_classify_eval,emotion_eval); empty: all")
+    PLOT_METRICS: str = param("weighted_f1,accuracy,bleu,rougeL,perplexity",
+                              "comma-separated metrics plotted where runs have them")
 
     @property
     def db(self) -> Path:

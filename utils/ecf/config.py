@@ -9,7 +9,7 @@ from typing import Any
 
 from utils.ecf import prompts
 from utils.ecf.data import SPLITS
-from utils.lm.training import check_schedule
+from utils.params import check_schedule, param
 from utils.tracking import db_path
 
 
@@ -25,19 +25,23 @@ SMOKE_LIMIT, SMOKE_TEST_LIMIT, SMOKE_STEPS = 8, 4, 8
 @dataclass(frozen=True)
 class SeriesConfig:
     """Parameters every notebook of the series shares."""
-    DATA_PATH: str = "data/ecf_sample.json"
-    TRAIN_DIR: str = "results_train"
-    TEST_DIR: str = "results_test"
-    CHECKPOINT_DIR: str = "checkpoints"
-    MODEL: str = "smollm2"
-    STYLE: str = "conversation"
-    SEED: int = 42
-    TEST_FRAC: float = 0.1
-    VAL_FRAC: float = 0.1
-    SPLIT: str = "block"  # "block": test = the last conversations by id, val the block before; "random"
-    TEST_PATH: str = ""  # a separate test file (the official evaluation set): DATA_PATH then gives train and val
-    LIMIT: int = 0  # first LIMIT train (and val) conversations; 0 = all
-    SMOKE: bool = False
+    DATA_PATH: str = param("data/ecf_sample.json", "ECF file (Subtask 1 or 2 format), relative to the repo root")
+    TRAIN_DIR: str = param("results_train", "train-side artifacts: labelled train split, figures, experiment log")
+    TEST_DIR: str = param("results_test", "test-side artifacts: predictions, scores, figures")
+    CHECKPOINT_DIR: str = param("checkpoints", "adapters live in <CHECKPOINT_DIR>/<task>/<STYLE>/adapter")
+    MODEL: str = param("smollm2", '"smollm2" (bundled GGUF), a .gguf file, a local folder or a hub id')
+    STYLE: str = param("conversation", '"conversation" (one pass per conversation) or "per_utterance" '
+                                       "(original MECPE recipe)")
+    SEED: int = param(42, "split and training seed")
+    TEST_FRAC: float = param(0.1, "share of conversations held out as the test split")
+    VAL_FRAC: float = param(0.1, "share of the remaining conversations held out for validation")
+    SPLIT: str = param("block", '"block": the test split is the last conversations by id (later episodes, like '
+                                'the official test set) and val the block before it; "random": a seeded shuffle')
+    TEST_PATH: str = param("", "a separate test file, e.g. the official Subtask_2_test.json: DATA_PATH then "
+                               "gives train and val only")
+    LIMIT: int = param(0, "use only the first LIMIT train (and val) conversations (0: all)")
+    SMOKE: bool = param(False, "tiny run for tests/CI: at most 8 train, 2 val and 4 test conversations "
+                               "and 8 optimizer steps (config.apply_smoke)")
 
     def __post_init__(self) -> None:
         prompts.check_style(self.STYLE)
@@ -50,7 +54,7 @@ class SeriesConfig:
 @dataclass(frozen=True)
 class LoggedConfig(SeriesConfig):
     """A notebook that records its run in the experiment log (utils.tracking)."""
-    TRACKING_DB: str = ""  # "" = $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite
+    TRACKING_DB: str = param("", "experiment log; empty: $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite")
 
     def tracking_db(self) -> Path:
         """The experiment log this run writes to (the same rule notebook 10 reads with)."""
@@ -60,24 +64,27 @@ class LoggedConfig(SeriesConfig):
 @dataclass(frozen=True)
 class FinetuneConfig(LoggedConfig):
     """Notebook 02 (emotions); 04 adds the cause fields."""
-    VAL_LIMIT: int = 0  # val conversations for the eval loss; 0 = all (LIMIT caps them too)
-    EPOCHS: float = 1.0
-    MAX_STEPS: int = 0  # > 0: stop after this many optimizer steps (overrides EPOCHS)
-    LEARNING_RATE: float = 1e-3
-    BATCH_SIZE: int = 4
-    GRAD_ACCUM: int = 1
-    MAX_LENGTH: int = 1024
-    LORA_R: int = 16
-    LORA_ALPHA: int = 32
-    LORA_DROPOUT: float = 0.05
-    LORA_TARGETS: str = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"  # attention and MLP: measured in bench/RESULTS.md section 5
-    REPORT_TO: str = "none"
-    MERGE: bool = False
-    RESUME: bool = True
-    GRADIENT_CHECKPOINTING: bool = False
-    EVAL_STEPS: int = 0  # 0: evaluate at the end of each epoch only
-    SAVE_STEPS: int = 50
-    LOGGING_STEPS: int = 5
+    VAL_LIMIT: int = param(0, "use only the first VAL_LIMIT val conversations for the eval loss "
+                              "(0: all; LIMIT caps them too)")
+    EPOCHS: float = param(1.0, "passes over the training examples (ignored when MAX_STEPS > 0)")
+    MAX_STEPS: int = param(0, "> 0: stop after this many optimizer steps (overrides EPOCHS)")
+    LEARNING_RATE: float = param(1e-3, "peak learning rate of the LoRA weights (linear decay, 3% warm-up)")
+    BATCH_SIZE: int = param(4, "sequences per device and step")
+    GRAD_ACCUM: int = param(1, "gradient accumulation steps (effective batch: BATCH_SIZE x GRAD_ACCUM x GPUs)")
+    MAX_LENGTH: int = param(1024, "tokens per sequence; longer conversations are split into chunks")
+    LORA_R: int = param(16, "LoRA rank")
+    LORA_ALPHA: int = param(32, "LoRA scaling numerator (scale: alpha / r)")
+    LORA_DROPOUT: float = param(0.05, "dropout on the LoRA path")
+    LORA_TARGETS: str = param("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
+                              "comma-separated module names that get adapters (attention and MLP: "
+                              "measured in bench/RESULTS.md section 5)")
+    REPORT_TO: str = param("none", '"none", "tensorboard" or "wandb"')
+    MERGE: bool = param(False, "also save the adapter merged into full base weights (<task dir>/merged)")
+    RESUME: bool = param(True, "continue from the last checkpoint in the task dir after a disconnect")
+    GRADIENT_CHECKPOINTING: bool = param(False, "trade compute for memory (long sequences on a T4)")
+    EVAL_STEPS: int = param(0, "evaluate every EVAL_STEPS steps (0: at the end of each epoch only)")
+    SAVE_STEPS: int = param(50, "checkpoint every SAVE_STEPS steps (what RESUME continues from)")
+    LOGGING_STEPS: int = param(5, "log the training loss every LOGGING_STEPS steps")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -88,10 +95,13 @@ class FinetuneConfig(LoggedConfig):
 @dataclass(frozen=True)
 class CauseFinetuneConfig(FinetuneConfig):
     """Notebook 04."""
-    CAUSE_EMOTIONS: str = "predicted"
-    CAUSE_WINDOW_BEFORE: int = prompts.WINDOW_BEFORE
-    CAUSE_WINDOW_AFTER: int = prompts.WINDOW_AFTER
-    CAUSE_CUTOFFS: str = "per_distance"  # P(yes) cut-offs chosen on val: "one", or "per_distance" (0, -1, -2, other)
+    CAUSE_EMOTIONS: str = param("predicted", 'emotions shown to the cause model: "gold" or "predicted" '
+                                             "(results_train from 03)")
+    CAUSE_WINDOW_BEFORE: int = param(prompts.WINDOW_BEFORE, "candidate causes start this many utterances before "
+                                                            "the emotion (98% of ECF pairs lie in -5..+2)")
+    CAUSE_WINDOW_AFTER: int = param(prompts.WINDOW_AFTER, "... and end this many after it")
+    CAUSE_CUTOFFS: str = param("per_distance", 'P(yes) cut-offs chosen on val: "one", or "per_distance" '
+                                               "(one each for offsets 0, -1, -2 and the rest)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,21 +113,24 @@ class CauseFinetuneConfig(FinetuneConfig):
 @dataclass(frozen=True)
 class EmotionInferenceConfig(LoggedConfig):
     """Notebook 03."""
-    TEST_LIMIT: int = 0  # first TEST_LIMIT test conversations; 0 = all
-    LABEL_TRAIN: bool = True  # also label the train split (04 with CAUSE_EMOTIONS="predicted" reads it)
-    USE_VAL_OFFSETS: bool = True  # add the per-emotion offsets 02 chose on val (when recorded) before the argmax
-    BATCH_SIZE: int = 8
-    MAX_NEW_TOKENS: int = 16  # per_utterance generation only
+    TEST_LIMIT: int = param(0, "label only the first TEST_LIMIT test conversations (0: all)")
+    LABEL_TRAIN: bool = param(True, "also label the train split (04 needs it when CAUSE_EMOTIONS is predicted)")
+    USE_VAL_OFFSETS: bool = param(True, "add the per-emotion offsets notebook 02 chose on val (when recorded) "
+                                        "before the argmax (corrects the label prior)")
+    BATCH_SIZE: int = param(8, "sequences per forward pass")
+    MAX_NEW_TOKENS: int = param(16, "generation budget per answer (per_utterance style only)")
 
 
 @dataclass(frozen=True)
 class CauseInferenceConfig(LoggedConfig):
     """Notebook 05."""
-    CAUSE_EMOTIONS: str = "predicted"
-    CAUSE_THRESHOLD: float = 0.5
-    USE_VAL_THRESHOLD: bool = True  # the cut-off 04 chose on val wins over CAUSE_THRESHOLD when recorded
-    BATCH_SIZE: int = 8
-    MAX_NEW_TOKENS: int = 48
+    CAUSE_EMOTIONS: str = param("predicted", 'emotions of the test conversations: "predicted" (03\'s file) '
+                                             'or "gold"')
+    CAUSE_THRESHOLD: float = param(0.5, "a pair is predicted when P(yes) / (P(yes) + P(no)) exceeds this")
+    USE_VAL_THRESHOLD: bool = param(True, "use the cut-off notebook 04 chose on the val split instead, "
+                                          "when it recorded one")
+    BATCH_SIZE: int = param(8, "sequences per forward pass")
+    MAX_NEW_TOKENS: int = param(48, "generation budget per answer (per_utterance style only)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -129,7 +142,7 @@ class CauseInferenceConfig(LoggedConfig):
 @dataclass(frozen=True)
 class EvaluationConfig(SeriesConfig):
     """Notebook 06."""
-    ERROR_ROWS: int = 20  # error-table rows shown inline (the CSV has them all)
+    ERROR_ROWS: int = param(20, "error-table rows shown inline (the CSV files hold them all)")
 
 
 def check_emotion_source(source: str) -> str:

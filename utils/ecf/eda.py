@@ -12,6 +12,7 @@ from pathlib import Path
 
 from utils import env, io, plots
 from utils.ecf.data import EMOTIONS, emotion_pairs
+from utils.params import param
 
 # English function words are not what distinguishes one emotion's vocabulary from another's
 STOPWORDS = frozenset(
@@ -31,12 +32,15 @@ STOPWORDS = frozenset(
 class EdaConfig:
     """Parameters of notebooks/01_eda.ipynb (names match its parameters cell)."""
 
-    DATA_PATH: str = "data/ecf_sample.json"  # ECF file, Subtask 1 or Subtask 2 format
-    OUT_DIR: str = "results_train"  # figures -> OUT_DIR/figures/*.png, numbers -> OUT_DIR/eda_stats.json
-    LIMIT: int = 0  # first N conversations; 0 = all
-    TOP_SPEAKERS: int = 10  # rows of the speaker table
-    TOP_WORDS: int = 60  # words per emotion in the word clouds
-    FONT_PATH: str = ""  # TTF for the word clouds; "" = DejaVu Sans (use a Bangla/CJK font for those scripts)
+    DATA_PATH: str = param("data/ecf_sample.json", "ECF file, official Subtask 1 or Subtask 2 format "
+                                                   "(relative to the repo root)")
+    TRAIN_DIR: str = param("results_train", "figures -> TRAIN_DIR/figures/*.png, numbers -> "
+                                            "TRAIN_DIR/eda_stats.json (as notebooks 02-06)")
+    LIMIT: int = param(0, "keep the first N conversations (0 keeps all)")
+    TOP_SPEAKERS: int = param(10, "rows of the speaker table")
+    TOP_WORDS: int = param(60, "words per emotion in the word clouds")
+    FONT_PATH: str = param("", "word-cloud font file (empty: DejaVu Sans); give a Bangla or CJK .ttf "
+                               "for those scripts")
 
     def __post_init__(self) -> None:
         for name in ("LIMIT", "TOP_SPEAKERS", "TOP_WORDS"):
@@ -51,16 +55,16 @@ class EdaConfig:
         return env.resolve(self.DATA_PATH)
 
     @property
-    def out_dir(self) -> Path:
-        return env.resolve(self.OUT_DIR)
+    def train_dir(self) -> Path:
+        return env.resolve(self.TRAIN_DIR)
 
     @property
     def figures_dir(self) -> Path:
-        return self.out_dir / "figures"
+        return self.train_dir / "figures"
 
     @property
     def stats_path(self) -> Path:
-        return self.out_dir / "eda_stats.json"
+        return self.train_dir / "eda_stats.json"
 
 
 def load(cfg: EdaConfig) -> list[dict]:
@@ -244,7 +248,7 @@ def _row_shares(matrix: list[list[int]]) -> list[list[float]]:
 
 
 def save_stats(stats: dict, cfg: EdaConfig) -> Path:
-    """Write the numbers (and where they came from) to OUT_DIR/eda_stats.json atomically."""
+    """Write the numbers (and where they came from) to TRAIN_DIR/eda_stats.json atomically."""
     return io.write_json_atomic(cfg.stats_path, {"source": cfg.DATA_PATH, "limit": cfg.LIMIT, **stats})
 
 

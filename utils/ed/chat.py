@@ -17,8 +17,10 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, TextIO
 
-from utils.ed import empathetic
-from utils.lm.modeling import check_adapter
+from utils.ed.predict import classify
+from utils.ed.prompts import prompt_ids, respond_prompt
+from utils.lm.inference import generate
+from utils.lm.modeling import check_adapter, load_model, load_tokenizer
 
 QUIT = "/quit"
 DEFAULT_MODEL = "smollm2"
@@ -35,8 +37,6 @@ class ChatSession:
     def __init__(self, model: str = DEFAULT_MODEL, adapter: str | None = None,
                  classifier_adapter: str | None = None, *, max_new_tokens: int = 64,
                  history_turns: int = 2, max_length: int = 512):
-        from utils.lm.modeling import load_model, load_tokenizer
-
         self.model_name, self.max_new_tokens = model, max_new_tokens
         self.history_turns, self.max_length = history_turns, max_length
         self.history: list[tuple[str, str]] = []
@@ -68,15 +68,13 @@ class ChatSession:
     def detect(self, text: str) -> dict:
         """{"label", "prob"}: the best of the 32 emotions, with its share of the probability mass."""
         with self._using(self.classifier_adapter):
-            return empathetic.classify(self.lm, self.tokenizer, [text], self.max_length, batch_size=8)[0]
+            return classify(self.lm, self.tokenizer, [text], self.max_length, batch_size=8)[0]
 
     def respond(self, text: str) -> str:
         """A reply that sees the last ``history_turns`` exchanges."""
-        from utils.lm.inference import generate
-
         history = self.history[-self.history_turns:] if self.history_turns else []
-        prompt = empathetic.respond_prompt(self.tokenizer, text, history)
-        ids = empathetic.prompt_ids(self.tokenizer, prompt, self.max_length)
+        prompt = respond_prompt(self.tokenizer, text, history)
+        ids = prompt_ids(self.tokenizer, prompt, self.max_length)
         with self._using(self.response_adapter):
             reply = generate(self.lm, self.tokenizer, [ids], self.max_new_tokens, batch_size=1)[0].strip()
         return reply

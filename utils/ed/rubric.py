@@ -16,7 +16,7 @@ from typing import Iterable, Sequence
 
 import pandas as pd
 
-from utils.io import atomic_path
+from utils.io import atomic_path, spreadsheet_safe
 
 CRITERIA = ("empathy", "tone", "helpfulness")
 SHEET_COLUMNS = ("id", "model", "prompt", "response", *CRITERIA, "rater")
@@ -31,7 +31,7 @@ def export_sheet(items: Iterable[dict], path: str | os.PathLike, *, rater: str =
                  shuffle: bool = True, seed: int = 0) -> Path:
     """Write a blank sheet from dicts with id, model, prompt, response (order shuffled: raters
     should not see one model's answers in a block)."""
-    rows = [{k: str(item[k]) for k in ("id", "model", "prompt", "response")} for item in items]
+    rows = [{k: spreadsheet_safe(str(item[k])) for k in ("id", "model", "prompt", "response")} for item in items]
     ids = [r["id"] for r in rows]
     if len(set(ids)) != len(ids):
         raise RubricError(f"{path}: duplicate ids {sorted({i for i in ids if ids.count(i) > 1})[:5]}; "

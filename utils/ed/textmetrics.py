@@ -11,6 +11,11 @@ import math
 from typing import Any, Iterable, Sequence
 
 import regex
+import torch
+import torch.nn.functional as F
+from nltk.stem import porter  # rouge-score depends on nltk; its stemmer needs no download
+from rouge_score import rouge_scorer
+from sacrebleu.metrics import BLEU
 
 from utils.lm.batch import IGNORE, pad_right
 
@@ -24,8 +29,6 @@ class UnicodeTokenizer:
     """rouge-score tokenizer: lowercase Unicode words; Porter stemming for ASCII words > 3 chars."""
 
     def __init__(self, use_stemmer: bool = True):
-        from nltk.stem import porter  # rouge-score depends on nltk; its stemmer needs no download
-
         self._stemmer = porter.PorterStemmer() if use_stemmer else None
 
     def tokenize(self, text: str) -> list[str]:
@@ -45,16 +48,12 @@ def _check(hypotheses: Sequence[str], references: Sequence[str]) -> None:
 
 def bleu(hypotheses: Sequence[str], references: Sequence[str], tokenize: str = "13a") -> float:
     """Corpus BLEU (0-100) with one reference per hypothesis; sacrebleu's standard settings."""
-    from sacrebleu.metrics import BLEU
-
     _check(hypotheses, references)
     return float(BLEU(tokenize=tokenize).corpus_score(list(hypotheses), [list(references)]).score)
 
 
 def rouge(hypotheses: Sequence[str], references: Sequence[str], use_stemmer: bool = True) -> dict[str, float]:
     """Mean ROUGE-1/2/L F1 (0-1) over the pairs."""
-    from rouge_score import rouge_scorer
-
     _check(hypotheses, references)
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), tokenizer=UnicodeTokenizer(use_stemmer))
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
@@ -89,14 +88,11 @@ def _batches(examples: Sequence[dict], batch_size: int) -> Iterable[Sequence[dic
 
 
 def response_nll(model: Any, examples: Sequence[dict], batch_size: int = 8) -> tuple[float, int]:
-    """Summed negative log-likelihood and token count over the label tokens (labels != -100).
+    """Summed negative log-likelihood and token count over the label tokens (labels != IGNORE).
 
     ``examples`` hold ``input_ids`` and ``labels`` as from ``training.tokenize_prompt_completion``,
     so only the reference response is scored, never the prompt.
     """
-    import torch
-    import torch.nn.functional as F
-
     device = next(model.parameters()).device
     total, count = 0.0, 0
     was_training = model.training

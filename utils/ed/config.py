@@ -1,0 +1,189 @@
+"""The empathetic notebooks' parameters (07-09): one frozen dataclass per notebook, validated on creation,
+and what a notebook derives from them (SMOKE limits, the cleaned data, the splits, the training config)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pandas as pd
+
+from utils.ed.data import CleaningReport, load_empathetic, split_by_conversation
+from utils.ed.prompts import TEXT_FIELD_CHOICES
+from utils.env import resolve
+from utils.lm.modeling import LoraSettings, is_adapter
+from utils.lm.training import TrainConfig
+from utils.params import check_schedule, param
+from utils.tracking import db_path
+
+MISSING_POLICIES = ("mode", "drop")
+SMOKE_ROWS, SMOKE_TEST_ROWS, SMOKE_STEPS, SMOKE_NEW_TOKENS = 32, 8, 4, 16
+
+
+@dataclass(frozen=True)
+class EdDataConfig:
+    """Parameters every notebook of the empathetic track shares (names match their parameters cells)."""
+
+    ED_DATA_PATH: str = param("data/empathetic_sample.csv",
+                              "Kaggle CSV, original release folder, or one of its csv files")
+    ED_FORMAT: str = param("auto", "auto | kaggle | original")
+    MISSING: str = param("mode", "blank cells: mode (fill with the column's most frequent value) | "
+                                 "drop (drop the row)")
+    LOWERCASE: bool = param(False, "lowercase situation, dialogue and response")
+    ON_ERROR: str = param("raise", "malformed rows: raise (error names file, row, column) | "
+                                   "drop (counted in the report)")
+    TRAIN_DIR: str = param("results_train", "outputs go to TRAIN_DIR/empathetic/")
+    ED_LIMIT: int = param(0, "first N cleaned rows (07) or training and val rows (08, 09); 0: all")
+    SEED: int = param(42, "split and LoRA initialisation")
+    SMOKE: bool = param(False, "tiny run for tests: few rows, few steps, short generations")
+
+    def __post_init__(self) -> None:
+        choices = {"ED_FORMAT": ("auto", "kaggle", "original"), "MISSING": MISSING_POLICIES,
+                   "ON_ERROR": ("raise", "drop")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}={getattr(self, name)!r}: use one of {list(allowed)}")
+        if self.ED_LIMIT < 0:
+            raise ValueError(f"ED_LIMIT={self.ED_LIMIT}: use 0 for all rows or a positive count")
+
+    @property
+    def data_path(self) -> Path:
+        return resolve(self.ED_DATA_PATH)
+
+    @property
+    def results_dir(self) -> Path:
+        return resolve(self.TRAIN_DIR) / "empathetic"
+
+    @property
+    def figures_dir(self) -> Path:
+        return self.results_dir / "figures"
+
+
+@dataclass(frozen=True)
+class EdEdaConfig(EdDataConfig):
+    """notebooks/07_empathetic_eda.ipynb."""
+
+    TOP_WORDS: int = param(100, "words per word cloud")
+    FONT_PATH: str = param("", "word-cloud font file (empty: DejaVu Sans); give a Bangla or CJK .ttf for those scripts")
+
+
+@dataclass(frozen=True)
+class EdTrainConfig(EdDataConfig):
+    """What 08 (classification) and 09 (generation) share: model, split, LoRA training, tracking."""
+
+    MODEL: str = param("smollm2", 'hub id, local folder, .gguf file, or "smollm2" (embedded, offline)')
+    CHECKPOINT_DIR: str = param("checkpoints", "adapters: CHECKPOINT_DIR/empathetic/<task>/adapter")
+    TEST_FRAC: float = param(0.1, "share of conversations held out for evaluation")
+    VAL_FRAC: float = param(0.1, "share of conversations for the eval loss")
+    ED_TEST_LIMIT: int = param(0, "first N test rows to evaluate; 0: all")
+    EPOCHS: float = param(1.0, "passes over the training rows")
+    MAX_STEPS: int = param(0, "> 0: stop after this many optimizer steps (overrides EPOCHS)")
+    LEARNING_RATE: float = param(2e-4, "LoRA learning rate")
+    BATCH_SIZE: int = param(8, "training and inference batch size")
+    GRAD_ACCUM: int = param(1, "gradient accumulation steps")
+    MAX_LENGTH: int = param(256, "tokens per example; the prompt is cut from the left, never the answer")
+    LORA_R: int = param(16, "LoRA rank")
+    LORA_ALPHA: int = param(32, "LoRA scaling")
+    LORA_DROPOUT: float = param(0.05, "LoRA dropout")
+    LORA_TARGETS: str = param("q_proj,k_proj,v_proj,o_proj", "comma-separated module names")
+    REPORT_TO: str = param("none", "none | tensorboard | wandb")
+    RESUME: bool = param(True, "continue from the last checkpoint after a disconnect")
+    SAVE_STEPS: int = param(200, "checkpoint every N steps")
+    LOGGING_STEPS: int = param(10, "log the loss every N steps")
+    EVAL_BASE: bool = param(True, "also evaluate the model before fine-tuning")
+    TRACKING_DB: str = param("", "experiment log; empty: $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
+        if not 0 < self.TEST_FRAC < 1 or not 0 <= self.VAL_FRAC < 1 - self.TEST_FRAC:
+            raise ValueError(f"TEST_FRAC={self.TEST_FRAC}, VAL_FRAC={self.VAL_FRAC}: need 0 < TEST_FRAC, "
+                             "0 <= VAL_FRAC and TEST_FRAC + VAL_FRAC < 1")
+
+    def tracking_db(self) -> Path:
+        """The experiment log this run writes to (the same rule notebook 10 reads with)."""
+        return db_path(self.TRACKING_DB or None, self.TRAIN_DIR)
+
+    def task_dir(self, task: str) -> Path:
+        """CHECKPOINT_DIR/empathetic/<task>: the training output folder (adapter in ./adapter)."""
+        return resolve(self.CHECKPOINT_DIR) / "empathetic" / task
+
+
+@dataclass(frozen=True)
+class EdClassifyConfig(EdTrainConfig):
+    """notebooks/08_empathetic_classification.ipynb."""
+
+    TEXT_FIELDS: str = param("situation+dialogue", "classifier input: situation | dialogue | situation+dialogue")
+    ERROR_ROWS: int = param(20, "error-table rows shown inline (the CSV has them all)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.TEXT_FIELDS not in TEXT_FIELD_CHOICES:
+            raise ValueError(f"TEXT_FIELDS={self.TEXT_FIELDS!r}: use one of {list(TEXT_FIELD_CHOICES)}")
+
+
+@dataclass(frozen=True)
+class EdGenerateConfig(EdTrainConfig):
+    """notebooks/09_empathetic_generation.ipynb."""
+
+    ED_TEST_LIMIT: int = param(200, "first N test rows to evaluate; 0: all")  # generation is the slow part
+    MAX_NEW_TOKENS: int = param(64, "longest generated reply in tokens")
+    RATING_ROWS: int = param(20, "prompts in the rating sheet, each answered before and after fine-tuning")
+    RATINGS_PATH: str = param("", "filled rating sheet(s), a file or a folder, read when present; "
+                                  "empty: TRAIN_DIR/empathetic/ratings")
+    CLASSIFIER_ADAPTER: str = param("", "emotion adapter for the chat; empty: notebook 08's when it exists, "
+                                        "else the base model")
+    CHAT_MESSAGES: str = param("I lost my job today and I don't know what to tell my family."
+                               "|My sister just had a baby girl!", "'|'-separated demo turns")
+    INTERACTIVE: bool = param(False, "open an input() chat loop below (blocks a headless run)")
+
+    @property
+    def ratings_path(self) -> Path:
+        return resolve(self.RATINGS_PATH) if self.RATINGS_PATH else self.results_dir / "ratings"
+
+    @property
+    def chat_messages(self) -> list[str]:
+        """The demo turns of CHAT_MESSAGES, blanks dropped."""
+        return [m.strip() for m in self.CHAT_MESSAGES.split("|") if m.strip()]
+
+    def classifier_adapter(self) -> str | None:
+        """CLASSIFIER_ADAPTER, else notebook 08's adapter; None (the base model) where neither holds weights."""
+        folder = resolve(self.CLASSIFIER_ADAPTER) if self.CLASSIFIER_ADAPTER else self.task_dir("emotion") / "adapter"
+        return str(folder) if is_adapter(folder) else None
+
+
+def apply_smoke(cfg: EdDataConfig) -> EdDataConfig:
+    """SMOKE: few rows, few steps and short generations, whatever the other parameters say."""
+    if not cfg.SMOKE:
+        return cfg
+    changes: dict = {"ED_LIMIT": min(cfg.ED_LIMIT or SMOKE_ROWS, SMOKE_ROWS)}
+    if isinstance(cfg, EdTrainConfig):
+        changes.update(MAX_STEPS=min(cfg.MAX_STEPS or SMOKE_STEPS, SMOKE_STEPS),
+                       ED_TEST_LIMIT=min(cfg.ED_TEST_LIMIT or SMOKE_TEST_ROWS, SMOKE_TEST_ROWS),
+                       LOGGING_STEPS=1)
+    if isinstance(cfg, EdGenerateConfig):
+        changes.update(MAX_NEW_TOKENS=min(cfg.MAX_NEW_TOKENS, SMOKE_NEW_TOKENS),
+                       RATING_ROWS=min(cfg.RATING_ROWS, 4))
+    return replace(cfg, **changes)
+
+
+def load_for(cfg: EdDataConfig) -> tuple[pd.DataFrame, CleaningReport]:
+    """Load and clean ED_DATA_PATH with the notebook's cleaning parameters."""
+    return load_empathetic(cfg.data_path, fmt=cfg.ED_FORMAT, missing=cfg.MISSING, lowercase=cfg.LOWERCASE,
+                           on_error=cfg.ON_ERROR)
+
+
+def splits_for(cfg: EdTrainConfig, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Split by conversation, then cap train/val at ED_LIMIT rows and test at ED_TEST_LIMIT."""
+    splits = split_by_conversation(df, cfg.TEST_FRAC, cfg.VAL_FRAC, cfg.SEED)
+    caps = {"train": cfg.ED_LIMIT, "val": cfg.ED_LIMIT, "test": cfg.ED_TEST_LIMIT}
+    return {name: part.head(caps[name]) if caps[name] else part for name, part in splits.items()}
+
+
+def train_config(cfg: EdTrainConfig, task: str) -> TrainConfig:
+    """utils.lm.training.TrainConfig for task 'emotion' or 'response' from the notebook's parameters."""
+    return TrainConfig(
+        output_dir=str(cfg.task_dir(task)), epochs=cfg.EPOCHS, max_steps=cfg.MAX_STEPS if cfg.MAX_STEPS > 0 else -1,
+        learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
+        max_length=cfg.MAX_LENGTH, seed=cfg.SEED, save_steps=cfg.SAVE_STEPS, logging_steps=cfg.LOGGING_STEPS,
+        report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), resume=cfg.RESUME)

