@@ -84,7 +84,7 @@ def load_data(cfg: BenchConfig) -> dict[str, list[dict]]:
 def smoke_model(folder: Path, convs: list[dict]) -> str:
     """A tiny random Llama whose tokenizer is trained on the conversations (every label word one token)."""
     from utils.ecf.data import EMOTIONS
-    from utils.lm.modeling import build_tiny_llama
+    from utils.lm.tiny import build_tiny_llama
     from utils.ecf.prompts import ANSWERS
 
     texts = [u["text"] for c in convs for u in c["conversation"]]
@@ -314,7 +314,8 @@ def run(cfg: BenchConfig, command: str, log: Callable[[str], None] = print) -> d
     import utils.ecf.examples  # noqa: F401  imported now, so the fingerprint below is of the code that runs
     import utils.ecf.predict  # noqa: F401  (both stages)
     from utils.env import ROOT
-    from utils.lm.modeling import LoraSettings, load_tokenizer, local_source
+    from utils.lm.modeling import LoraSettings, load_tokenizer
+    from utils.lm.sources import local_source
 
     started, machine, load_start = time.perf_counter(), measure.machine_info(), measure.load_average()
     code = measure.code_fingerprint(ROOT)

@@ -177,3 +177,12 @@ def test_a_random_shape_is_saved_loadable_with_the_prompt_tokenizer(tiny_model_d
     assert tokenizer.get_vocab() == load_tokenizer(str(tiny_model_dir)).get_vocab()
     counts = measure.parameter_counts(AutoConfig.from_pretrained(path), 16, ("q_proj", "k_proj", "v_proj", "o_proj"))
     assert counts["base"] == sum(p.numel() for p in model.parameters())
+
+
+def test_a_missing_data_file_is_one_line_naming_it(tmp_path, capsys):
+    from bench import cli
+
+    missing = tmp_path / "missing.json"
+    assert cli.main(["--smoke", "--data", str(missing), "--out", str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "file not found" in err and "Traceback" not in err

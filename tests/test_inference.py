@@ -105,16 +105,43 @@ def test_resumable_map_resumes_after_a_crash_with_identical_results(tmp_path):
     crash["on"], calls[:] = True, []
     with pytest.raises(RuntimeError):
         inference.resumable_map(items, "id", fn, tmp_path / "ckpt.jsonl", batch_size=3)
-    assert len(read_jsonl(tmp_path / "ckpt.jsonl")) == 2
+    assert len(read_jsonl(tmp_path / "ckpt.jsonl")) == 1 + 2  # the run's identity, then two batches
     with open(tmp_path / "ckpt.jsonl", "a", encoding="utf-8") as f:
         f.write('{"keys": ["c6"], "resu')  # a torn line from a kill mid-write
     crash["on"], calls[:] = False, []
     resumed = inference.resumable_map(items, lambda it: it["id"], fn, tmp_path / "ckpt.jsonl", batch_size=3)
     assert calls == [["c6", "c7", "c8"], ["c9"]]  # only what was not done
     assert resumed == whole and whole[4] == {"sq": 16, "pair": [4, "x"]}
-    assert len(read_jsonl(tmp_path / "ckpt.jsonl")) == 4  # the torn line was cut, later batches readable
+    assert len(read_jsonl(tmp_path / "ckpt.jsonl")) == 1 + 4  # the torn line was cut, later batches readable
     with pytest.raises(ValueError, match="unique keys"):
         inference.resumable_map([{"id": 1}, {"id": 1}], "id", fn, tmp_path / "dup.jsonl")
+
+
+def test_a_checkpoint_of_another_run_or_a_bad_line_is_not_resumed(tmp_path, capsys):
+    items = [{"id": f"c{i}", "x": i} for i in range(6)]
+    path = tmp_path / "ckpt.jsonl"
+
+    def run(identity, scale, fail_after=None):
+        calls = []
+
+        def fn(batch):
+            calls.append(len(batch))
+            if fail_after is not None and len(calls) > fail_after:
+                raise RuntimeError("killed")
+            return [b["x"] * scale for b in batch]
+        return inference.resumable_map(items, "id", fn, path, batch_size=2, identity=identity), calls
+
+    with pytest.raises(RuntimeError):
+        run({"adapter": "A"}, 1, fail_after=2)  # A labels 4 of 6, then the kill
+    out, calls = run({"adapter": "B"}, 10)
+    assert out == [x * 10 for x in range(6)] and calls == [2, 2, 2]  # none of A's results in B's output
+    assert "written by another run" in capsys.readouterr().out
+    for bad in (b'{"keys": ["c0"]}\n', b'{"keys": ["c0"], "results": [1, 2]}\n', b"\xff\xfe\n"):
+        with open(path, "ab") as f:
+            f.write(bad)
+        out, calls = run({"adapter": "B"}, 10)
+        assert out == [x * 10 for x in range(6)] and calls == [2, 2, 2], bad
+        assert str(path) in capsys.readouterr().out  # the hidden checkpoint file is named
 
 
 def test_label_logprobs_through_a_lora_adapter_and_the_fallback_head(tiny, tiny_model_dir):

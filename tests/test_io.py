@@ -42,3 +42,16 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+def test_csv_cells_that_would_run_as_formulas_are_written_as_text(tmp_path):
+    import pandas as pd
+
+    from utils.io import write_csv
+
+    frame = pd.DataFrame({"text": ["=HYPERLINK(\"http://x\")", "+1", "-2 apples", "@cmd", "plain", "a=b"],
+                          "n": [1, 2, 3, 4, 5, 6]})
+    path = write_csv(frame, tmp_path / "errors.csv")
+    back = pd.read_csv(path)
+    assert back["text"].tolist() == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2 apples", "'@cmd", "plain", "a=b"]
+    assert back["n"].tolist() == [1, 2, 3, 4, 5, 6]  # numbers stay numbers

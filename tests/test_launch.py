@@ -10,6 +10,7 @@ import pytest
 from utils import params
 from utils.ecf import config, launch
 from utils.io import read_json
+from utils.lm.modeling import weights_digest
 
 CPU2 = launch.CONFIG_DIR / "cpu2.yaml"
 STEPS, BATCH, WORLD = 3, 2, 2
@@ -27,6 +28,27 @@ def test_flags_round_trip_to_the_notebook_config():
         launch.parse_args(["--task", "emotion", "--cause-emotions", "gold"])
     with pytest.raises(SystemExit):
         launch.parse_args(["--task", "summarise"])
+
+
+def test_flags_come_from_the_dataclass_through_hf_argument_parser(capsys):
+    from transformers import HfArgumentParser
+
+    parser = launch.build_parser("emotion")
+    assert isinstance(parser, HfArgumentParser)
+    help_text = " ".join(parser.format_help().split())
+    assert "peak learning rate of the LoRA weights (linear decay, 3% warm-up) (default: 0.001)" in help_text
+    assert "--data-path DATA_PATH, --data DATA_PATH" in help_text and "--cause-emotions" not in help_text
+    _, cfg, _ = launch.parse_args(["--task", "emotion", "--smoke", "--merge", "false", "--resume", "false",
+                                   "--epochs", "2"])
+    assert (cfg.SMOKE, cfg.MERGE, cfg.RESUME, cfg.EPOCHS) == (True, False, False, 2.0)
+    with pytest.raises(SystemExit):  # typed by the field: argparse names the flag
+        launch.parse_args(["--task", "emotion", "--max-steps", "1.5"])
+    assert "--max-steps: invalid int value: '1.5'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # no prefix abbreviations: a typo is an error
+        launch.parse_args(["--task", "emotion", "--max-step", "2"])
+    assert "unrecognized arguments: --max-step 2" in capsys.readouterr().err
+    assert launch.main(["--task", "cause", "--cause-cutoffs", "all"]) == 2  # the dataclass's check, no traceback
+    assert capsys.readouterr().err.startswith("error: CAUSE_CUTOFFS='all'")
 
 
 def test_notebook_launch_forks_run_and_refuses_after_cuda(monkeypatch, tmp_path):
@@ -87,7 +109,9 @@ def test_two_cpu_processes_train_and_save_one_adapter(tiny_model_dir, tmp_path):
     # the artifacts: whole, once, no temp leftovers
     names = {p.name for p in out.iterdir()}
     assert {"adapter", f"checkpoint-{STEPS}", "launch_summary.json", "train_summary.json", "task.json"} <= names
-    assert not [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    leftovers = [p for p in out.rglob("*") if p.name.startswith(".") or p.name.endswith(".tmp")]
+    assert leftovers == [out / ".lock"]  # the run's lock file (released when the run ends), no temp files
+    assert read_json(out / "run.json")["fingerprint"] == read_json(out / "task.json")["fingerprint"]
     rng_states = {p.name for p in (out / f"checkpoint-{STEPS}").glob("rng_state_*.pth")}
     assert rng_states == {"rng_state_0.pth", "rng_state_1.pth"}  # one per rank, each written by its own rank
     train_summary = read_json(out / "train_summary.json")
@@ -105,4 +129,4 @@ def test_two_cpu_processes_train_and_save_one_adapter(tiny_model_dir, tmp_path):
     peft_model = PeftModel.from_pretrained(base, str(adapter), is_trainable=True)
     lora_b = [p for name, p in peft_model.named_parameters() if "lora_B" in name]
     assert lora_b and all(float(p.detach().abs().sum()) > 0 for p in lora_b)
-    assert launch.trainable_digest(peft_model) == summary["replicas"][0]["lora_sha256"]
+    assert weights_digest(peft_model) == summary["replicas"][0]["lora_sha256"]

@@ -16,7 +16,7 @@ from utils.lm import inference
 from utils.ecf.baselines import majority_emotion
 from utils.ecf.data import EMOTIONS
 from utils.io import read_jsonl, write_json_atomic
-from utils.lm.modeling import load_model, load_tokenizer
+from utils.lm.modeling import LoraSettings, add_lora, choose_strategy, load_model, load_tokenizer
 from utils.ecf.metric import emotion_scores_convs
 
 CUES = {"neutral": "okay", "anger": "furious", "disgust": "gross", "fear": "scared", "joy": "great",
@@ -214,10 +214,31 @@ def test_a_killed_inference_resumes_and_writes_the_same_file(tiny, tok, sample, 
         _interrupt_after(patch, name, 2)
         with pytest.raises(KeyboardInterrupt):
             run(out)
-    done = [r for record in read_jsonl(artifacts.checkpoint_for(out)) for r in record["keys"]]
+    header, *records = read_jsonl(artifacts.checkpoint_for(out))
+    assert header["identity"]["weights"] and header["identity"]["style"] == style
+    done = [r for record in records for r in record["keys"]]
     assert 0 < len(done) < len(convs) and not out.exists()
     assert run(out) == reference
     assert not artifacts.checkpoint_for(out).exists()
+
+
+def test_a_rerun_with_another_adapter_never_keeps_the_first_ones_labels(tiny, tiny_model_dir, tok, sample,
+                                                                         tmp_path, monkeypatch, capsys):
+    torch.manual_seed(0)
+    other = add_lora(load_model(str(tiny_model_dir)), LoraSettings(r=4), choose_strategy())
+    with torch.no_grad():
+        for name, p in other.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # an adapter that has learnt something: other labels than the base model
+    convs, out = data.strip_labels(sample[:8]), tmp_path / "emotion_labelled_data.json"
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, "label_logprobs", 2)
+        with pytest.raises(KeyboardInterrupt):  # the base model labels part of the split, then the kill
+            predict.predict_emotions(tiny, tok, convs, "conversation", 2, artifacts.checkpoint_for(out))
+    resumed = predict.predict_emotions(other, tok, convs, "conversation", 2, artifacts.checkpoint_for(out)).convs
+    fresh = predict.predict_emotions(other, tok, convs, "conversation", 2).convs
+    base = predict.predict_emotions(tiny, tok, convs, "conversation", 2).convs
+    assert resumed == fresh != base and "written by another run" in capsys.readouterr().out
 
 
 def test_configs_validate_and_smoke_shrinks(tmp_path):

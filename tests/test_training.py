@@ -61,8 +61,8 @@ def test_long_prompts_lose_their_left_end_never_the_answer(tok):
 
 
 def test_collator_pads_ids_labels_and_mask():
-    batch = training.PadCollator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 9]},
-                                            {"input_ids": [8], "labels": [4]}])
+    batch = training.collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 9]},
+                                        {"input_ids": [8], "labels": [4]}])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 9], [4, -100, -100]]  # labels kept as given, not rebuilt
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
@@ -153,6 +153,39 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_unbroken_one(tm
     assert again.global_step == 8 and again.resumed_from.endswith("checkpoint-8") and again.session_tokens == 0
 
 
+def test_a_run_resumes_only_its_own_complete_checkpoints(tmp_path, tiny_model_dir, tok, capsys):
+    examples = _examples(tok, 24, seed=2)
+
+    def cfg(**changes):
+        base = dict(output_dir=str(tmp_path / "run"), max_steps=8, batch_size=4, learning_rate=5e-3,
+                    save_steps=3, save_total_limit=5, logging_steps=1)
+        return TrainConfig(**{**base, **changes})
+
+    with pytest.raises(SimulatedKill):
+        training.train(str(tiny_model_dir), examples, None, cfg(), callbacks=[Capture(crash_at=7)])
+    (tmp_path / "run" / "checkpoint-6" / "trainer_state.json").unlink()  # killed while writing checkpoint-6
+    resumed = training.train(str(tiny_model_dir), examples, None, cfg())
+    assert resumed.resumed_from.endswith("checkpoint-3") and resumed.global_step == 8
+    assert "skipping" in capsys.readouterr().out
+    # the same folder with another learning rate: the finished run's adapter is not handed back as this one
+    other = training.train(str(tiny_model_dir), examples, None, cfg(learning_rate=1e-2))
+    assert other.resumed_from is None and other.session_tokens == other.train_tokens > 0
+    assert "learning_rate: 0.005 -> 0.01" in capsys.readouterr().out
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["fingerprint"] == other.fingerprint != resumed.fingerprint
+    # other examples (data, LIMIT, style) are another run too
+    fewer = training.train(str(tiny_model_dir), examples[:20], None, cfg(learning_rate=1e-2))
+    assert fewer.resumed_from is None and "train_examples_sha256" in capsys.readouterr().out
+
+
+def test_a_second_run_on_the_same_folder_stops_with_a_message(tmp_path, tiny_model_dir, tok):
+    from utils.io import Busy, folder_lock
+
+    with folder_lock(tmp_path / "run", "training run"):
+        with pytest.raises(Busy, match="in use by training run pid"):
+            training.train(str(tiny_model_dir), _examples(tok, 8), None,
+                           TrainConfig(output_dir=str(tmp_path / "run"), max_steps=1, batch_size=4))
+
+
 def _answer_examples(tok, n: int, seed: int = 0) -> tuple[list[dict], list[int]]:
     """Label-at-a-position examples like the conversation style's: the word a line repeats, read at its end."""
     ids = modeling.label_token_ids(tok, WORDS)
@@ -172,7 +205,7 @@ def _answer_examples(tok, n: int, seed: int = 0) -> tuple[list[dict], list[int]]
 def test_answer_loss_is_the_softmax_over_the_answers_at_the_labelled_positions(tiny_model_dir, tok):
     model = modeling.load_model(str(tiny_model_dir))
     examples, ids = _answer_examples(tok, 3)
-    batch = training.PadCollator(tok.pad_token_id)(examples)
+    batch = training.collator(tok.pad_token_id)(examples)
     loss, picked = training.answer_loss(model, batch, ids)
     with torch.no_grad():  # by hand: every position's full logits, then the answers' softmax
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits

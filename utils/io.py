@@ -105,3 +105,50 @@ def file_sha256(path: str | os.PathLike) -> str:
             for block in iter(lambda: f.read(1 << 20), b""):
                 digest.update(block)
     return digest.hexdigest()
+
+
+class Busy(RuntimeError):
+    """Another process holds the folder this one wants to write."""
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold ``folder/.lock`` for the duration (advisory, released when the process dies, even by kill -9):
+    a second run on the same folder stops with a message instead of racing on its files."""
+    import fcntl  # POSIX only (Kaggle, Colab, Linux, macOS): imported where it is used
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise Busy(f"{folder} is in use by {holder}: wait for it to finish, or give this {what} "
+                       "its own folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{what} pid {os.getpid()}")
+        handle.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet would run as a formula
+
+
+def spreadsheet_safe(value: Any) -> Any:
+    """Dataset text for a CSV that people open in a spreadsheet: a string that would start a formula gets a
+    leading apostrophe (shown as text, never evaluated); numbers and other values pass unchanged."""
+    return "'" + value if isinstance(value, str) and value.startswith(FORMULA_START) else value
+
+
+def write_csv(frame: Any, path: str | os.PathLike) -> Path:
+    """A pandas frame as UTF-8 CSV, written atomically, every text cell ``spreadsheet_safe``."""
+    with atomic_path(path) as tmp:
+        frame.map(spreadsheet_safe).to_csv(tmp, index=False, encoding="utf-8")
+    return Path(path)
+

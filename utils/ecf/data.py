@@ -185,12 +185,18 @@ def read_ecf_json(path: str | os.PathLike) -> Any:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise DataError(str(path), "file not found; see data/README.md for getting the data") from None
+    except IsADirectoryError:
+        raise DataError(str(path), "is a folder; give the JSON file inside it") from None
     except UnicodeDecodeError as e:
         raise DataError(str(path), f"not UTF-8 text ({e})") from None
+    except OSError as e:
+        raise DataError(str(path), f"cannot be read: {e.strerror or e}") from None
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
         raise DataError(str(path), f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
+    except RecursionError:
+        raise DataError(str(path), "JSON nested too deeply to be ECF data") from None
 
 
 def load_ecf(path: str | os.PathLike | None = None, *, require_labels: bool = True) -> list[dict]:

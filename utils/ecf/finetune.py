@@ -45,7 +45,8 @@ def finetune(cfg: FinetuneConfig, task: str, train_examples: list[dict], val_exa
     result = train(cfg.MODEL, train_examples, val_examples or None, train_config(cfg, task, folder),
                    strategy=strategy, callbacks=list(callbacks))
     if main_process:
-        write_task(cfg, task, {"train_tokens": result.train_tokens, "train_wall_s": result.wall_s,
+        write_task(cfg, task, {"fingerprint": result.fingerprint, "train_tokens": result.train_tokens,
+                               "train_wall_s": result.wall_s,
                                "global_step": result.global_step, **(extra or {})}, folder)
     return result
 

@@ -4,33 +4,35 @@
     accelerate launch --config_file configs/accelerate/ddp.yaml -m utils.ecf.launch --task emotion ...
 
 The flags are the parameters of notebooks 02/04 (``config.FinetuneConfig`` and
-``CauseFinetuneConfig``) in lower case with dashes (``MAX_STEPS`` -> ``--max-steps``), plus
-``--task``, ``--output-dir`` and ``--data`` for ``DATA_PATH``. Under a launcher every process
-builds the same examples, the HF Trainer reads RANK / WORLD_SIZE / LOCAL_RANK, shards the batches
-and all-reduces the gradients; only rank 0 writes files. From a notebook use ``notebook_launch``
-(accelerate's fork launcher) or ``subprocess_launch`` (``accelerate launch`` in a child process,
-which also works after the notebook touched the GPU).
+``CauseFinetuneConfig``, read by transformers' ``HfArgumentParser``: type, default and help come
+from the dataclass) in lower case with dashes (``MAX_STEPS`` -> ``--max-steps``; booleans take
+``--merge``, ``--merge false`` or ``--no-resume``), plus ``--task``, ``--output-dir`` and ``--data``
+for ``DATA_PATH``. Under a launcher every process builds the same examples, the HF Trainer reads
+RANK / WORLD_SIZE / LOCAL_RANK, shards the batches and all-reduces the gradients; only rank 0
+writes files. From a notebook use ``notebook_launch`` (accelerate's fork launcher) or
+``subprocess_launch`` (``accelerate launch`` in a child process, which also works after the
+notebook touched the GPU).
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import hashlib
 import os
 import socket
 import subprocess
 import sys
 import time
-import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+from transformers import HfArgumentParser
 
 from utils import params
 from utils.ecf import artifacts, config, examples, finetune
 from utils.env import ROOT, resolve
 from utils.io import read_json, write_json_atomic
+from utils.lm.modeling import weights_digest
 
 TASKS = config.TASKS
 CONFIG_DIR = ROOT / "configs" / "accelerate"
@@ -54,29 +56,60 @@ def flag(name: str) -> str:
     return "--" + name.lower().replace("_", "-")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """One flag per notebook parameter (the cause config holds every one); defaults stay in the dataclass."""
-    parser = argparse.ArgumentParser(prog="python -m utils.ecf.launch", description=__doc__.split("\n\n")[0])
+class _Flags:
+    """Hands HfArgumentParser's ``add_argument`` calls for one field on to the parser, with the flag
+    names this command line has always had: ``--max-steps`` for ``--MAX_STEPS``/``--MAX-STEPS``,
+    ``--no-resume`` for ``--no_RESUME``/``--no-RESUME``, plus the field's ``ALIASES``."""
+
+    def __init__(self, parser: Any, name: str):
+        self.parser, self.name = parser, name
+
+    def add_argument(self, *options: str, **kwargs: Any) -> Any:
+        lower, negated = flag(self.name), "--no-" + flag(self.name)[2:]
+        spellings = {f"--{self.name}": lower, f"--{self.name.replace('_', '-')}": lower,
+                     f"--no_{self.name}": negated, f"--no-{self.name.replace('_', '-')}": negated}
+        names = [spellings.get(o, o) for o in options]
+        if lower in names:
+            names += ALIASES.get(self.name, ())
+        if "help" in kwargs:  # argparse formats help with %: "3% warm-up" must read "3%% warm-up"
+            kwargs["help"] = kwargs["help"].replace("%", "%%")
+        return self.parser.add_argument(*dict.fromkeys(names), **{**kwargs, "dest": self.name})
+
+
+class FlagParser(HfArgumentParser):
+    """HfArgumentParser with the lower-case dashed flag names (types, defaults and help from the dataclass)."""
+
+    @staticmethod
+    def _parse_dataclass_field(parser: Any, field: dataclasses.Field) -> None:
+        HfArgumentParser._parse_dataclass_field(_Flags(parser, field.name), field)
+
+
+def build_parser(task: str | None = None) -> FlagParser:
+    """One flag per parameter of ``task``'s notebook config (every cause one when ``task`` is None, as
+    ``--help`` shows them), plus ``--task`` and ``--output-dir``."""
+    parser = FlagParser(config_class(task or "cause"), prog="python -m utils.ecf.launch",
+                        description=__doc__.split("\n\n")[0], allow_abbrev=False)  # no silent prefix typos
     parser.add_argument("--task", required=True, choices=TASKS, help="emotion (notebook 02) or cause (04)")
     parser.add_argument("--output-dir", default=None, help="default: CHECKPOINT_DIR/<task>/<style>")
-    hints = typing.get_type_hints(config.CauseFinetuneConfig)
-    for field in dataclasses.fields(config.CauseFinetuneConfig):
-        kind, names = hints[field.name], (flag(field.name), *ALIASES.get(field.name, ()))
-        only = "" if field.name in config.FinetuneConfig.__dataclass_fields__ else ", cause task only"
-        common = dict(dest=field.name, default=argparse.SUPPRESS, help=f"{field.name} (default {field.default!r}{only})")
-        if kind is bool:
-            parser.add_argument(*names, action=argparse.BooleanOptionalAction, **common)
-        else:
-            parser.add_argument(*names, type=kind, **common)
     return parser
 
 
 def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Any, Path | None]:
     """(task, validated notebook config, output dir or None); a cause flag on the emotion task is an error."""
-    values = vars(build_parser().parse_args(argv))
-    task, output_dir = values.pop("task"), values.pop("output_dir")
-    cfg = params.build(config_class(task), values)
-    return task, cfg, resolve(output_dir) if output_dir else None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    task = build_parser().parse_known_args(argv)[0].task  # exits naming a missing or unknown --task
+    parser = build_parser(task)
+    cfg, extra, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True,
+                                                             look_for_args_file=False)
+    given = {option.split("=")[0] for option in unknown}
+    cause_only = [f.name for f in dataclasses.fields(config.CauseFinetuneConfig)
+                  if f.name not in config.FinetuneConfig.__dataclass_fields__ and flag(f.name) in given]
+    if cause_only:
+        raise params.ConfigError(f"{', '.join(cause_only)} ({', '.join(map(flag, cause_only))}): "
+                                 f"a parameter of the cause task only, not of --task {task}")
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    return task, cfg, resolve(extra.output_dir) if extra.output_dir else None
 
 
 def to_argv(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> list[str]:
@@ -87,7 +120,7 @@ def to_argv(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) ->
     for field in dataclasses.fields(cfg):
         value = getattr(cfg, field.name)
         if isinstance(value, bool):
-            argv.append(flag(field.name) if value else "--no-" + flag(field.name)[2:])
+            argv += [flag(field.name), str(value).lower()]
         else:
             argv += [flag(field.name), repr(value) if isinstance(value, float) else str(value)]
     return argv
@@ -122,16 +155,6 @@ def build_examples(task: str, cfg: Any, tokenizer: Any,
     return train, val, stats
 
 
-def trainable_digest(model: Any) -> str:
-    """sha256 (16 hex digits) over the names and float32 values of the trainable weights."""
-    h = hashlib.sha256()
-    for name, p in sorted(model.named_parameters(), key=lambda item: item[0]):
-        if p.requires_grad:
-            h.update(name.encode())
-            h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()[:16]
-
-
 def _replica_probe():
     """A callback that hashes the trainable weights at the end of training (DDP replicas must agree)."""
     from transformers import TrainerCallback
@@ -141,7 +164,7 @@ def _replica_probe():
 
         def on_train_end(self, args, state, control, model=None, **kwargs):
             if model is not None and not fsdp_enabled():  # FSDP ranks hold different shards
-                self.digest = trainable_digest(model)
+                self.digest = weights_digest(model)
 
     return ReplicaProbe()
 
@@ -198,7 +221,11 @@ def run(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> dic
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point: ``python -m utils.ecf.launch`` or ``accelerate launch -m utils.ecf.launch``."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    task, cfg, output_dir = parse_args(argv)
+    try:
+        task, cfg, output_dir = parse_args(argv)
+    except ValueError as e:  # a value the notebook config refuses (ConfigError included): no traceback
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     run(task, cfg, output_dir)
     return 0
 

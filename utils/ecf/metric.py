@@ -9,6 +9,7 @@ annotated pairs (gold spans in the proportional metric); micro scores sum the si
 
 from __future__ import annotations
 
+import re
 import string
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,10 +21,18 @@ from utils.ecf.data import EMOTIONS, parse_cause
 
 EPS = 1e-8
 _EMOTION_INDEX = {e: i for i, e in enumerate(EMOTIONS)}
+# ids are ASCII digits only: int() would also take "1_0_9" (109) and other scripts' digits
+_EMOTION_PART = re.compile(r"U?(\d+)_([^_]*)", re.ASCII)
+_UTTERANCE = re.compile(r"\d+", re.ASCII)
+_SPAN_CAUSE = re.compile(r"(\d+)_(\d+)_(\d+)", re.ASCII)
 
 
 class ScoreError(ValueError):
-    """A prediction (or gold) file the official scorer would reject."""
+    """A prediction (or gold) file the official scorer would reject; ``role`` says which file."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.role = "gold" if message.startswith("gold") else "prediction"
 
 
 @dataclass
@@ -97,26 +106,34 @@ def _emotion_part(pair: Any, cid: Any, role: str) -> tuple[int, int]:
     """``["3_joy", ...]`` -> (3, index of joy); the pair must be a two-element list."""
     if not isinstance(pair, list) or len(pair) != 2:
         raise ScoreError(f"{role} file: conversation_ID={cid}: pair {pair!r} is not a two-element list")
-    parts = pair[0].split("_") if isinstance(pair[0], str) else []
-    if len(parts) != 2 or not parts[0].strip().isdigit():
+    match = _EMOTION_PART.fullmatch(pair[0]) if isinstance(pair[0], str) else None
+    if not match:
         raise ScoreError(f"{role} file: conversation_ID={cid}: {pair[0]!r} is not '<utterance>_<emotion>'")
-    if parts[1] not in _EMOTION_INDEX:
-        raise ScoreError(f"{role} file: conversation_ID={cid}: unknown emotion {parts[1]!r} in {pair!r}; "
+    if match.group(2) not in _EMOTION_INDEX:
+        raise ScoreError(f"{role} file: conversation_ID={cid}: unknown emotion {match.group(2)!r} in {pair!r}; "
                          f"expected one of {list(EMOTIONS)}")
-    return int(parts[0]), _EMOTION_INDEX[parts[1]]
+    return int(match.group(1)), _EMOTION_INDEX[match.group(2)]
 
 
 def _utterance_id(value: Any, cid: Any, pair: Any) -> int:
-    """A Subtask 2 cause: an integer, ``"3"`` or ``"U3"``."""
+    """A Subtask 2 cause: an integer or a string of ASCII digits, as ``int()`` in the official scorer reads it."""
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    text = value.strip() if isinstance(value, str) else ""
-    text = text[1:] if text[:1] in ("U", "u") else text
-    try:
-        return int(text)
-    except ValueError:
-        raise ScoreError(f"prediction file: conversation_ID={cid}: cause {value!r} in {pair!r} is not an "
-                         "utterance id like '3' (Subtask 2)") from None
+    if isinstance(value, str) and _UTTERANCE.fullmatch(value):
+        return int(value)
+    if isinstance(value, str) and _SPAN_CAUSE.fullmatch(value):
+        raise ScoreError(f"prediction file: conversation_ID={cid}: cause {value!r} in {pair!r} is a Subtask 1 span "
+                         "'<utterance>_<start>_<end>'; Subtask 2 causes are utterance ids like '3' "
+                         "(score this file with --subtask 1)")
+    raise ScoreError(f"prediction file: conversation_ID={cid}: cause {value!r} in {pair!r} is not an "
+                     "utterance id like '3' (Subtask 2)")
+
+
+def extra_conversations(pred_convs: list, gold_convs: list) -> list:
+    """Predicted conversation ids the gold file does not have (the official scorer ignores them)."""
+    gold_ids = {c.get("conversation_ID") for c in gold_convs if isinstance(c, dict)}
+    return [c.get("conversation_ID") for c in pred_convs
+            if isinstance(c, dict) and c.get("conversation_ID") not in gold_ids]
 
 
 def _dedup(items: Iterable[tuple]) -> list[tuple]:
@@ -200,14 +217,13 @@ def _pred_span_tuples(cid: Any, pairs: list) -> list[tuple]:
         if not isinstance(cause, str) or any(c.isalpha() for c in cause):
             raise ScoreError(f"prediction file: conversation_ID={cid}: cause {cause!r} must be the span's token "
                              "positions '<utterance>_<start>_<end>', not the text itself (Subtask 1)")
-        parts = cause.split("_")
-        try:
-            if len(parts) != 3:
-                raise ValueError
-            out.append((cid, emo_id, *(int(x) for x in parts), emotion))
-        except ValueError:
+        match = _SPAN_CAUSE.fullmatch(cause)
+        if not match:
+            hint = (" (a Subtask 2 utterance id: score this file with --subtask 2)"
+                    if _UTTERANCE.fullmatch(cause) else "")
             raise ScoreError(f"prediction file: conversation_ID={cid}: cause {cause!r} is not "
-                             "'<utterance>_<start>_<end>' with integers") from None
+                             f"'<utterance>_<start>_<end>' with integers{hint}")
+        out.append((cid, emo_id, *(int(x) for x in match.groups()), emotion))
     return out
 
 
@@ -303,14 +319,18 @@ def emotion_scores_convs(pred_convs: list[dict], gold_convs: list[dict]) -> dict
     for cid, conv in _index_by_id(gold_convs, "gold").items():
         if cid not in pred_by_id:
             raise ScoreError(f"prediction file: conversation_ID={cid} is missing")
-        pred_utts = pred_by_id[cid]["conversation"]
+        pred_utts = pred_by_id[cid].get("conversation")
+        if not isinstance(pred_utts, list):
+            raise ScoreError(f"prediction file: conversation_ID={cid} has no 'conversation' list of utterances with "
+                             "their 'emotion' to score emotions on")
         if len(pred_utts) != len(conv["conversation"]):
             raise ScoreError(f"prediction file: conversation_ID={cid} has {len(pred_utts)} utterances, "
                              f"gold has {len(conv['conversation'])}")
         for g, p in zip(conv["conversation"], pred_utts):
-            if p.get("emotion") not in EMOTIONS:
+            if not isinstance(p, dict) or p.get("emotion") not in EMOTIONS:
+                got = p.get("emotion") if isinstance(p, dict) else p
                 raise ScoreError(f"prediction file: conversation_ID={cid}, utterance_ID={g['utterance_ID']}: "
-                                 f"emotion {p.get('emotion')!r} is not one of {list(EMOTIONS)}")
+                                 f"emotion {got!r} is not one of {list(EMOTIONS)}")
             gold_labels.append(g["emotion"])
             pred_labels.append(p["emotion"])
     return emotion_scores(gold_labels, pred_labels)

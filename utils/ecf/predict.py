@@ -21,7 +21,7 @@ from utils.ecf.config import CauseInferenceConfig, EmotionInferenceConfig
 from utils.ecf.data import EMOTIONS, with_emotions, with_pairs
 from utils.ecf.decision import decide, offsets_vector, pairs_above
 from utils.lm import inference
-from utils.lm.modeling import label_token_ids
+from utils.lm.modeling import label_token_ids, weights_digest
 
 
 class EmotionPrediction(NamedTuple):
@@ -50,6 +50,8 @@ class LanguageModel(Protocol):
     def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int,
                  choices: list[list[str]] | None = None) -> list[str]: ...
 
+    def identity(self) -> str: ...  # names the weights (model and adapter): a checkpoint resumes only for them
+
 
 @dataclass
 class Reader:
@@ -67,6 +69,9 @@ class Reader:
             raise ValueError("constrained generation needs the vLLM backend (utils.lm.serving)")
         return inference.generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, batch_size)
 
+    def identity(self) -> str:
+        return weights_digest(self.model)
+
 
 def reader(model: Any, tokenizer: Any) -> LanguageModel:
     """``model`` itself when it makes both reads (an engine), else a ``Reader`` around it."""
@@ -74,12 +79,15 @@ def reader(model: Any, tokenizer: Any) -> LanguageModel:
 
 
 def _resumable(convs: list[dict], fn: Callable[[list[dict]], list[dict]], checkpoint_path: str | Path | None,
-               batch_size: int, desc: str) -> list[dict]:
-    """fn over conversations in batches, checkpointed per conversation when a path is given."""
+               batch_size: int, desc: str, lm: LanguageModel, settings: dict) -> list[dict]:
+    """fn over conversations in batches, checkpointed per conversation when a path is given; the checkpoint
+    resumes only for the same weights (``lm.identity()``), task and ``settings``."""
     if checkpoint_path is None:
         return [r for k in range(0, len(convs), batch_size) for r in fn(convs[k:k + batch_size])]
+    identity = {"task": desc, "weights": lm.identity(), **settings}
     return inference.resumable_map(convs, key=lambda c: str(c["conversation_ID"]), fn=fn,
-                                   checkpoint_path=checkpoint_path, batch_size=batch_size, desc=desc)
+                                   checkpoint_path=checkpoint_path, batch_size=batch_size, desc=desc,
+                                   identity=identity)
 
 
 def _stats(lm: LanguageModel, style: str, convs: list[dict], results: list[dict], wall_s: float) -> dict[str, Any]:
@@ -176,7 +184,9 @@ def predict_emotions(model: Any, tokenizer: Any, convs: list[dict], style: str, 
     else:
         fn = _emotions_by_generation(lm, tokenizer, max_length, max_new_tokens, batch_size, constrained)
     start = time.perf_counter()
-    results = _resumable(convs, fn, checkpoint_path, batch_size, desc="emotions")
+    settings = {"style": style, "max_length": max_length, "offsets": offsets, "max_new_tokens": max_new_tokens,
+                "constrained": constrained}
+    results = _resumable(convs, fn, checkpoint_path, batch_size, "emotions", lm, settings)
     stats = _stats(lm, style, convs, results, time.perf_counter() - start)
     if constrained:
         stats["constrained"] = True
@@ -244,7 +254,8 @@ def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, ba
     else:
         fn = _causes_by_generation(lm, tokenizer, max_length, max_new_tokens, batch_size)
     start = time.perf_counter()
-    results = _resumable(convs, fn, checkpoint_path, batch_size, desc="causes")
+    settings = {"style": style, "max_length": max_length, "window": [before, after], "max_new_tokens": max_new_tokens}
+    results = _resumable(convs, fn, checkpoint_path, batch_size, "causes", lm, settings)
     stats = _stats(lm, style, convs, results, time.perf_counter() - start)
     stats["threshold"] = threshold if style == "conversation" else None
     pred = [with_pairs(conv, pairs_above(conv, r["probs"], threshold) if "probs" in r else [tuple(x) for x in r["pairs"]])

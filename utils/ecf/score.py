@@ -4,6 +4,11 @@
 
 prints one JSON object whose top-level keys are the official score names (plus per-emotion
 tables). ``--emotions`` adds utterance-level emotion metrics when both files carry labels.
+
+The gold file is validated as the data layer validates any ECF file (``utils.ecf.validate``); the
+prediction is read as strictly as the organisers' scorer reads it, and whatever that scorer would
+reject is an error naming the file, the conversation and the value. Predicted conversations that
+the gold file lacks are ignored, as officially, with a warning that names them.
 """
 
 from __future__ import annotations
@@ -11,9 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from utils.io import read_json, write_json_atomic
-from utils.ecf.metric import ScoreError, emotion_scores_convs, score_subtask1, score_subtask2
+from utils.ecf.data import DataError, load_ecf, read_ecf_json
+from utils.ecf.metric import ScoreError, emotion_scores_convs, extra_conversations, score_subtask1, score_subtask2
+from utils.io import write_json_atomic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,21 +31,39 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emotions", action="store_true", help="also score utterance emotions")
     parser.add_argument("--out", help="also write the JSON here (atomically)")
     args = parser.parse_args(argv)
+    if args.out and Path(args.out).is_dir():
+        print(f"error: --out {args.out} is a folder; give a file path such as {Path(args.out) / 'scores.json'}",
+              file=sys.stderr)
+        return 2
     try:
-        pred, gold = read_json(args.pred), read_json(args.gold)
-    except (OSError, json.JSONDecodeError) as e:
-        print(f"error: cannot read input: {e}", file=sys.stderr)
+        gold = load_ecf(args.gold, require_labels=False)  # utterance emotions are optional, pairs are not
+        unannotated = [c.get("conversation_ID") for c in read_ecf_json(args.gold) if "emotion-cause_pairs" not in c]
+        if unannotated:
+            raise DataError(args.gold, "missing key (a gold file needs the annotated pairs)", unannotated[0],
+                            field="emotion-cause_pairs")
+        pred = read_ecf_json(args.pred)
+    except DataError as e:
+        print(f"error: {e}", file=sys.stderr)
         return 2
     try:
         scores = (score_subtask1 if args.subtask == 1 else score_subtask2)(pred, gold)
         if args.emotions:
             scores["emotions"] = emotion_scores_convs(pred, gold)
     except ScoreError as e:
-        print(f"error: {args.pred}: {e}", file=sys.stderr)
+        print(f"error: {args.gold if e.role == 'gold' else args.pred}: {e}", file=sys.stderr)
         return 2
+    extra = extra_conversations(pred, gold)
+    if extra:
+        print(f"warning: {args.pred}: {len(extra)} predicted conversation(s) are not in {args.gold} and are not "
+              f"scored (the official scorer ignores them too): conversation_ID {extra[:10]}"
+              f"{' ...' if len(extra) > 10 else ''}", file=sys.stderr)
     print(json.dumps(scores, indent=2, ensure_ascii=False))
     if args.out:
-        write_json_atomic(args.out, scores)
+        try:
+            write_json_atomic(args.out, scores)
+        except OSError as e:
+            print(f"error: --out {args.out}: {e.strerror or e}", file=sys.stderr)
+            return 2
     return 0
 
 

@@ -8,12 +8,18 @@ pass instead of one generation per utterance.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from utils.io import append_jsonl, read_jsonl
 
 from utils.lm.batch import pad_right
 
@@ -108,8 +114,6 @@ def _logits_at_rows(model, ids, mask, rows, cols):
 def logits_at_rows_via_forward(model, ids, mask, rows, cols):
     """Logits at (rows[k], cols[k]) through the model's own forward (any wrapper: PEFT, DDP, FSDP),
     the LM head run at the union of the positions the batch reads."""
-    import torch
-
     union = torch.unique(cols)  # sorted
     return logits_at(model, ids, mask, union)[rows, torch.searchsorted(union, cols)]
 
@@ -136,9 +140,6 @@ def label_logprobs(
     The logits at position p predict token p + 1, so a label word that would follow token p is read at p.
     Batches hold sequences of at least ``min_fill`` of their longest (``length_batches``).
     """
-    import torch
-    from tqdm.auto import tqdm
-
     if len(sequences) != len(positions):
         raise ValueError(f"{len(sequences)} sequences but {len(positions)} position lists")
     model.eval()
@@ -163,12 +164,18 @@ def label_logprobs(
     return results
 
 
+def _cache_name(model) -> str:
+    """The keyword (and output field) of the KV cache: ``cache`` since transformers 5.2x, which removes
+    ``past_key_values`` in 5.40; older 5.x releases know only ``past_key_values``."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def _option_scores_single(model, prompt: list[int], options: list[list[int]], batch_size: int):
     """Summed log-probs of each option after one prompt: the prompt runs once, its cache is reused."""
-    import torch
-
     device = model_device(model)
     out = model(input_ids=torch.tensor([prompt], device=device), use_cache=True)
+    cache_name = _cache_name(model)
     first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
     scores = np.zeros(len(options), dtype=np.float64)
     for chunk in _batches(range(len(options)), batch_size):
@@ -176,12 +183,12 @@ def _option_scores_single(model, prompt: list[int], options: list[list[int]], ba
         total = first[torch.tensor([o[0] for o in opts], device=device)].double()
         width = max(len(o) for o in opts)
         if width > 1:
-            cache = copy.deepcopy(out.past_key_values)
+            cache = copy.deepcopy(getattr(out, cache_name))
             cache.batch_repeat_interleave(len(opts))
             ids, mask = _pad_right([o[:-1] if len(o) > 1 else o[:1] for o in opts], pad_id_of(model), device)
             mask[:, 0] = 1  # single-token options feed one dummy token whose score is masked below
             full_mask = torch.cat([torch.ones(len(opts), len(prompt), dtype=torch.long, device=device), mask], 1)
-            logits = model(input_ids=ids, attention_mask=full_mask, past_key_values=cache, use_cache=True).logits
+            logits = model(input_ids=ids, attention_mask=full_mask, use_cache=True, **{cache_name: cache}).logits
             logp = torch.log_softmax(logits.float(), dim=-1)
             for row, opt in enumerate(opts):
                 rest = torch.tensor(opt[1:], dtype=torch.long, device=device)
@@ -199,9 +206,6 @@ def score_options(
     progress: bool = False,
 ) -> np.ndarray:
     """[n_prompts, n_options]: summed log-prob of each option's full token sequence after each prompt."""
-    import torch
-    from tqdm.auto import tqdm
-
     if not options or any(len(o) == 0 for o in options):
         raise ValueError("every option needs at least one token")
     if all(len(o) == 1 for o in options):  # one token each: the batched single-pass path is exact
@@ -239,9 +243,6 @@ def generate(
 ) -> list[str]:
     """Batched (left-padded) generation; returns only the new text of each prompt, cut at the first stop token.
     Batches hold prompts of at least ``min_fill`` of their longest (``length_batches``)."""
-    import torch
-    from tqdm.auto import tqdm
-
     model.eval()
     device = model_device(model)
     pad = pad_id_of(model, tokenizer)
@@ -288,6 +289,37 @@ def _drop_torn_tail(path: str | os.PathLike) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
+def _resumed(checkpoint_path: str | os.PathLike, identity: Any) -> dict[str, Any]:
+    """The results a checkpoint holds for this run (key -> result). A checkpoint written by another run
+    (its first line names the run), or one that cannot be read, is removed with a line saying why:
+    this run starts over rather than mixing another's results into its output."""
+    path = Path(checkpoint_path)
+    if not path.exists():
+        return {}
+    _drop_torn_tail(path)
+    problem, done = None, {}
+    try:
+        records = read_jsonl(path)
+    except (UnicodeDecodeError, OSError) as e:
+        records, problem = [], f"unreadable ({e})"
+    if records and records[0] != {"identity": identity}:
+        problem = "written by another run (other model, adapter or settings)"
+    for record in records[1:]:
+        if problem:
+            break
+        if not (isinstance(record, dict) and isinstance(record.get("keys"), list)
+                and isinstance(record.get("results"), list) and len(record["keys"]) == len(record["results"])):
+            problem = f"a line without matching 'keys' and 'results' lists: {str(record)[:80]}"
+        else:
+            done.update(zip(record["keys"], record["results"]))
+    if problem or not records:
+        if problem:
+            print(f"[emocause] {path}: {problem}; starting over", flush=True)
+        path.unlink()
+        return {}
+    return done
+
+
 def resumable_map(
     items: Sequence[Any],
     key: str | Callable[[Any], Any],
@@ -295,24 +327,22 @@ def resumable_map(
     checkpoint_path: str | os.PathLike,
     batch_size: int = 16,
     desc: str = "",
+    identity: Any = None,
 ) -> list[Any]:
     """``fn`` over ``items`` in batches, each batch appended to a JSONL checkpoint; a rerun skips done keys.
 
-    Results come back in input order and pass through JSON either way, so a resumed run returns
-    exactly what an uninterrupted one does.
+    ``identity`` (JSON) names what produces the results (model, adapter, settings); the checkpoint's first
+    line records it and only a rerun with the same identity resumes. Results come back in input order and
+    pass through JSON either way, so a resumed run returns exactly what an uninterrupted one does.
     """
-    from tqdm.auto import tqdm
-
-    from utils.io import append_jsonl, read_jsonl
-
     keys = [_key_fn(key)(item) for item in items]
     duplicates = sorted(k for k, n in Counter(keys).items() if n > 1)
     if duplicates:
         raise ValueError(f"resumable_map needs unique keys; repeated: {duplicates[:5]}")
-    done: dict[str, Any] = {}
-    _drop_torn_tail(checkpoint_path)
-    for record in read_jsonl(checkpoint_path):
-        done.update(zip(record["keys"], record["results"]))
+    identity = json.loads(json.dumps(identity))
+    done = _resumed(checkpoint_path, identity)
+    if not Path(checkpoint_path).exists():
+        append_jsonl(checkpoint_path, {"identity": identity})
     todo = [i for i, k in enumerate(keys) if k not in done]
     with tqdm(total=len(items), initial=len(items) - len(todo), desc=desc or "items") as bar:
         for batch in _batches(todo, batch_size):

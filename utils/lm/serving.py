@@ -29,7 +29,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from utils.lm import inference
-from utils.lm.modeling import check_adapter, load_model, load_tokenizer
+from utils.io import file_sha256
+from utils.lm.modeling import check_adapter, load_model, load_tokenizer, weights_digest
 
 BACKENDS = ("auto", "vllm", "transformers")
 LORA_NAME, LORA_ID = "emocause", 1  # one adapter per engine
@@ -94,6 +95,12 @@ class Engine:
             out.append(rows)
         return out
 
+    def identity(self) -> str:
+        """The model and the adapter's weights: an inference checkpoint resumes only for the same ones."""
+        if self.backend == "transformers":
+            return weights_digest(self.model)
+        return f"{self.model_name}:{file_sha256(self.adapter) if self.adapter else None}"
+
     def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int = 8,
                  choices: list[list[str]] | None = None) -> list[str]:
         """Greedy answers (cut at end of turn); with ``choices`` (vLLM) each one of its prompt's choices."""
@@ -134,7 +141,7 @@ def _load_vllm(model: str, adapter: Path | None, seed: int, vllm_kwargs: dict) -
     """vllm.LLM on the model's local safetensors copy, with LoRA enabled when an adapter is given."""
     import vllm
 
-    from utils.lm.modeling import local_source
+    from utils.lm.sources import local_source
 
     source = local_source(model)  # GGUF files are dequantised to a cached safetensors folder
     kwargs: dict[str, Any] = dict(model=source, tokenizer=source, seed=seed, dtype=_vllm_dtype(),

@@ -6,8 +6,9 @@ tokens only, or label words read at markers), so nothing here rebuilds them from
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
+import shutil
 import os
 import resource
 import sys
@@ -16,9 +17,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from utils.lm.batch import IGNORE, pad_right
+from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+from utils.io import folder_lock, write_json_atomic
+from utils.lm.batch import IGNORE
 from utils.lm.inference import logits_at_rows_via_forward
-from utils.io import write_json_atomic
+from utils.lm.resume import RUN_FILE, checkpoint_state, resume_plan, run_identity
 from utils.lm.modeling import (
     LoadStrategy,
     LoraSettings,
@@ -29,9 +33,7 @@ from utils.lm.modeling import (
     merge_adapter,
     replace_dir,
 )
-
-REPORT_TO = ("none", "tensorboard", "wandb")
-
+from utils.params import check_schedule
 
 @dataclass
 class TrainConfig:
@@ -71,15 +73,6 @@ class TrainConfig:
             raise ValueError(f"answer_ids must be () or at least two distinct token ids, got {self.answer_ids}")
 
 
-def check_schedule(report_to: str, epochs: float, max_steps: int) -> None:
-    """The checks every training config shares (notebook parameters and TrainConfig alike)."""
-    if report_to not in REPORT_TO:
-        raise ValueError(f"report_to (notebook parameter REPORT_TO) must be one of {list(REPORT_TO)}, "
-                         f"got {report_to!r}")
-    if max_steps <= 0 and epochs <= 0:
-        raise ValueError("set epochs > 0 or max_steps > 0 (notebook parameters EPOCHS, MAX_STEPS)")
-
-
 @dataclass
 class TrainResult:
     """What a training run did; also written to output_dir/train_summary.json."""
@@ -104,6 +97,7 @@ class TrainResult:
     peak_memory_mb: float
     peak_memory_kind: str  # "cuda_max_allocated" or "cpu_max_rss"
     world_size: int = 1  # processes that trained together (DDP/FSDP)
+    fingerprint: str = ""  # the run's identity (run.json): model, settings and examples
     log_history: list[dict] = field(default_factory=list)
 
 
@@ -169,14 +163,10 @@ def tokenize_prompt_completion(
     return {"input_ids": input_ids, "labels": labels}
 
 
-@dataclass
-class PadCollator:
-    """Right-pads input_ids with the pad id and labels with -100, and builds the attention mask."""
-
-    pad_id: int
-
-    def __call__(self, features: list[dict]) -> dict:
-        return pad_right([f["input_ids"] for f in features], self.pad_id, [f["labels"] for f in features])
+def collator(pad_id: int):
+    """trl's collator: right-pads input_ids with ``pad_id`` and labels with IGNORE (labels as the examples give
+    them, so the conversation style's answer-only labels pass through) and builds the attention mask."""
+    return DataCollatorForLanguageModeling(pad_token_id=pad_id)
 
 
 def make_dataset(examples: Sequence[dict], max_length: int, name: str = "train"):
@@ -309,19 +299,12 @@ def _trainer_class(answer_ids: Sequence[int] = ()):
     return CountingSFTTrainer
 
 
-def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
-    """The newest complete checkpoint-N folder in output_dir, if any."""
-    from transformers.trainer_utils import get_last_checkpoint
+def _barrier() -> None:
+    """Wait for the other processes of a launched run (a no-op in a single process)."""
+    import torch.distributed as dist
 
-    folder = Path(output_dir)
-    return get_last_checkpoint(str(folder)) if folder.is_dir() else None
-
-
-def _checkpoint_state(checkpoint: str | None) -> dict:
-    """A checkpoint's trainer_state.json ({} without a checkpoint)."""
-    if checkpoint is None:
-        return {}
-    return json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
 
 
 def total_steps(cfg: TrainConfig, n_examples: int, world_size: int = 1) -> int:
@@ -358,9 +341,9 @@ def _losses(history: list[dict], key: str) -> list[float]:
     return [float(h[key]) for h in history if key in h]
 
 
-def _save_adapter(trainer, out: Path) -> Path:
+def _save_adapter(trainer, out: Path, fingerprint: str) -> Path:
     """Save the adapter (+ tokenizer) to out/adapter atomically; all ranks call, rank 0 moves it."""
-    tmp = out / ".adapter.tmp"
+    tmp = out / f".adapter.tmp-{fingerprint}"  # the same name on every rank of this run, no other run's
     if trainer.is_fsdp_enabled:  # a sharded state dict would save no adapter weights
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(tmp))  # handles DDP/FSDP gathering; writes the tokenizer too
@@ -381,13 +364,22 @@ def train(
     strategy: LoadStrategy | None = None,
     callbacks: list | None = None,
 ) -> TrainResult:
-    """LoRA-train ``model`` on pre-tokenized examples; resume from output_dir's last checkpoint if asked."""
-    import torch
-    from transformers import set_seed
-
+    """LoRA-train ``model`` on pre-tokenized examples; resume from output_dir's last checkpoint if asked (only
+    one this run wrote: the model, the settings and the examples must match, see ``run_identity``)."""
     strategy = strategy or choose_strategy()
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    identity = run_identity(model, asdict(cfg), train_examples, eval_examples)
+    main_process = os.environ.get("RANK", "0") == "0"  # under a launcher every rank trains in ``out``
+    with folder_lock(out, "training run") if main_process else contextlib.nullcontext():
+        return _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out, identity, main_process)
+
+
+def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: Path, identity: dict,
+           main_process: bool) -> TrainResult:
+    import torch
+    from transformers import set_seed
+
     set_seed(cfg.seed)  # the LoRA initialisation is random
     tokenizer = load_tokenizer(model)
     base = load_model(model, strategy=strategy, for_training=True, gradient_checkpointing=cfg.gradient_checkpointing)
@@ -397,7 +389,7 @@ def train(
     trainer = _trainer_class(cfg.answer_ids)(
         model=lm,
         args=sft_config(cfg, strategy, eval_ds is not None),
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=collator(tokenizer.pad_token_id),
         train_dataset=train_ds,
         eval_dataset=eval_ds,
         processing_class=tokenizer,
@@ -407,8 +399,16 @@ def train(
         for p in trainer.model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
-    resumed_from = last_checkpoint(out) if cfg.resume else None
-    saved = _checkpoint_state(resumed_from)
+    resumed_from, stale, why = resume_plan(out, identity, cfg.resume)  # every rank decides before anyone writes
+    _barrier()
+    if main_process:
+        if stale:
+            print(f"[emocause] starting over in {out}: removing {len(stale)} checkpoint(s), {why}", flush=True)
+        for folder in stale:
+            shutil.rmtree(folder)
+        write_json_atomic(out / RUN_FILE, identity)
+    _barrier()
+    saved = checkpoint_state(resumed_from)
     tokens_before = int(saved.get("num_input_tokens_seen", 0))
     if strategy.device == "cuda" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
@@ -418,7 +418,7 @@ def train(
     else:
         trainer.train(resume_from_checkpoint=resumed_from)
     wall = time.perf_counter() - start
-    adapter_dir = _save_adapter(trainer, out)
+    adapter_dir = _save_adapter(trainer, out, identity["fingerprint"])
     merged_dir = None
     if cfg.merge and trainer.is_world_process_zero():
         merged_dir = str(merge_adapter(model, adapter_dir, out / "merged"))
@@ -449,6 +449,7 @@ def train(
         peak_memory_mb=round(peak, 1),
         peak_memory_kind=kind,
         world_size=int(trainer.args.world_size),
+        fingerprint=identity["fingerprint"],
         log_history=history,
     )
     if trainer.is_world_process_zero():

@@ -1,0 +1,105 @@
+"""Which checkpoint a training run resumes from: the run's identity, and complete checkpoints only.
+
+A run's identity is the model (its weights' hash when local), the settings that change the adapter and a
+hash of the training examples (data, split, LIMIT, style and prompts all end up in the token ids). It is
+written to ``run.json`` beside the checkpoints; a run resumes only from checkpoints its own identity wrote,
+so a rerun with other data or settings starts over (with a line naming what differs) instead of handing
+back the old adapter. A checkpoint a kill left half-written is skipped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+from utils.lm.sources import model_identity
+
+RUN_FILE = "run.json"  # beside the checkpoints: the identity of the run that wrote them
+
+
+CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
+
+
+# what changes the adapter a run produces (logging, saving and where it goes do not)
+IDENTITY_SETTINGS = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "max_length", "seed",
+                     "warmup_share", "group_by_length", "lora", "answer_ids")
+
+
+def _examples_sha256(examples: Sequence[dict] | None) -> str | None:
+    if not examples:
+        return None
+    digest = hashlib.sha256()
+    for ex in examples:
+        digest.update(json.dumps([list(ex["input_ids"]), list(ex["labels"])]).encode())
+    return digest.hexdigest()
+
+
+def run_identity(model: str, settings: dict, train_examples: Sequence[dict],
+                 eval_examples: Sequence[dict] | None) -> dict:
+    """The model (its weights' hash when local), the ``settings`` that change the result (those named in
+    IDENTITY_SETTINGS) and the examples' hash, with a short fingerprint of them all."""
+    settings = {k: v for k, v in settings.items() if k in IDENTITY_SETTINGS}
+    identity = {"model": model_identity(model), "settings": settings,
+                "train_examples_sha256": _examples_sha256(train_examples),
+                "eval_examples_sha256": _examples_sha256(eval_examples)}
+    identity["fingerprint"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+    return identity
+
+
+def _differences(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """The fields where two identities differ, as 'name: old -> new'."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if key == "fingerprint" or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        else:
+            out.append(f"{prefix}{key}: {str(a)[:60]} -> {str(b)[:60]}")
+    return out
+
+
+def checkpoints(output_dir: str | os.PathLike) -> list[Path]:
+    """checkpoint-N folders in output_dir, newest first."""
+    folder = Path(output_dir)
+    found = [p for p in folder.glob("checkpoint-*") if p.is_dir() and p.name.split("-")[-1].isdigit()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+
+
+def last_checkpoint(output_dir: str | os.PathLike) -> str | None:
+    """The newest complete checkpoint-N folder in output_dir; newer incomplete ones (a kill while saving)
+    are skipped with a line that names them."""
+    for folder in checkpoints(output_dir):
+        missing = [f for f in CHECKPOINT_FILES if not (folder / f).is_file()]
+        if not missing:
+            return str(folder)
+        print(f"[emocause] skipping {folder}: incomplete (no {missing[0]}), a run was stopped while saving it",
+              flush=True)
+    return None
+
+
+def resume_plan(out: Path, identity: dict, resume: bool) -> tuple[str | None, list[Path], str]:
+    """(the checkpoint to resume from, the checkpoints to remove first, why); reads only. A run resumes only
+    from checkpoints written with its own identity; another run's (or any, without RESUME) are removed and
+    this run starts over, with a line that says what differs."""
+    found = checkpoints(out)
+    previous = json.loads((out / RUN_FILE).read_text(encoding="utf-8")) if (out / RUN_FILE).is_file() else None
+    same = previous is not None and previous.get("fingerprint") == identity["fingerprint"]
+    if not found or (resume and same):
+        return (last_checkpoint(out) if found else None), [], ""
+    if not resume:
+        return None, found, "RESUME is off"
+    what = "; ".join(_differences(previous, identity)) if previous else f"no {RUN_FILE}, an older version's run"
+    return None, found, (f"they belong to another run ({what}); give this run another CHECKPOINT_DIR "
+                         "to keep both")
+
+
+def checkpoint_state(checkpoint: str | None) -> dict:
+    """A checkpoint's trainer_state.json ({} without a checkpoint)."""
+    if checkpoint is None:
+        return {}
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text(encoding="utf-8"))
