@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     try:
-        record = run.run(cfg, "python -m bench " + shlex.join(argv))
+        record = run.run_bench(cfg, "python -m bench " + shlex.join(argv))
     except (DataError, FileNotFoundError) as err:  # bad data or model path: one line naming it, no traceback
         print(f"error: {err}", file=sys.stderr)
         return 2

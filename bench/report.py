@@ -1,4 +1,4 @@
-"""Markdown tables of one benchmark record (the JSON that bench.run.run returns)."""
+"""Markdown tables of one benchmark record (the JSON that bench.run.run_bench returns)."""
 
 from __future__ import annotations
 

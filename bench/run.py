@@ -307,7 +307,7 @@ def measure_variant(b: Bench, stage: str, style: str, baseline: dict | None) -> 
     return record
 
 
-def run(cfg: BenchConfig, command: str, log: Callable[[str], None] = print) -> dict[str, Any]:
+def run_bench(cfg: BenchConfig, command: str, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure every stage x style on the same model and conversations; returns the JSON record."""
     from transformers import AutoConfig
 

@@ -64,7 +64,7 @@ def test_notebook_launch_forks_run_and_refuses_after_cuda(monkeypatch, tmp_path)
     monkeypatch.setattr(accelerate, "notebook_launcher", fake_launcher)
     cfg = config.FinetuneConfig(MAX_STEPS=1)
     assert launch.notebook_launch("emotion", cfg, tmp_path, num_processes=2) == {"world_size": 2}
-    assert seen["fn"] is launch.run and seen["args"] == ("emotion", cfg, tmp_path) and seen["num_processes"] == 2
+    assert seen["fn"] is launch.train_process and seen["args"] == ("emotion", cfg, tmp_path) and seen["num_processes"] == 2
     assert seen["port"].isdigit()
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
     with pytest.raises(RuntimeError, match="subprocess_launch"):

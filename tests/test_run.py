@@ -74,7 +74,7 @@ def test_a_mistyped_parameter_stops_the_run_before_the_first_notebook(executed, 
 def test_bad_parameters_stop_a_smoke_run_before_the_tiny_model_is_built(monkeypatch):
     monkeypatch.setattr(run, "smoke_model", lambda directory: pytest.fail("built the model"))
     with pytest.raises(run.RunError, match="'LIMIT' must be int"):
-        run.run({"LIMIT": "3"}, only=["02"], smoke=True)
+        run.run_series({"LIMIT": "3"}, only=["02"], smoke=True)
 
 
 def test_command_line_and_config_values_reach_the_notebooks_typed(executed, tmp_path):

@@ -29,7 +29,7 @@ def series(request, tiny_model_dir, tmp_path_factory):
     params = {"MODEL": str(tiny_model_dir), "SMOKE": True, "STYLE": style, "TRAIN_DIR": str(out / "results_train"),
               "TEST_DIR": str(out / "results_test"), "CHECKPOINT_DIR": str(out / "checkpoints"),
               "LEARNING_RATE": 1e-2, "LOGGING_STEPS": 1, "CAUSE_EMOTIONS": cause_emotions}
-    summary = run.run(params, only=["02", "03", "04", "05", "06"])
+    summary = run.run_series(params, only=["02", "03", "04", "05", "06"])
     return out, summary, style
 
 

@@ -162,7 +162,7 @@ def execute(book: Path, params: dict[str, Any], out_dir: Path, kernel: str = "py
     return time.perf_counter() - start
 
 
-def run(params: dict[str, Any], only: list[str] | None = None, track: str = "ecf",
+def run_series(params: dict[str, Any], only: list[str] | None = None, track: str = "ecf",
         smoke: bool = False) -> dict[str, Any]:
     """Run the series and write the summary; the parameters are the run's whole configuration."""
     params = dict(params)
@@ -213,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         texts.update(dict(args.param))
         params = typed(texts, books)
-        summary = run(params, only, args.track, args.smoke)
+        summary = run_series(params, only, args.track, args.smoke)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

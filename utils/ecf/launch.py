@@ -175,7 +175,7 @@ def _process_group(state: Any, strategy: Any) -> dict:
             "backend": state.backend, "strategy": strategy.name, "precision": strategy.precision}
 
 
-def run(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> dict:
+def train_process(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> dict:
     """Train ``task`` in this process (one of several under a launcher); rank 0 writes the summary."""
     from accelerate import PartialState
     from accelerate.utils import gather_object
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # a value the notebook config refuses (ConfigError included): no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
-    run(task, cfg, output_dir)
+    train_process(task, cfg, output_dir)
     return 0
 
 
@@ -271,7 +271,7 @@ def notebook_launch(task: str, cfg: Any, output_dir: str | os.PathLike | None = 
 
     _check_no_cuda_yet()
     port = port or free_port()
-    notebook_launcher(run, args=(task, cfg, output_dir), num_processes=num_processes, use_port=str(port))
+    notebook_launcher(train_process, args=(task, cfg, output_dir), num_processes=num_processes, use_port=str(port))
     return _summary(task, cfg, output_dir)
 
 
