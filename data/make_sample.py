@@ -1,4 +1,5 @@
-"""Regenerate data/ecf_sample.json: a small synthetic ECF-style sample written for emocause.
+"""Regenerate data/ecf_sample.json: a small synthetic ECF-style sample written for emocause, in the
+Subtask 1 format (each cause with its text span; the loader also derives the Subtask 2 pairs).
 
 The scenes below are invented for this project (no line comes from the real ECF data). Each
 utterance is (speaker slot, text, emotion, cause offsets relative to the utterance: 0 = itself,
@@ -88,6 +89,27 @@ NON_ASCII = [
 SPEAKERS = [("Ana", "Ben", "Chloé"), ("Dev", "Emeka", "Fatima"), ("Goro", "Hana", "Ines")]
 
 
+def cause_span(text: str, k: int) -> str:
+    """The Subtask 1 span of a cause utterance: its longest clause, or every third time the whole utterance
+    (punctuation tokens at the ends left out, as annotators mark them)."""
+    clauses, current = [], []
+    for token in text.split():
+        if token in {",", ".", "!", "?", ";", ":"}:
+            if current:
+                clauses.append(current)
+            current = []
+        else:
+            current.append(token)
+    if current:
+        clauses.append(current)
+    if k % 3 == 0:
+        tokens = text.split()
+        while tokens and tokens[-1] in {",", ".", "!", "?"}:
+            tokens.pop()
+        return " ".join(tokens)
+    return " ".join(max(clauses, key=len))
+
+
 def build(seed: int = 7) -> list[dict]:
     """36 conversations: every scene with each speaker set, then the non-ASCII scenes."""
     rng = random.Random(seed)
@@ -100,7 +122,8 @@ def build(seed: int = 7) -> list[dict]:
             speaker = names["ABC".index(slot)]
             utts.append({"utterance_ID": uid, "text": text, "speaker": speaker, "emotion": emotion,
                          "video_name": f"dia{cid}utt{uid}.mp4"})
-            pairs += [[f"{uid}_{emotion}", str(uid + off)] for off in offsets]
+            pairs += [[f"{uid}_{emotion}", f"{uid + off}_{cause_span(scene[uid + off - 1][1], cid + uid + off)}"]
+                      for off in offsets]
         convs.append({"conversation_ID": cid, "conversation": utts, "emotion-cause_pairs": pairs})
     return convs
 

@@ -20,8 +20,8 @@ def load_splits(cfg: SeriesConfig) -> dict[str, list[dict]]:
     TEST_PATH, DATA_PATH is split into train and val only and the test conversations are that file's."""
     convs = load_ecf(resolve(cfg.DATA_PATH))
     splits = split_conversations(convs, 0.0 if cfg.TEST_PATH else cfg.TEST_FRAC, cfg.VAL_FRAC, cfg.SEED, cfg.SPLIT)
-    if cfg.TEST_PATH:
-        splits["test"] = load_ecf(resolve(cfg.TEST_PATH))
+    if cfg.TEST_PATH:  # the official evaluation file, with or without its annotations
+        splits["test"] = load_ecf(resolve(cfg.TEST_PATH), require_labels=False)
         shared = sorted({c["conversation_ID"] for c in convs} & {c["conversation_ID"] for c in splits["test"]})
         if shared:
             raise ValueError(f"TEST_PATH={cfg.TEST_PATH} shares conversation_ID(s) {shared[:5]} with "
@@ -29,6 +29,24 @@ def load_splits(cfg: SeriesConfig) -> dict[str, list[dict]]:
     limits = {"train": cfg.LIMIT, "val": _smallest_limit(cfg.LIMIT, getattr(cfg, "VAL_LIMIT", 0)),
               "test": getattr(cfg, "TEST_LIMIT", 0)}
     return {name: convs[: limits[name]] if limits[name] else convs for name, convs in splits.items()}
+
+
+def annotated(convs: list[dict]) -> bool:
+    """Whether conversations carry gold labels to score against (every utterance has its emotion)."""
+    return bool(convs) and all("emotion" in u for c in convs for u in c["conversation"])
+
+
+def test_set(cfg: SeriesConfig, test: list[dict]) -> dict:
+    """What the test side of this run is: which file or split, how big, and whether it can be scored."""
+    source = cfg.TEST_PATH or f"{cfg.SPLIT} split of {cfg.DATA_PATH} (TEST_FRAC={cfg.TEST_FRAC})"
+    return {"source": source, "conversations": len(test), "annotated": annotated(test),
+            "spans": any(c.get("cause_spans") for c in test)}
+
+
+def unscored(what: str, test: dict) -> dict:
+    """The metrics record of a test file without annotations, and the line that says so."""
+    print(f"[emocause] {test['source']} has no annotations: {what} written, nothing to score")
+    return {"scored": False, "test_set": test}
 
 
 def _smallest_limit(*limits: int) -> int:
@@ -117,6 +135,9 @@ def cause_inputs(cfg: CauseInferenceConfig, test: list[dict]) -> list[dict]:
         raise FileNotFoundError(f"{path} is missing: run notebook 03 first")
     labelled = read_json(path)
     if cfg.CAUSE_EMOTIONS == "gold":
+        if not annotated(test):
+            raise ValueError("CAUSE_EMOTIONS='gold' needs gold emotions, but the test file has no annotations: "
+                             "use CAUSE_EMOTIONS='predicted'")
         labelled = gold_subset(test, labelled)
     return [with_pairs(c, []) for c in labelled]
 

@@ -10,7 +10,8 @@ import matplotlib.pyplot as plt
 from utils.ecf.artifacts import gold_subset
 from utils.ecf.baselines import majority_emotion, self_and_previous_causes
 from utils.ecf.data import emotion_pairs, strip_labels
-from utils.ecf.metric import emotion_scores_convs, score_subtask2
+from utils.ecf import spans
+from utils.ecf.metric import emotion_scores_convs, score_subtask1, score_subtask2
 from utils.plots import save_figure
 
 
@@ -97,3 +98,21 @@ def score_table(named_scores: dict[str, dict], keys: Sequence[str]) -> list[dict
     """Rows {system, key...} for a side-by-side table of several systems' scores."""
     return [{"system": name, **{k: round(float(s[k]), 4) for k in keys if k in s}}
             for name, s in named_scores.items()]
+
+
+SPAN_KEYS = ("weighted_strict_f1", "weighted_proportional_f1", "strict_f1", "proportional_f1")
+
+
+def subtask1_metrics(pred: list[dict], gold_split: list[dict], rule: str, val_accuracy: dict[str, float]) -> dict:
+    """Official Subtask 1 scores of the predicted pairs with the val-chosen span ``rule`` (top level) and with
+    every other rule (the baselines), plus the same rules on the gold pairs (the span choice alone)."""
+    gold = spans.gold_files(gold_subset(gold_split, pred))["Subtask_1_gold.json"]
+    out = score_subtask1(spans.subtask1_predictions(pred, rule), gold)
+    out["rule"], out["val_rule_accuracy"] = rule, val_accuracy
+    out["baselines"] = {f"{other} span": score_subtask1(spans.subtask1_predictions(pred, other), gold)
+                        for other in spans.RULES if other != rule}
+    gold_pairs = gold_subset(gold_split, pred)
+    out["gold_pairs"] = {r: {k: score_subtask1(spans.subtask1_predictions(gold_pairs, r), gold)[k] for k in SPAN_KEYS}
+                         for r in spans.RULES}
+    return out
+

@@ -45,6 +45,7 @@ def run_identity(model: str, settings: dict, train_examples: Sequence[dict],
     identity = {"model": model_identity(model), "settings": settings,
                 "train_examples_sha256": _examples_sha256(train_examples),
                 "eval_examples_sha256": _examples_sha256(eval_examples)}
+    identity = json.loads(json.dumps(identity))  # as run.json holds it (tuples are lists), so reruns compare alike
     identity["fingerprint"] = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
     return identity
 
