@@ -20,7 +20,8 @@ from utils.env import ROOT  # noqa: E402
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOTEBOOK = ROOT / "notebooks" / "01_eda.ipynb"
-PARAMETERS = {"DATA_PATH", "TRAIN_DIR", "LIMIT", "TOP_SPEAKERS", "TOP_WORDS", "FONT_PATH"}
+PARAMETERS = {"REPO_URL", "REPO_REF", "PERSIST_DIR", "DATA_PATH", "TRAIN_DIR", "LIMIT", "TOP_SPEAKERS", "TOP_WORDS",
+              "FONT_PATH"}
 
 
 def utt(i, speaker, emotion, text):

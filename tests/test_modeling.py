@@ -64,16 +64,6 @@ def test_strategy_detected_from_the_gpu(monkeypatch, gpu, capability, dtype):
     assert unquantised.torch_dtype == dtype
 
 
-def test_unsloth_only_when_importable_and_asked(monkeypatch):
-    cuda = _env("cuda", True)
-    monkeypatch.setattr(modeling.importlib.util, "find_spec", lambda name: None)
-    assert modeling.choose_strategy(cuda, prefer_unsloth=True).name == "qlora-nf4"
-    monkeypatch.setattr(modeling.importlib.util, "find_spec", lambda name: object())
-    assert modeling.choose_strategy(cuda, prefer_unsloth=True).name == "unsloth"
-    assert modeling.choose_strategy(cuda).name == "qlora-nf4"
-    assert modeling.choose_strategy(_env("cpu", False), prefer_unsloth=True).name == "full-precision"
-
-
 def test_resolve_model_source(tmp_path, smollm2):
     assert sources.resolve_model_source("smollm2") == (str(smollm2.parent), smollm2.name)
     assert sources.resolve_model_source(str(smollm2)) == (str(smollm2.parent), smollm2.name)

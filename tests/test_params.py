@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from utils import params, run
+from utils import bootstrap, params, run
 from utils.params import param
 
 NOTEBOOKS = params.notebooks()
@@ -107,11 +107,17 @@ def test_the_generator_refuses_what_papermill_would_misread_and_names_the_field(
         params.cell_source(Unwritable)
 
 
-def _notebook(tmp_path, source):
+def _notebook(tmp_path, source, setup=None):
+    """A notebook: a heading, the parameters cell ``source``, the environment cell ``setup`` (default: the
+    current one; False: none)."""
+    setup = bootstrap.cell_source() if setup is None else setup
     nb = {"cells": [{"cell_type": "markdown", "id": "md", "metadata": {}, "source": ["# Demo"]},
                     {"cell_type": "code", "execution_count": 3, "id": "cell-01",
                      "metadata": {"tags": ["parameters"], "custom": 1}, "outputs": [{"output_type": "stream"}],
-                     "source": source.splitlines(keepends=True)}],
+                     "source": source.splitlines(keepends=True)}] +
+                   ([{"cell_type": "code", "execution_count": 4, "id": "cell-02", "metadata": {},
+                      "outputs": [{"output_type": "stream"}], "source": setup.splitlines(keepends=True)}]
+                    if setup else []),
           "metadata": {"kernelspec": {"name": "python3", "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
     path = tmp_path / "01_demo.ipynb"
     path.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -134,6 +140,37 @@ def test_write_rewrites_only_the_parameters_cell(tmp_path, monkeypatch):
     assert params.check([path]) == []
     assert params.write([path]) == ([], [])  # nothing differs: nothing written
     assert list(run.declared_parameters(path)) == [f.name for f in dataclasses.fields(Demo)]
+
+
+def test_write_rewrites_a_stale_environment_cell_and_check_names_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(params, "config_class", lambda path: Demo)
+    path = _notebook(tmp_path, params.cell_source(Demo), setup="from utils import env\nENV = env.setup()")
+    assert params.check([path]) == ["01_demo.ipynb: the environment cell differs from utils.bootstrap.cell_source()"]
+    assert params.write([path]) == ([path], [])
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    assert "".join(cells[2]["source"]) == bootstrap.cell_source() and cells[2]["id"] == "cell-02"
+    assert (cells[2]["outputs"], cells[2]["execution_count"]) == ([], None)
+    assert cells[1]["execution_count"] == 3  # the parameters cell matched: left as it was
+    assert params.check([path]) == []
+    no_setup = _notebook(tmp_path, params.cell_source(Demo), setup=False)
+    assert params.check([no_setup]) == ["01_demo.ipynb: no code cell after the parameters cell for the "
+                                        "environment cell"]
+
+
+def test_every_notebook_carries_the_same_environment_cell():
+    sources = set()
+    for path in NOTEBOOKS:
+        nb = json.loads(path.read_text(encoding="utf-8"))
+        sources.add("".join(params.environment_cell(nb, path)["source"]))
+    assert sources == {bootstrap.cell_source()}
+    cell = bootstrap.cell_source()
+    assert "def find_project(" in cell and "ENV = env.setup(persist_dir=PERSIST_DIR)" in cell
+
+
+def test_every_notebook_declares_where_the_project_comes_from_and_where_artifacts_persist():
+    for path in NOTEBOOKS:
+        names = [f.name for f in dataclasses.fields(params.config_class(path))]
+        assert names[:3] == ["REPO_URL", "REPO_REF", "PERSIST_DIR"], path.name
 
 
 def test_write_refuses_a_dataclass_it_cannot_render(tmp_path, monkeypatch):

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import re
+from functools import partialmethod
 
 import pytest
 
-from utils import params, run
+from utils import bootstrap, env, params, progress, run
 from utils.env import ROOT, resolve
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -108,8 +111,9 @@ def test_notebook_01_follows_train_dir():
 def test_list_prints_every_parameter_from_the_dataclasses(capsys):
     assert run.main(["--list", "--only", "01"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "01_eda.ipynb" and len(out) == 7
-    assert out[2].startswith('  TRAIN_DIR = "results_train"  # figures -> TRAIN_DIR/figures/')
+    assert out[0] == "01_eda.ipynb" and len(out) == 10
+    assert out[1].startswith(f'  REPO_URL = "{env.REPO_URL}"  # ')
+    assert out[5].startswith('  TRAIN_DIR = "results_train"  # figures -> TRAIN_DIR/figures/')
 
 
 @dataclasses.dataclass
@@ -136,3 +140,93 @@ def test_config_validates_names_and_types():
 def test_resolve_is_relative_to_the_repository():
     assert resolve("results_test") == ROOT / "results_test"
     assert resolve("/tmp/x") == resolve("/tmp/x").absolute()
+
+
+# ---------------------------------------------------------------- what the terminal shows (utils.progress)
+
+class Terminal(io.StringIO):
+    def __init__(self, tty: bool):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+def _code(source: str, outputs=(), tags=()) -> dict:
+    return {"cell_type": "code", "source": source, "outputs": list(outputs), "metadata": {"tags": list(tags)}}
+
+
+TQDM = {"output_type": "stream", "name": "stderr",
+        "text": "\remotions:   0%|          | 0/28 [00:00<?, ?it/s]"
+                "\remotions:  57%|█████▋    | 16/28 [00:08<00:06,  1.92it/s]"}
+TRAINER = {"output_type": "display_data", "data": {"text/plain": "<IPython.core.display.HTML object>", "text/html": (
+    "\n    <div>\n      \n      <progress value='3' max='8' style='width:300px; height:20px;'></progress>\n"
+    "      [3/8 00:02 < 00:05, 1.20 it/s, Epoch 0.38/1]\n    </div>\n    <table>...</table>")}}
+
+
+def test_a_cell_is_summed_up_by_its_first_statement():
+    assert progress.cell_summary("import pandas as pd\nfrom x import y\n\nCFG = build(1)\nCFG") == "CFG = build(1)"
+    assert progress.cell_summary(bootstrap.cell_source()) == "ROOT = find_project(REPO_URL, REPO_REF)"
+    assert progress.cell_summary("# only a comment") == "# only a comment"
+    assert len(progress.cell_summary("x = " + "1" * 200)) == 90
+
+
+def test_the_latest_progress_bar_of_a_cell_is_one_line():
+    assert progress.latest_bar([TQDM]) == "emotions 57% 16/28 [00:08<00:06,  1.92it/s]"
+    assert progress.latest_bar([TQDM, TRAINER]) == "trainer [3/8 00:02 < 00:05, 1.20 it/s, Epoch 0.38/1]"
+    warning = {"output_type": "stream", "name": "stderr", "text": "UserWarning: something\n"}
+    assert progress.latest_bar([TQDM, warning]) == "emotions 57% 16/28 [00:08<00:06,  1.92it/s]"
+    assert progress.latest_bar([warning, {"output_type": "execute_result", "data": {"text/plain": "1"}}]) is None
+
+
+def test_one_line_per_code_cell_and_throttled_progress_in_a_log(monkeypatch):
+    out = Terminal(tty=False)
+    feedback = progress.Feedback("02_x.ipynb", out)
+    cells = [{"cell_type": "markdown", "source": "# x"}, _code("A = 1", tags=["parameters"]),
+             _code("A = 2", tags=["injected-parameters"]), _code("ENV = setup()"), _code("result = train()", [TQDM])]
+    clock = iter(range(0, 1000, 20))  # each call of the clock: 20 s later
+    monkeypatch.setattr(progress.time, "monotonic", lambda: next(clock))
+    for index, cell in enumerate(cells):
+        feedback.cell_start(cell, index, cells)
+        feedback.message()  # 20 s into the cell: too early for a progress line
+        feedback.message()  # 40 s: the latest bar
+        feedback.message()  # 20 s after it: nothing
+    feedback.close()
+    assert out.getvalue().splitlines() == ["[emocause] 02_x.ipynb cell 2/3: ENV = setup()",
+                                           "[emocause] 02_x.ipynb cell 3/3: result = train()",
+                                           "    emotions 57% 16/28 [00:08<00:06,  1.92it/s]"]
+
+
+def test_on_a_terminal_the_progress_line_is_redrawn_in_place():
+    out = Terminal(tty=True)
+    feedback = progress.Feedback("03_x.ipynb", out, every_s=0)
+    cell = _code("labels = predict()", [TQDM])
+    feedback.cell_start(cell, 0, [cell])
+    feedback.message()
+    cell["outputs"].append(TRAINER)
+    feedback.message()
+    feedback.close()
+    assert out.getvalue() == ("[emocause] 03_x.ipynb cell 1/1: labels = predict()\n"
+                              "\r\x1b[K    emotions 57% 16/28 [00:08<00:06,  1.92it/s]"
+                              "\r\x1b[K    trainer [3/8 00:02 < 00:05, 1.20 it/s, Epoch 0.38/1]\n")
+
+
+@pytest.mark.slow
+def test_a_notebook_run_prints_its_cells_and_progress(tmp_path, capsys, monkeypatch):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_code_cell("STEPS = 3", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("import sys\nfrom tqdm import tqdm\nfor _ in tqdm(range(STEPS), desc='work', "
+                                  "file=sys.stderr):\n    pass"),
+        nbformat.v4.new_code_cell("print('done')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    book = tmp_path / "99_demo.ipynb"
+    nbformat.write(nb, book)
+    monkeypatch.setattr(progress.Feedback, "__init__", partialmethod(progress.Feedback.__init__, every_s=0))
+    run.execute(book, {"STEPS": 4}, tmp_path / "executed")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "[emocause] 99_demo.ipynb cell 2/3: for _ in tqdm(range(STEPS), desc='work', file=sys.stderr):"
+    assert lines[-1] == "[emocause] 99_demo.ipynb cell 3/3: print('done')"
+    assert lines[1:-1] and all(re.fullmatch(r"    work \d+% \d/4 .*", line) for line in lines[1:-1]), lines

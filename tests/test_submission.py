@@ -51,6 +51,29 @@ def test_the_rule_is_chosen_on_val_and_beats_or_ties_the_whole_utterance(sample)
     assert spans.choose_rule([data.with_pairs(c, []) for c in sample[:3]])[0] == "longest_clause"  # no spans
 
 
+def test_span_reads_are_trained_on_gold_spans_and_always_give_a_valid_span(sample, tiny_model_dir):
+    from utils.ecf import predict, prompts
+    from utils.lm.modeling import label_token_ids, load_model, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    yes, no = label_token_ids(tok, prompts.ANSWERS)
+    examples = spans.span_examples(sample, tok, 1024)
+    answers = [lab for e in examples for lab in e["labels"] if lab != -100]
+    assert answers and set(answers) <= {yes, no}
+    gold = sum(len(spans._gold_by_pair(c)) for c in sample)
+    assert 0 < answers.count(yes) <= gold  # at most one candidate per gold pair matches its span
+    assert spans.span_examples([data.with_pairs(c, []) for c in sample], tok, 1024) == []  # no spans, no reads
+    model = load_model(str(tiny_model_dir))
+    predicted = spans.predict_spans(predict.reader(model, tok), tok, sample[:6], 1024)
+    for conv, gold_conv in zip(predicted, sample[:6]):
+        assert len(conv["emotion-cause_pairs"]) == len(data.emotion_pairs(gold_conv))
+        for emo, cause in conv["emotion-cause_pairs"]:
+            j, start, end = (int(x) for x in cause.split("_"))
+            text = gold_conv["conversation"][j - 1]["text"]
+            options = {spans.encode(" ".join(text.split()[a:b]), text) for a, b in spans.candidates(text)}
+            assert (start, end) in options  # one of the candidates, by construction
+
+
 def _official_layout_scores(folder: Path) -> dict:
     """What the organisers' script does: res/Subtask_N_pred.json scored against ref/Subtask_N_gold.json."""
     out = {}

@@ -7,7 +7,9 @@ names each notebook's dataclass, and the notebooks' ``parameters`` cells are gen
     python -m utils.params --check    # exit 1 naming every parameter whose cell differs from its dataclass
     python -m utils.params --write    # rewrite the parameters cells that differ
 
-A cell holds one line per field, ``NAME: type = default  # help``, in field order.
+A cell holds one line per field, ``NAME: type = default  # help``, in field order. The same two
+commands write and check the environment cell that follows it (``utils.bootstrap``), identical in
+every notebook.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import typing
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
 
+from utils import bootstrap, env
 from utils.env import ROOT
 from utils.io import write_text_atomic
 
@@ -136,6 +139,19 @@ def field_types(cls: type) -> dict[str, Any]:
     """Field name -> resolved annotation."""
     hints = typing.get_type_hints(cls)
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+@dataclasses.dataclass(frozen=True)
+class HostedConfig:
+    """Parameters every notebook declares first: where a notebook opened alone fetches the project
+    (its environment cell, ``utils.bootstrap``) and where its artifacts survive a recycled runtime."""
+
+    REPO_URL: str = param(env.REPO_URL, "git URL (or path) the notebook fetches the project from when "
+                                        "opened alone, e.g. on Colab or Kaggle")
+    REPO_REF: str = param(env.REPO_REF, "branch, tag or commit fetched from REPO_URL")
+    PERSIST_DIR: str = param("", 'folder for results, checkpoints, the experiment log and downloaded data; '
+                                 '"": Drive (/content/drive/MyDrive/emocause) on Colab when mounted, '
+                                 "/kaggle/working/emocause on Kaggle, else the repository")
 
 
 # ---------------------------------------------------------------- notebook -> dataclass
@@ -283,35 +299,52 @@ def parameters_cell(nb: dict, path: Path) -> dict:
     return tagged[0]
 
 
+def environment_cell(nb: dict, path: Path) -> dict:
+    """The code cell right after the parameters cell: ``utils.bootstrap``'s environment cell."""
+    cells = nb["cells"]
+    index = cells.index(parameters_cell(nb, path)) + 1
+    if index == len(cells) or cells[index]["cell_type"] != "code":
+        raise ConfigError("no code cell after the parameters cell for the environment cell")
+    return cells[index]
+
+
 def check(books: list[Path] | None = None) -> list[str]:
-    """Every difference between the notebooks' parameters cells and their dataclasses, "notebook: NAME: what"."""
+    """Every difference between the notebooks' parameters cells and their dataclasses, "notebook: NAME: what",
+    and every environment cell that is not ``utils.bootstrap``'s."""
     problems = []
     for path in notebooks() if books is None else books:
         try:
-            cell = parameters_cell(json.loads(path.read_text(encoding="utf-8")), path)
+            nb = json.loads(path.read_text(encoding="utf-8"))
+            cell = parameters_cell(nb, path)
             problems += [f"{path.name}: {p}" for p in compare(config_class(path), "".join(cell["source"]))]
+            if "".join(environment_cell(nb, path)["source"]) != bootstrap.cell_source():
+                problems.append(f"{path.name}: the environment cell differs from utils.bootstrap.cell_source()")
         except ConfigError as e:
             problems.append(f"{path.name}: {e}")
     return problems
 
 
 def write(books: list[Path] | None = None) -> tuple[list[Path], list[str]]:
-    """Rewrite the parameters cells that differ from their dataclasses (id, metadata and tags kept,
-    outputs empty); (notebooks rewritten, problems that left a notebook unwritten)."""
+    """Rewrite the parameters cells that differ from their dataclasses and the environment cells that differ
+    from ``utils.bootstrap`` (id, metadata and tags kept, outputs empty); (notebooks rewritten, problems that
+    left a notebook unwritten)."""
     written, problems = [], []
     for path in notebooks() if books is None else books:
         try:
             nb = json.loads(path.read_text(encoding="utf-8"))
-            cell, cls = parameters_cell(nb, path), config_class(path)
-            source = cell_source(cls)
+            cell, cls, setup = parameters_cell(nb, path), config_class(path), environment_cell(nb, path)
+            wanted = [(setup, bootstrap.cell_source())]
+            if compare(cls, "".join(cell["source"])):  # equal values in another spelling stay as written
+                wanted.append((cell, cell_source(cls)))
         except ConfigError as e:
             problems.append(f"{path.name}: {e}")
             continue
-        if not compare(cls, "".join(cell["source"])):
-            continue
-        cell.update(source=source.splitlines(keepends=True), outputs=[], execution_count=None)
-        write_text_atomic(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-        written.append(path)
+        changed = [(c, source) for c, source in wanted if "".join(c["source"]) != source]
+        for c, source in changed:
+            c.update(source=source.splitlines(keepends=True), outputs=[], execution_count=None)
+        if changed:
+            write_text_atomic(path, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            written.append(path)
     return written, problems
 
 
@@ -329,13 +362,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         written, problems = write(books)
         for path in written:
-            print(f"rewrote the parameters cell of {path}")
+            print(f"rewrote the parameters or environment cell of {path}")
     else:
         problems = check(books)
     for problem in problems:
         print(problem, file=sys.stderr)
     if args.check and not problems:
-        print(f"{len(books)} parameters cells match their dataclasses")
+        print(f"{len(books)} parameters cells match their dataclasses and their environment cells utils.bootstrap")
     return 1 if problems else 0
 
 

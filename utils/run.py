@@ -11,7 +11,8 @@ dataclass is built from what it receives, so a parameter that no notebook declar
 wrong type or an invalid value stops the run at once. Command-line and ``--config`` values are
 text, typed by the field they set ("1e-4" is a float for LEARNING_RATE, "010" stays a string for
 MODEL). Executed copies go to ``<TEST_DIR>/executed/`` and a timing summary to
-``<TEST_DIR>/run_summary.json``.
+``<TEST_DIR>/run_summary.json`` (under PERSIST_DIR's folder when one is given). While a notebook runs,
+the terminal shows a line per code cell and the cell's progress bar (``utils.progress``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ from typing import Any
 import yaml
 
 from utils import params as notebook_params
-from utils.env import ROOT, resolve
+from utils import env
+from utils.env import ROOT, resolve, resolve_artifact
 from utils.io import write_json_atomic
 
 NOTEBOOK_DIR = notebook_params.NOTEBOOK_DIR
@@ -148,18 +150,28 @@ def smoke_model(directory: Path) -> Path:
 
 
 def execute(book: Path, params: dict[str, Any], out_dir: Path, kernel: str = "python3") -> float:
-    """Execute one notebook with papermill (cwd = repository root); return its wall time."""
-    import papermill
+    """Execute one notebook with papermill (cwd = repository root), a line per cell on the terminal;
+    return its wall time."""
+    import papermill  # deferred with utils.progress, which imports it: --list and refused runs start at once
+
+    from utils import progress
 
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        papermill.execute_notebook(str(book), str(out_dir / book.name), parameters=params,
-                                   kernel_name=kernel, cwd=str(ROOT), progress_bar=False)
+        papermill.execute_notebook(str(book), str(out_dir / book.name), parameters=params, kernel_name=kernel,
+                                   cwd=str(ROOT), progress_bar=False, engine_name=progress.ENGINE,
+                                   feedback=progress.Feedback(book.name))
     except papermill.PapermillExecutionError as e:
         raise RunError(f"{book.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                        f"the executed copy with the traceback is {out_dir / book.name}") from None
     return time.perf_counter() - start
+
+
+def output_dir(params: dict[str, Any]) -> Path:
+    """TEST_DIR, where the executed copies and the summary go (under PERSIST_DIR's folder when given)."""
+    persist = env.persist_root(params["PERSIST_DIR"]) if params.get("PERSIST_DIR") else None
+    return resolve_artifact(params.get("TEST_DIR", "results_test"), persist)
 
 
 def run_series(params: dict[str, Any], only: list[str] | None = None, track: str = "ecf",
@@ -173,7 +185,7 @@ def run_series(params: dict[str, Any], only: list[str] | None = None, track: str
             plan(books, params)  # a bad parameter stops the run before the tiny model is built
             params["MODEL"] = str(smoke_model(resolve("checkpoints/tiny-llama")))
     steps = plan(books, params)
-    test_dir = resolve(params.get("TEST_DIR", "results_test"))
+    test_dir = output_dir(params)
     summary: dict[str, Any] = {"parameters": params, "notebooks": []}
     for book, book_params in steps:
         print(f"[emocause] {book.name} {json.dumps(book_params, ensure_ascii=False)}", flush=True)
@@ -218,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     print(f"[emocause] series done in {summary['total_wall_s']:.1f} s; "
-          f"summary: {resolve(params.get('TEST_DIR', 'results_test')) / 'run_summary.json'}")
+          f"summary: {output_dir(params) / 'run_summary.json'}")
     return 0
 
 

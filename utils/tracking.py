@@ -26,9 +26,9 @@ from typing import Any, Iterator, Mapping, Sequence
 
 import pandas as pd
 
-from utils.env import ROOT, resolve
+from utils.env import ROOT, resolve, resolve_artifact
 from utils.io import file_sha256
-from utils.params import param
+from utils.params import HostedConfig, param
 
 DEFAULT_DB = "results_train/experiments.sqlite"
 DB_ENV = "EMOCAUSE_TRACKING_DB"
@@ -57,9 +57,10 @@ CREATE INDEX IF NOT EXISTS runs_kind ON runs(kind, created_at);
 
 def db_path(db: str | os.PathLike | None = None, train_dir: str | os.PathLike | None = None) -> Path:
     """The database file: ``db``, else $EMOCAUSE_TRACKING_DB, else <train_dir>/experiments.sqlite,
-    else results_train/experiments.sqlite (relative paths are against the repository root)."""
+    else results_train/experiments.sqlite (relative paths are under the artifact root: PERSIST_DIR's folder
+    or the repository, ``env.resolve_artifact``)."""
     fallback = Path(train_dir) / "experiments.sqlite" if train_dir else DEFAULT_DB
-    return resolve(db or os.environ.get(DB_ENV) or fallback)
+    return resolve_artifact(db or os.environ.get(DB_ENV) or fallback)
 
 
 def connect(db: str | os.PathLike | None = None) -> sqlite3.Connection:
@@ -260,7 +261,7 @@ def plot_runs(table: pd.DataFrame, metric: str, path: str | os.PathLike, *, show
 
 
 @dataclasses.dataclass(frozen=True)
-class LogConfig:
+class LogConfig(HostedConfig):
     """Parameters of notebooks/10_experiment_log.ipynb."""
 
     TRAIN_DIR: str = param("results_train", "the default log is TRAIN_DIR/experiments.sqlite")
@@ -283,7 +284,7 @@ class LogConfig:
 
     @property
     def figures_dir(self) -> Path:
-        return resolve(self.TRAIN_DIR) / "figures"
+        return resolve_artifact(self.TRAIN_DIR) / "figures"
 
 
 def plot_metrics(runs: pd.DataFrame, metrics: Sequence[str], out_dir: str | os.PathLike,

@@ -8,7 +8,7 @@ from pathlib import Path
 from utils.ecf import prompts
 from utils.ecf.config import TASKS, CauseFinetuneConfig, CauseInferenceConfig, FinetuneConfig, SeriesConfig
 from utils.ecf.data import EMOTIONS, load_ecf, split_conversations, strip_labels, with_emotions, with_pairs
-from utils.env import resolve
+from utils.env import resolve, resolve_artifact
 from utils.io import read_json, write_json_atomic
 
 
@@ -59,7 +59,7 @@ def task_dir(cfg: SeriesConfig, task: str) -> Path:
     """checkpoints/<task>/<style>: the training output folder (adapter in ./adapter)."""
     if task not in TASKS:
         raise ValueError(f"task {task!r}: use one of {list(TASKS)}")
-    return resolve(cfg.CHECKPOINT_DIR) / task / cfg.STYLE
+    return resolve_artifact(cfg.CHECKPOINT_DIR) / task / cfg.STYLE
 
 
 def adapter_dir(cfg: SeriesConfig, task: str) -> Path:
@@ -80,7 +80,8 @@ def write_task(cfg: FinetuneConfig, task: str, extra: dict | None = None, folder
 
 
 def read_task(cfg: SeriesConfig, task: str) -> dict:
-    """The task record of a trained adapter; checks it matches this notebook's STYLE and MODEL."""
+    """The task record of a trained adapter; checks it matches this notebook's STYLE and MODEL (the config
+    holds MODEL="auto" as the model it resolved to on this machine, as training recorded it)."""
     path = task_dir(cfg, task) / TASK_FILE
     if not path.is_file():
         number = "02" if task == "emotion" else "04"
@@ -88,7 +89,8 @@ def read_task(cfg: SeriesConfig, task: str) -> dict:
     record = read_json(path)
     if record["model"] != cfg.MODEL:
         raise ValueError(f"{path}: the adapter was trained on MODEL={record['model']!r}, this run has "
-                         f"MODEL={cfg.MODEL!r}; use the same MODEL in every notebook")
+                         f"MODEL={cfg.MODEL!r}; use the same MODEL in every notebook (MODEL=\"auto\" picks by "
+                         f"the hardware and the hub: set MODEL={record['model']!r} to load this adapter)")
     return record
 
 
@@ -116,7 +118,7 @@ def cause_training_convs(cfg: CauseFinetuneConfig, train: list[dict]) -> list[di
     """Training conversations for the cause model: gold emotions, or 03's predicted train emotions."""
     if cfg.CAUSE_EMOTIONS == "gold":
         return train
-    path = resolve(cfg.TRAIN_DIR) / "emotion_labelled_data.json"
+    path = resolve_artifact(cfg.TRAIN_DIR) / "emotion_labelled_data.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run notebook 03 first, or set CAUSE_EMOTIONS='gold'")
     convs = with_predicted_emotions(train, read_json(path))
@@ -130,7 +132,7 @@ def cause_training_convs(cfg: CauseFinetuneConfig, train: list[dict]) -> list[di
 
 def cause_inputs(cfg: CauseInferenceConfig, test: list[dict]) -> list[dict]:
     """Test conversations to find causes in: 03's predicted emotions or gold ones; no pairs."""
-    path = resolve(cfg.TEST_DIR) / "emotion_labelled_data.json"
+    path = resolve_artifact(cfg.TEST_DIR) / "emotion_labelled_data.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run notebook 03 first")
     labelled = read_json(path)

@@ -9,7 +9,8 @@ from typing import Any
 
 from utils.ecf import prompts
 from utils.ecf.data import SPLITS
-from utils.params import check_schedule, param
+from utils.lm import plan
+from utils.params import HostedConfig, check_schedule, param
 from utils.tracking import db_path
 
 
@@ -23,13 +24,15 @@ SMOKE_LIMIT, SMOKE_TEST_LIMIT, SMOKE_STEPS = 8, 4, 8
 
 
 @dataclass(frozen=True)
-class SeriesConfig:
+class SeriesConfig(HostedConfig):
     """Parameters every notebook of the series shares."""
     DATA_PATH: str = param("data/ecf_sample.json", "ECF file (Subtask 1 or 2 format), relative to the repo root")
     TRAIN_DIR: str = param("results_train", "train-side artifacts: labelled train split, figures, experiment log")
     TEST_DIR: str = param("results_test", "test-side artifacts: predictions, scores, figures")
     CHECKPOINT_DIR: str = param("checkpoints", "adapters live in <CHECKPOINT_DIR>/<task>/<STYLE>/adapter")
-    MODEL: str = param("smollm2", '"smollm2" (bundled GGUF), a .gguf file, a local folder or a hub id')
+    MODEL: str = param("auto", '"auto" (TinyLlama-1.1B-Chat from the hub on a CUDA GPU, 4-bit under 20 GiB; the '
+                               'bundled SmolLM2 on a CPU or offline: the resolved model is printed and recorded), '
+                               '"smollm2" (bundled GGUF), a .gguf file, a local folder or a hub id')
     STYLE: str = param("conversation", '"conversation" (one pass per conversation) or "per_utterance" '
                                        "(original MECPE recipe)")
     SEED: int = param(42, "split and training seed")
@@ -44,6 +47,7 @@ class SeriesConfig:
                                "and 8 optimizer steps (config.apply_smoke)")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "MODEL", plan.resolve_model(self.MODEL))  # "auto" -> this machine's model
         prompts.check_style(self.STYLE)
         if self.SPLIT not in SPLITS:
             raise ValueError(f"SPLIT={self.SPLIT!r}: use one of {list(SPLITS)}")
@@ -69,8 +73,11 @@ class FinetuneConfig(LoggedConfig):
     EPOCHS: float = param(1.0, "passes over the training examples (ignored when MAX_STEPS > 0)")
     MAX_STEPS: int = param(0, "> 0: stop after this many optimizer steps (overrides EPOCHS)")
     LEARNING_RATE: float = param(1e-3, "peak learning rate of the LoRA weights (linear decay, 3% warm-up)")
-    BATCH_SIZE: int = param(4, "sequences per device and step")
-    GRAD_ACCUM: int = param(1, "gradient accumulation steps (effective batch: BATCH_SIZE x GRAD_ACCUM x GPUs)")
+    BATCH_SIZE: int = param(4, "sequences per device and optimizer step")
+    GRAD_ACCUM: int = param(0, "0: the memory plan splits each BATCH_SIZE batch into the fewest passes that fit "
+                               "the device (the effective batch stays BATCH_SIZE x GPUs, whatever the GPU); "
+                               "> 0: BATCH_SIZE sequences per pass and this many accumulation steps "
+                               "(effective batch BATCH_SIZE x GRAD_ACCUM x GPUs)")
     MAX_LENGTH: int = param(1024, "tokens per sequence; longer conversations are split into chunks")
     LORA_R: int = param(16, "LoRA rank")
     LORA_ALPHA: int = param(32, "LoRA scaling numerator (scale: alpha / r)")
@@ -81,15 +88,19 @@ class FinetuneConfig(LoggedConfig):
     REPORT_TO: str = param("none", '"none", "tensorboard" or "wandb"')
     MERGE: bool = param(False, "also save the adapter merged into full base weights (<task dir>/merged)")
     RESUME: bool = param(True, "continue from the last checkpoint in the task dir after a disconnect")
-    GRADIENT_CHECKPOINTING: bool = param(False, "trade compute for memory (long sequences on a T4)")
+    GRADIENT_CHECKPOINTING: str = param("auto", '"auto" (on only where the memory plan needs it), "on" or "off": '
+                                                "trades a third more compute for much less activation memory")
     EVAL_STEPS: int = param(0, "evaluate every EVAL_STEPS steps (0: at the end of each epoch only)")
     SAVE_STEPS: int = param(50, "checkpoint every SAVE_STEPS steps (what RESUME continues from)")
     LOGGING_STEPS: int = param(5, "log the training loss every LOGGING_STEPS steps")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-
         check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
+        plan.checkpointing(self.GRADIENT_CHECKPOINTING)
+        if self.BATCH_SIZE < 1 or self.GRAD_ACCUM < 0:
+            raise ValueError(f"BATCH_SIZE={self.BATCH_SIZE}, GRAD_ACCUM={self.GRAD_ACCUM}: need BATCH_SIZE >= 1 and "
+                             "GRAD_ACCUM >= 0 (0: the memory plan splits the batch)")
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,8 @@ class CauseFinetuneConfig(FinetuneConfig):
     CAUSE_WINDOW_AFTER: int = param(prompts.WINDOW_AFTER, "... and end this many after it")
     CAUSE_CUTOFFS: str = param("per_distance", 'P(yes) cut-offs chosen on val: "one", or "per_distance" '
                                                "(one each for offsets 0, -1, -2 and the rest)")
+    CAUSE_SPANS: bool = param(True, "also teach the cause adapter to pick each cause's span (Subtask 1), when "
+                                    "the training file has spans (conversation style)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

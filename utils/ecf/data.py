@@ -9,6 +9,7 @@ are kept under ``cause_spans`` for the Subtask 1 scorer.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import random
@@ -17,15 +18,22 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Iterable
 
-from utils.env import ROOT
-from utils.io import write_text_atomic
+from utils.env import ROOT, resolve_artifact
+from utils.io import atomic_path, file_sha256
 
 EMOTIONS = ("neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise")
 SAMPLE_PATH = ROOT / "data" / "ecf_sample.json"
-DATA_DIR = ROOT / "data" / "ecf"
+DATA_FOLDER = "data/ecf"  # downloads, under the persistent folder on a hosted runtime (env.resolve_artifact)
+DATA_DIR = ROOT / DATA_FOLDER
 # The organisers publish the data in their task repository; EMOCAUSE_ECF_URL overrides the base.
 OFFICIAL_BASE_URL = "https://raw.githubusercontent.com/NUSTM/SemEval-2024_ECAC/main/data"
 OFFICIAL_FILES = ("Subtask_2_train.json", "Subtask_1_train.json", "Subtask_2_test.json", "Subtask_1_test.json")
+# sha256 of the released files: a download (or a file already in the data folder) must match
+OFFICIAL_SHA256 = {
+    "Subtask_1_train.json": "6b227b7fada28a194e63d8a8df6555956551eeda5432b49f45453e5d0f6b14f0",
+    "Subtask_1_test.json": "3ef0461247483bfb173616177ead69cb9017032ae752d35c7cc246fb01394551",
+    "Subtask_2_test.json": "d96afa90a1badcd56adbf9793d5ca11747fd2362a5f207b674b7c1a421663417",
+}
 
 _EMOTION_UTT = re.compile(r"^(\d+)_([A-Za-z]+)$")
 _CAUSE_ID = re.compile(r"^U?(\d+)$")
@@ -210,22 +218,45 @@ def load_ecf(path: str | os.PathLike | None = None, *, require_labels: bool = Tr
 
 def download_ecf(dest: str | os.PathLike = DATA_DIR, files: Iterable[str] = OFFICIAL_FILES[:1],
                  base_url: str | None = None, timeout: float = 60) -> list[Path]:
-    """Fetch the official files once (atomically) and return their paths; needs the network."""
+    """Fetch the official files once (atomically) and return their paths; needs the network. A file
+    whose sha256 is recorded (``OFFICIAL_SHA256``) must match it, downloaded or already there."""
     base_url = base_url or os.environ.get("EMOCAUSE_ECF_URL", OFFICIAL_BASE_URL)
     paths = []
     for name in files:
-        target = Path(dest) / name
-        if not target.exists():
-            try:
-                with urllib.request.urlopen(f"{base_url}/{name}", timeout=timeout) as response:
-                    text = response.read().decode("utf-8")
-            except OSError as e:
-                raise DataError(str(target), f"could not download {base_url}/{name} ({e}); download it by hand "
-                                "as data/README.md describes and pass its path") from None
-            json.loads(text)  # refuse to store a truncated or HTML error page
-            write_text_atomic(target, text)
+        target, expected = Path(dest) / name, OFFICIAL_SHA256.get(name)
+        if target.exists():
+            if expected and file_sha256(target) != expected:
+                raise DataError(str(target), f"sha256 {file_sha256(target)} is not the official {name}'s "
+                                f"{expected}: delete it to download it again")
+            paths.append(target)
+            continue
+        try:
+            with urllib.request.urlopen(f"{base_url}/{name}", timeout=timeout) as response:
+                raw = response.read()
+        except OSError as e:
+            raise DataError(str(target), f"could not download {base_url}/{name} ({e}); download it by hand "
+                            "as data/README.md describes and pass its path") from None
+        got = hashlib.sha256(raw).hexdigest()
+        if expected and got != expected:
+            raise DataError(str(target), f"the download from {base_url}/{name} has sha256 {got}, not the "
+                            f"official {name}'s {expected}: a changed file or a wrong EMOCAUSE_ECF_URL")
+        try:
+            json.loads(raw.decode("utf-8"))  # refuse to store a truncated or HTML error page
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DataError(str(target), f"the download from {base_url}/{name} is not JSON ({e})") from None
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(raw)
         paths.append(target)
     return paths
+
+
+def official_file(name: str) -> Path:
+    """DATA_PATH / TEST_PATH "ecf:<name>": the official file in the (persistent) data folder, downloaded
+    and checked the first time."""
+    if name not in OFFICIAL_SHA256:
+        raise DataError(f"ecf:{name}", f"not an official file with a known checksum; use one of "
+                        f"{[f'ecf:{n}' for n in OFFICIAL_SHA256]}")
+    return download_ecf(resolve_artifact(DATA_FOLDER), [name])[0]
 
 
 def emotion_pairs(conv: dict) -> list[tuple[int, str, int]]:

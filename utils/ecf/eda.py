@@ -12,7 +12,7 @@ from pathlib import Path
 
 from utils import env, io, plots
 from utils.ecf.data import EMOTIONS, emotion_pairs
-from utils.params import param
+from utils.params import HostedConfig, param
 
 # English function words are not what distinguishes one emotion's vocabulary from another's
 STOPWORDS = frozenset(
@@ -29,7 +29,7 @@ STOPWORDS = frozenset(
 
 
 @dataclass(frozen=True)
-class EdaConfig:
+class EdaConfig(HostedConfig):
     """Parameters of notebooks/01_eda.ipynb (names match its parameters cell)."""
 
     DATA_PATH: str = param("data/ecf_sample.json", "ECF file, official Subtask 1 or Subtask 2 format "
@@ -56,7 +56,7 @@ class EdaConfig:
 
     @property
     def train_dir(self) -> Path:
-        return env.resolve(self.TRAIN_DIR)
+        return env.resolve_artifact(self.TRAIN_DIR)
 
     @property
     def figures_dir(self) -> Path:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from utils.ecf import prompts
+from utils.ecf import prompts, spans
 from utils.ecf.data import EMOTIONS
 from utils.lm.batch import IGNORE
 from utils.lm.modeling import label_token_ids
@@ -62,3 +62,13 @@ def answer_words(style: str, task: str) -> tuple[str, ...]:
     if prompts.check_style(style) != "conversation":
         return ()
     return tuple(EMOTIONS) if task == "emotion" else prompts.ANSWERS
+
+
+def span_training(cfg: Any, splits: dict[str, list[dict]], tokenizer: Any) -> tuple[list[dict], list[dict]]:
+    """The span reads (Subtask 1) that notebook 04 and launch add to the cause examples: from the gold train
+    and val conversations when CAUSE_SPANS and the file has spans (conversation style only)."""
+    if prompts.check_style(cfg.STYLE) != "conversation" or not getattr(cfg, "CAUSE_SPANS", False):
+        return [], []
+    return (spans.span_examples(splits["train"], tokenizer, cfg.MAX_LENGTH),
+            spans.span_examples(splits["val"], tokenizer, cfg.MAX_LENGTH))
+

@@ -14,6 +14,7 @@ from utils.ecf.decision import choose_cutoffs, tune_offsets
 from utils.ecf.examples import answer_words
 from utils.ecf.predict import emotion_logprobs, predict_causes
 from utils.io import read_json, write_json_atomic
+from utils.lm.plan import checkpointing
 from utils.lm.modeling import LoraSettings, label_token_ids, load_model, load_tokenizer
 from utils.lm.training import TrainConfig, TrainResult, train
 
@@ -32,7 +33,7 @@ def train_config(cfg: FinetuneConfig, task: str, out: str | Path | None = None) 
         learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
         max_length=cfg.MAX_LENGTH, seed=cfg.SEED, eval_steps=cfg.EVAL_STEPS or None, save_steps=cfg.SAVE_STEPS,
         logging_steps=cfg.LOGGING_STEPS, report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), merge=cfg.MERGE,
-        resume=cfg.RESUME, gradient_checkpointing=cfg.GRADIENT_CHECKPOINTING, answer_ids=answer_ids(cfg, task),
+        resume=cfg.RESUME, gradient_checkpointing=checkpointing(cfg.GRADIENT_CHECKPOINTING), answer_ids=answer_ids(cfg, task),
     )
 
 

@@ -30,7 +30,7 @@ from transformers import HfArgumentParser
 
 from utils import params
 from utils.ecf import artifacts, config, examples, finetune
-from utils.env import ROOT, resolve
+from utils.env import ROOT, resolve, use_persist_dir
 from utils.io import read_json, write_json_atomic
 from utils.lm.modeling import weights_digest
 
@@ -143,15 +143,18 @@ def build_examples(task: str, cfg: Any, tokenizer: Any,
                    splits: dict[str, list[dict]] | None = None) -> tuple[list[dict], list[dict], dict]:
     """Training and eval examples of ``task`` from DATA_PATH's split, as notebooks 02/04 build them."""
     splits = splits or artifacts.load_splits(cfg)
+    span_train: list[dict] = []
     if task == "emotion":
         train = examples.emotion_examples(splits["train"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
         val = examples.emotion_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
     else:
         window = (cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER)
         convs = artifacts.cause_training_convs(cfg, splits["train"])
-        train = examples.cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window)
-        val = examples.cause_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window)
-    stats = {"train": examples.example_stats(train), "eval": examples.example_stats(val)}
+        span_train, span_val = examples.span_training(cfg, splits, tokenizer)  # Subtask 1, same adapter
+        train = examples.cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window) + span_train
+        val = examples.cause_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window) + span_val
+    stats = {"train": examples.example_stats(train), "eval": examples.example_stats(val),
+             "span_examples": len(span_train) if task == "cause" else 0}
     return train, val, stats
 
 
@@ -184,8 +187,9 @@ def train_process(task: str, cfg: Any, output_dir: str | os.PathLike | None = No
 
     cfg = config.apply_smoke(cfg)
     out = resolve(output_dir) if output_dir else artifacts.task_dir(cfg, task)
-    # FSDP shards float weights; 4-bit QLoRA under FSDP needs a packed storage dtype modeling does not set
-    strategy = choose_strategy(quantize=not fsdp_enabled())
+    # FSDP shards float weights; 4-bit QLoRA under FSDP needs a packed storage dtype modeling does not set;
+    # otherwise 4-bit or 16-bit as the notebooks load it (by the GPU's memory and the model's size)
+    strategy = choose_strategy(quantize=False if fsdp_enabled() else None, model=cfg.MODEL)
     # joining the process group now (the Trainer reuses it) lets rank 0 convert a GGUF model first
     state = PartialState(cpu=strategy.device == "cpu")
     log(f"{state.distributed_type} backend={state.backend} device={state.device} strategy={strategy.name}")
@@ -195,8 +199,9 @@ def train_process(task: str, cfg: Any, output_dir: str | os.PathLike | None = No
     train_examples, eval_examples, stats = build_examples(task, cfg, tokenizer, splits)
     probe = _replica_probe()
     start = time.perf_counter()
-    result = finetune.finetune(cfg, task, train_examples, eval_examples, out=out, strategy=strategy,
-                               callbacks=[probe], main_process=PartialState().is_main_process)
+    result = finetune.finetune(cfg, task, train_examples, eval_examples, {"spans": stats["span_examples"] > 0},
+                               out=out, strategy=strategy, callbacks=[probe],
+                               main_process=PartialState().is_main_process)
     wall = time.perf_counter() - start
     state = PartialState()  # the Trainer rebuilt the shared state on the same process group
     digests = gather_object([{"rank": state.process_index, "lora_sha256": probe.digest}])
@@ -226,6 +231,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:  # a value the notebook config refuses (ConfigError included): no traceback
         print(f"error: {e}", file=sys.stderr)
         return 2
+    use_persist_dir(cfg.PERSIST_DIR)  # --persist-dir, else the folder the launching notebook chose
     train_process(task, cfg, output_dir)
     return 0
 

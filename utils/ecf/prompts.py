@@ -215,8 +215,18 @@ def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = WIN
             positions.append(len(ids) - 1)
             keys.append((i, j))
         groups.append((ids + newline, positions, keys))
+    return grouped_queries(conv, tokenizer, max_length, header, groups, max_utterance_tokens)
+
+
+def grouped_queries(conv: dict, tokenizer: Any, max_length: int, header: list[int],
+                    groups: list[tuple[list[int], list[int], list[Any]]],
+                    max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
+    """The conversation with its emotions (``U2 Ana joy: text`` lines after ``header``), then ``groups``
+    (ids, read positions within them, keys), as many per sequence as fit; utterance texts are shortened
+    until the conversation and the longest group fit ``max_length``."""
     if not groups:
         return []
+    newline, n = encode(tokenizer, NEWLINE), len(conv["conversation"])
     longest = max(len(g[0]) for g in groups)
     cap = max_utterance_tokens
     while True:  # shorten utterance texts until the conversation and one group fit

@@ -103,14 +103,16 @@ def score_table(named_scores: dict[str, dict], keys: Sequence[str]) -> list[dict
 SPAN_KEYS = ("weighted_strict_f1", "weighted_proportional_f1", "strict_f1", "proportional_f1")
 
 
-def subtask1_metrics(pred: list[dict], gold_split: list[dict], rule: str, val_accuracy: dict[str, float]) -> dict:
-    """Official Subtask 1 scores of the predicted pairs with the val-chosen span ``rule`` (top level) and with
-    every other rule (the baselines), plus the same rules on the gold pairs (the span choice alone)."""
+def subtask1_metrics(span_pred: list[dict], span_source: str, pred: list[dict], gold_split: list[dict],
+                     val_accuracy: dict[str, float]) -> dict:
+    """Official Subtask 1 scores of ``span_pred`` (the predicted pairs with their spans from ``span_source``:
+    the model, or a rule) at the top level; each span rule on the same pairs as the baselines; and the rules
+    on the gold pairs (the span choice alone)."""
     gold = spans.gold_files(gold_subset(gold_split, pred))["Subtask_1_gold.json"]
-    out = score_subtask1(spans.subtask1_predictions(pred, rule), gold)
-    out["rule"], out["val_rule_accuracy"] = rule, val_accuracy
-    out["baselines"] = {f"{other} span": score_subtask1(spans.subtask1_predictions(pred, other), gold)
-                        for other in spans.RULES if other != rule}
+    out = score_subtask1(span_pred, gold)
+    out["span_source"], out["val_rule_accuracy"] = span_source, val_accuracy
+    out["baselines"] = {f"model pairs, {rule} spans": score_subtask1(spans.subtask1_predictions(pred, rule), gold)
+                        for rule in spans.RULES if f"{rule} rule" != span_source}
     gold_pairs = gold_subset(gold_split, pred)
     out["gold_pairs"] = {r: {k: score_subtask1(spans.subtask1_predictions(gold_pairs, r), gold)[k] for k in SPAN_KEYS}
                          for r in spans.RULES}

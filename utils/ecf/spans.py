@@ -5,10 +5,15 @@ computed exactly as the official scorer computes the gold ones (``metric.span_po
 ``metric.clean_span``): a candidate text and a gold text that the scorer would read alike get the
 same positions, punctuation quirks included, so a span the scorer counts as right is written as one.
 
-The spans come from a rule chosen on val among whole-utterance and clause rules (a clause ends at a
-token that ends in , . ! ? ; :). Every output is a span of the cause utterance by construction.
-On the ECF 2.0 training file the gold span is the whole utterance (punctuation aside) for 36% of the
-pairs, its last clause for 46% and its longest clause for 49%.
+The candidates of a cause utterance are its clauses (a clause ends at a token that ends in
+, . ! ? ; :) and the whole utterance. The model reads them in the conversation style's one pass: the
+conversation with its emotions, then per pair ``U4 joy <- U2: / ..end of clause / ..end of clause / all``
+(each clause by its last words, the whole utterance as ``all``) with a yes/no
+read at each candidate's last token (``span_queries``); it is trained beside the cause queries, in
+the same adapter, and the best candidate is the span, so every output is a span of the cause
+utterance by construction. The baselines are rules chosen on val (whole utterance, first, last or
+longest clause). On the ECF 2.0 training file the gold span is the whole utterance (punctuation
+aside) for 36% of the pairs, its last clause for 46% and its longest clause for 49%.
 """
 
 from __future__ import annotations
@@ -19,9 +24,16 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
+from utils.ecf import prompts
 from utils.ecf.data import emotion_pairs, parse_cause
 from utils.ecf.metric import clean_span, span_position
 from utils.io import atomic_path
+from utils.lm.modeling import label_token_ids
+
+SPAN_HEADER = "Cause spans:\n"
+CANDIDATE_TOKENS = 6  # a clause candidate is shown by its last tokens
 
 _CLAUSE_END = re.compile(r"[,.!?;:]$")
 SUBMISSION_FILES = ("Subtask_1_pred.json", "Subtask_2_pred.json")
@@ -105,6 +117,77 @@ def subtask1_predictions(pred: list[dict], rule: str) -> list[dict]:
         texts = [u["text"] for u in conv["conversation"]]
         pairs = [[f"{i}_{emotion}", "{}_{}_{}".format(j, *span_for(rule, texts[j - 1]))]
                  for i, emotion, j in emotion_pairs(conv)]
+        out.append({**{k: v for k, v in conv.items() if k not in ("emotion-cause_pairs", "cause_spans")},
+                    "emotion-cause_pairs": pairs})
+    return out
+
+
+def candidates(text: str) -> list[tuple[int, int]]:
+    """Token ranges the span is chosen from: each clause, then the whole utterance when it has several."""
+    found = clauses(text)
+    return found + ([(0, len(text.split()))] if len(found) > 1 else [])
+
+
+def _gold_by_pair(conv: dict) -> dict[tuple[int, int], set[tuple[int, int]]]:
+    out: dict[tuple[int, int], set[tuple[int, int]]] = {}
+    for i, _, j, where in _gold_spans(conv):
+        out.setdefault((i, j), set()).add(where)
+    return out
+
+
+def span_queries(conv: dict, tokenizer, max_length: int, pairs: list[tuple[int, str, int]] | None = None,
+                 max_utterance_tokens: int = prompts.MAX_UTTERANCE_TOKENS) -> list[prompts.Query]:
+    """The conversation, then ``U4 joy <- U2: cand / cand / ...`` per (emotion, cause) pair (the gold pairs,
+    or ``pairs``), a yes/no read at each candidate's last token; keys (i, j, start, end) in scorer positions."""
+    texts = {u["utterance_ID"]: u["text"] for u in conv["conversation"]}
+    newline, groups = prompts.encode(tokenizer, prompts.NEWLINE), []
+    for i, emotion, j in (emotion_pairs(conv) if pairs is None else pairs):
+        ids, positions, keys = prompts.encode(tokenizer, f"U{i} {emotion} <- U{j}:"), [], []
+        found = candidates(texts[j])
+        for k, where in enumerate(found):
+            # a clause by its last words (the utterance is in the lines above); the whole one by name
+            whole = len(found) > 1 and k == len(found) - 1
+            words = prompts.encode(tokenizer, " " + _tokens(texts[j], where))[-CANDIDATE_TOKENS:]
+            ids += prompts.encode(tokenizer, " /") + (prompts.encode(tokenizer, " all") if whole else words)
+            positions.append(len(ids) - 1)
+            keys.append((i, j, *encode(_tokens(texts[j], where), texts[j])))
+        groups.append((ids + newline, positions, keys))
+    return prompts.grouped_queries(conv, tokenizer, max_length, prompts.header_ids(tokenizer, SPAN_HEADER),
+                                   groups, max_utterance_tokens)
+
+
+def span_examples(convs: list[dict], tokenizer, max_length: int) -> list[dict]:
+    """Training examples of the span reads: yes at the candidate whose positions are a gold span's
+    (conversations without spans, e.g. a Subtask 2 file, give none)."""
+    yes, no = label_token_ids(tokenizer, prompts.ANSWERS)
+    out = []
+    for conv in convs:
+        gold = _gold_by_pair(conv)
+        if not gold:
+            continue
+        pairs = [(i, e, j) for i, e, j in emotion_pairs(conv) if (i, j) in gold]
+        for query in span_queries(conv, tokenizer, max_length, pairs):
+            answers = [yes if (k[2], k[3]) in gold[(k[0], k[1])] else no for k in query.keys]
+            out.append(prompts.training_labels(query, answers))
+    return out
+
+
+def predict_spans(lm, tokenizer, pred: list[dict], max_length: int, batch_size: int = 8) -> list[dict]:
+    """Subtask 1 predictions: for every predicted pair, the candidate with the highest P(yes).
+    ``lm``: anything with ``label_logprobs`` (``utils.ecf.predict.reader``)."""
+    yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
+    out = []
+    for conv in pred:
+        queries = span_queries(conv, tokenizer, max_length, emotion_pairs(conv))
+        flat = iter(lm.label_logprobs([q.input_ids for q in queries], [q.positions for q in queries], yes_no,
+                                      batch_size) if queries else [])
+        best: dict[tuple[int, int], tuple[float, tuple[int, int]]] = {}
+        for query, rows in zip(queries, flat):
+            for (i, j, start, end), row in zip(query.keys, rows):
+                score = float(np.asarray(row)[0] - np.asarray(row)[1])  # log P(yes) - log P(no)
+                if (i, j) not in best or score > best[(i, j)][0]:
+                    best[(i, j)] = (score, (start, end))
+        pairs = [[f"{i}_{emotion}", "{}_{}_{}".format(j, *best[(i, j)][1])] for i, emotion, j in emotion_pairs(conv)]
         out.append({**{k: v for k, v in conv.items() if k not in ("emotion-cause_pairs", "cause_spans")},
                     "emotion-cause_pairs": pairs})
     return out

