@@ -388,3 +388,15 @@ def check_schedule(report_to: str, epochs: float, max_steps: int) -> None:
                          f"got {report_to!r}")
     if max_steps <= 0 and epochs <= 0:
         raise ValueError("set epochs > 0 or max_steps > 0 (notebook parameters EPOCHS, MAX_STEPS)")
+
+
+def check_training(cfg: Any) -> None:
+    """The checks both tracks' training notebooks share: schedule, report target, checkpointing and batch."""
+    from utils.lm import plan  # the memory plan reads the GPU; imported where a training config is checked
+
+    check_schedule(cfg.REPORT_TO, cfg.EPOCHS, cfg.MAX_STEPS)
+    plan.checkpointing(cfg.GRADIENT_CHECKPOINTING)
+    if cfg.BATCH_SIZE < 1 or cfg.GRAD_ACCUM < 0:
+        raise ValueError(f"BATCH_SIZE={cfg.BATCH_SIZE}, GRAD_ACCUM={cfg.GRAD_ACCUM}: need BATCH_SIZE >= 1 and "
+                         "GRAD_ACCUM >= 0 (0: the memory plan splits the batch)")
+

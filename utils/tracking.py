@@ -121,6 +121,14 @@ def git_state(root: Path = ROOT) -> tuple[str | None, bool | None]:
     return commit, None if status is None else bool(status)
 
 
+class Tracked:
+    """A notebook config that logs its run (field TRACKING_DB, beside TRAIN_DIR): both tracks' configs mix it in."""
+
+    def tracking_db(self) -> Path:
+        """The experiment log this run writes to (the same rule notebook 10 reads with)."""
+        return db_path(self.TRACKING_DB or None, self.TRAIN_DIR)
+
+
 def log_run(kind: str, params: Any = None, metrics: Any = None, timings: Any = None,
             model: str | None = None, data_path: str | os.PathLike | None = None, *,
             notes: str = "", db: str | os.PathLike | None = None) -> int:

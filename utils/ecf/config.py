@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from utils.ecf import prompts
 from utils.ecf.data import SPLITS
 from utils.lm import plan
-from utils.params import HostedConfig, check_schedule, param
-from utils.tracking import db_path
+from utils.params import HostedConfig, check_training, param
+from utils.tracking import Tracked
 
 
 TASKS = ("emotion", "cause")
@@ -56,13 +55,9 @@ class SeriesConfig(HostedConfig):
 
 
 @dataclass(frozen=True)
-class LoggedConfig(SeriesConfig):
+class LoggedConfig(SeriesConfig, Tracked):
     """A notebook that records its run in the experiment log (utils.tracking)."""
     TRACKING_DB: str = param("", "experiment log; empty: $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite")
-
-    def tracking_db(self) -> Path:
-        """The experiment log this run writes to (the same rule notebook 10 reads with)."""
-        return db_path(self.TRACKING_DB or None, self.TRAIN_DIR)
 
 
 @dataclass(frozen=True)
@@ -96,11 +91,7 @@ class FinetuneConfig(LoggedConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
-        plan.checkpointing(self.GRADIENT_CHECKPOINTING)
-        if self.BATCH_SIZE < 1 or self.GRAD_ACCUM < 0:
-            raise ValueError(f"BATCH_SIZE={self.BATCH_SIZE}, GRAD_ACCUM={self.GRAD_ACCUM}: need BATCH_SIZE >= 1 and "
-                             "GRAD_ACCUM >= 0 (0: the memory plan splits the batch)")
+        check_training(self)
 
 
 @dataclass(frozen=True)

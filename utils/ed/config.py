@@ -14,8 +14,8 @@ from utils.env import resolve, resolve_artifact
 from utils.lm import plan
 from utils.lm.modeling import LoraSettings, is_adapter
 from utils.lm.training import TrainConfig
-from utils.params import HostedConfig, check_schedule, param
-from utils.tracking import db_path
+from utils.params import HostedConfig, check_training, param
+from utils.tracking import Tracked
 
 MISSING_POLICIES = ("mode", "drop")
 SMOKE_ROWS, SMOKE_TEST_ROWS, SMOKE_STEPS, SMOKE_NEW_TOKENS = 32, 8, 4, 16
@@ -69,7 +69,7 @@ class EdEdaConfig(EdDataConfig):
 
 
 @dataclass(frozen=True)
-class EdTrainConfig(EdDataConfig):
+class EdTrainConfig(EdDataConfig, Tracked):
     """What 08 (classification) and 09 (generation) share: model, split, LoRA training, tracking."""
 
     MODEL: str = param("auto", '"auto" (TinyLlama-1.1B-Chat from the hub on a CUDA GPU, 4-bit under 20 GiB; the '
@@ -102,18 +102,10 @@ class EdTrainConfig(EdDataConfig):
     def __post_init__(self) -> None:
         object.__setattr__(self, "MODEL", plan.resolve_model(self.MODEL))  # "auto" -> this machine's model
         super().__post_init__()
-        check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
-        plan.checkpointing(self.GRADIENT_CHECKPOINTING)
-        if self.BATCH_SIZE < 1 or self.GRAD_ACCUM < 0:
-            raise ValueError(f"BATCH_SIZE={self.BATCH_SIZE}, GRAD_ACCUM={self.GRAD_ACCUM}: need BATCH_SIZE >= 1 and "
-                             "GRAD_ACCUM >= 0 (0: the memory plan splits the batch)")
+        check_training(self)
         if not 0 < self.TEST_FRAC < 1 or not 0 <= self.VAL_FRAC < 1 - self.TEST_FRAC:
             raise ValueError(f"TEST_FRAC={self.TEST_FRAC}, VAL_FRAC={self.VAL_FRAC}: need 0 < TEST_FRAC, "
                              "0 <= VAL_FRAC and TEST_FRAC + VAL_FRAC < 1")
-
-    def tracking_db(self) -> Path:
-        """The experiment log this run writes to (the same rule notebook 10 reads with)."""
-        return db_path(self.TRACKING_DB or None, self.TRAIN_DIR)
 
     def task_dir(self, task: str) -> Path:
         """CHECKPOINT_DIR/empathetic/<task>: the training output folder (adapter in ./adapter)."""
