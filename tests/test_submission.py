@@ -118,7 +118,8 @@ def test_the_series_with_a_separate_test_file_writes_both_prediction_files(tmp_p
     out = tmp_path / "out"
     params = {"MODEL": str(tiny_model_dir), "SMOKE": True, "DATA_PATH": str(tmp_path / "train.json"),
               "TEST_PATH": str(tmp_path / "test.json"), "TRAIN_DIR": str(out / "results_train"),
-              "TEST_DIR": str(out / "results_test"), "CHECKPOINT_DIR": str(out / "checkpoints"), "LOGGING_STEPS": 1}
+              "TEST_DIR": str(out / "results_test"), "CHECKPOINT_DIR": str(out / "checkpoints"), "LOGGING_STEPS": 1,
+              "CAUSE_SPANS": annotated}  # the learnt span reads in one run, the val-chosen rule in the other
     run_series(params, only=["02", "03", "04", "05", "06"])
     results = out / "results_test"
     pred1 = json.loads((results / "Subtask_1_pred.json").read_text())
@@ -131,7 +132,9 @@ def test_the_series_with_a_separate_test_file_writes_both_prediction_files(tmp_p
     assert pair_scores["test_set"]["source"] == str(tmp_path / "test.json")
     if annotated:
         assert "weighted_strict_f1" in span_scores and "weighted_f1" in pair_scores
+        assert span_scores["span_source"] == "model" and len(span_scores["baselines"]) == len(spans.RULES)
         assert (results / "Subtask_1_gold.json").is_file() and (results / "Subtask_2_gold.json").is_file()
     else:
         assert span_scores["scored"] is False and pair_scores["scored"] is False
+        assert span_scores["span_source"].endswith(" rule")
         assert not (results / "Subtask_1_gold.json").exists()

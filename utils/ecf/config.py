@@ -104,8 +104,9 @@ class CauseFinetuneConfig(FinetuneConfig):
     CAUSE_WINDOW_AFTER: int = param(prompts.WINDOW_AFTER, "... and end this many after it")
     CAUSE_CUTOFFS: str = param("per_distance", 'P(yes) cut-offs chosen on val: "one", or "per_distance" '
                                                "(one each for offsets 0, -1, -2 and the rest)")
-    CAUSE_SPANS: bool = param(True, "also teach the cause adapter to pick each cause's span (Subtask 1), when "
-                                    "the training file has spans (conversation style)")
+    CAUSE_SPANS: bool = param(False, "also teach the cause adapter to pick each cause's span (Subtask 1) when the "
+                                     "training file has spans; off: the span rule chosen on val (the learnt reads "
+                                     "are not yet measured on real data, bench/RESULTS.md section 5)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
