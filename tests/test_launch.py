@@ -130,3 +130,11 @@ def test_two_cpu_processes_train_and_save_one_adapter(tiny_model_dir, tmp_path):
     lora_b = [p for name, p in peft_model.named_parameters() if "lora_B" in name]
     assert lora_b and all(float(p.detach().abs().sum()) > 0 for p in lora_b)
     assert weights_digest(peft_model) == summary["replicas"][0]["lora_sha256"]
+
+
+def test_a_missing_data_file_is_one_line_naming_it(tmp_path, capsys):
+    missing = tmp_path / "missing.json"
+    assert launch.main(["--task", "emotion", "--data", str(missing), "--max-steps", "1", "--model", "smollm2",
+                        "--output-dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert str(missing) in err and "file not found" in err and "Traceback" not in err

@@ -30,8 +30,9 @@ from transformers import HfArgumentParser
 
 from utils import params
 from utils.ecf import artifacts, config, examples, finetune
+from utils.ecf.data import DataError
 from utils.env import ROOT, resolve, use_persist_dir
-from utils.io import read_json, write_json_atomic
+from utils.io import Busy, read_json, write_json_atomic
 from utils.lm.modeling import weights_digest
 
 TASKS = config.TASKS
@@ -186,6 +187,7 @@ def train_process(task: str, cfg: Any, output_dir: str | os.PathLike | None = No
     from utils.lm.modeling import choose_strategy, load_tokenizer
 
     cfg = config.apply_smoke(cfg)
+    splits = artifacts.load_splits(cfg)  # bad data stops here, before any process group or model
     out = resolve(output_dir) if output_dir else artifacts.task_dir(cfg, task)
     # FSDP shards float weights; 4-bit QLoRA under FSDP needs a packed storage dtype modeling does not set;
     # otherwise 4-bit or 16-bit as the notebooks load it (by the GPU's memory and the model's size)
@@ -195,7 +197,6 @@ def train_process(task: str, cfg: Any, output_dir: str | os.PathLike | None = No
     log(f"{state.distributed_type} backend={state.backend} device={state.device} strategy={strategy.name}")
     with state.main_process_first():
         tokenizer = load_tokenizer(cfg.MODEL)
-    splits = artifacts.load_splits(cfg)
     train_examples, eval_examples, stats = build_examples(task, cfg, tokenizer, splits)
     probe = _replica_probe()
     start = time.perf_counter()
@@ -232,7 +233,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     use_persist_dir(cfg.PERSIST_DIR)  # --persist-dir, else the folder the launching notebook chose
-    train_process(task, cfg, output_dir)
+    try:
+        train_process(task, cfg, output_dir)
+    except (DataError, FileNotFoundError, Busy) as e:  # bad data or model path, a busy folder: one line
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     return 0
 
 
