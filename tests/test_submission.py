@@ -138,3 +138,21 @@ def test_the_series_with_a_separate_test_file_writes_both_prediction_files(tmp_p
         assert span_scores["scored"] is False and pair_scores["scored"] is False
         assert span_scores["span_source"].endswith(" rule")
         assert not (results / "Subtask_1_gold.json").exists()
+
+
+def test_notebook_05_takes_the_learnt_spans_only_from_an_adapter_that_learnt_them(sample, tiny_model_dir, tmp_path, capsys):
+    from utils.ecf import predict, report
+    from utils.lm.modeling import load_model, load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_dir))
+    lm = predict.reader(load_model(str(tiny_model_dir)), tok)
+    ruled, source, accuracy = spans.subtask1(lm, tok, sample[:4], sample[4:20], {"max_length": 1024})
+    assert source == f"{max(accuracy, key=accuracy.get)} rule" and ruled == spans.subtask1_predictions(sample[:4], source.split()[0])
+    learnt, source, _ = spans.subtask1(lm, tok, sample[:4], sample[4:20], {"max_length": 1024, "spans": True})
+    assert source == "model" and len(learnt) == 4
+    annotated = {"source": "x", "conversations": 4, "annotated": True, "spans": True}
+    record = report.subtask1_record(learnt, source, sample[:4], sample, accuracy, annotated)
+    assert "weighted_strict_f1" in record and record["span_source"] == "model" and record["test_set"] == annotated
+    pairs_only = {**annotated, "spans": False}
+    record = report.subtask1_record(learnt, source, sample[:4], sample, accuracy, pairs_only)
+    assert record["scored"] is False and "utterance pairs only" in capsys.readouterr().out

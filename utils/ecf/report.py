@@ -7,7 +7,7 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 
-from utils.ecf.artifacts import gold_subset
+from utils.ecf.artifacts import gold_subset, unscored
 from utils.ecf.baselines import majority_emotion, self_and_previous_causes
 from utils.ecf.data import emotion_pairs, strip_labels
 from utils.ecf import spans
@@ -117,4 +117,17 @@ def subtask1_metrics(span_pred: list[dict], span_source: str, pred: list[dict], 
     out["gold_pairs"] = {r: {k: score_subtask1(spans.subtask1_predictions(gold_pairs, r), gold)[k] for k in SPAN_KEYS}
                          for r in spans.RULES}
     return out
+
+
+def subtask1_record(span_pred: list[dict], span_source: str, pred: list[dict], test: list[dict],
+                    val_accuracy: dict[str, float], test_set: dict) -> dict:
+    """What notebook 05 writes to subtask1_scores.json: the scores where the test file has gold spans,
+    else a record that says why there is nothing to score."""
+    if test_set["annotated"] and test_set["spans"]:
+        out = subtask1_metrics(span_pred, span_source, pred, test, val_accuracy)
+    else:
+        out = {**unscored("Subtask_1_pred.json", test_set), "span_source": span_source, "val_rule_accuracy": val_accuracy}
+        if test_set["annotated"]:
+            print("[emocause] the test file has utterance pairs only (Subtask 2): no gold spans to score Subtask 1 against")
+    return {**out, "test_set": test_set}
 

@@ -24,8 +24,6 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from utils.ecf import prompts
 from utils.ecf.data import emotion_pairs, parse_cause
 from utils.ecf.metric import clean_span, span_position
@@ -110,16 +108,16 @@ def choose_rule(val: list[dict], default: str = "longest_clause") -> tuple[str, 
     return (max(accuracy, key=lambda r: (accuracy[r], r == default)) if accuracy else default), accuracy
 
 
+def _with_spans(conv: dict, span_of: Callable[[int, int], tuple[int, int]]) -> dict:
+    """``conv`` in the Subtask 1 format: every pair (i, j) with the span ``span_of(i, j)`` of utterance j."""
+    pairs = [[f"{i}_{emotion}", "{}_{}_{}".format(j, *span_of(i, j))] for i, emotion, j in emotion_pairs(conv)]
+    return {**{k: v for k, v in conv.items() if k not in ("emotion-cause_pairs", "cause_spans")},
+            "emotion-cause_pairs": pairs}
+
+
 def subtask1_predictions(pred: list[dict], rule: str) -> list[dict]:
     """Subtask 1 predictions in the official format: every predicted pair with ``rule``'s span."""
-    out = []
-    for conv in pred:
-        texts = [u["text"] for u in conv["conversation"]]
-        pairs = [[f"{i}_{emotion}", "{}_{}_{}".format(j, *span_for(rule, texts[j - 1]))]
-                 for i, emotion, j in emotion_pairs(conv)]
-        out.append({**{k: v for k, v in conv.items() if k not in ("emotion-cause_pairs", "cause_spans")},
-                    "emotion-cause_pairs": pairs})
-    return out
+    return [_with_spans(c, lambda i, j, c=c: span_for(rule, c["conversation"][j - 1]["text"])) for c in pred]
 
 
 def candidates(text: str) -> list[tuple[int, int]]:
@@ -176,21 +174,26 @@ def predict_spans(lm, tokenizer, pred: list[dict], max_length: int, batch_size: 
     """Subtask 1 predictions: for every predicted pair, the candidate with the highest P(yes).
     ``lm``: anything with ``label_logprobs`` (``utils.ecf.predict.reader``)."""
     yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
-    out = []
-    for conv in pred:
-        queries = span_queries(conv, tokenizer, max_length, emotion_pairs(conv))
-        flat = iter(lm.label_logprobs([q.input_ids for q in queries], [q.positions for q in queries], yes_no,
-                                      batch_size) if queries else [])
-        best: dict[tuple[int, int], tuple[float, tuple[int, int]]] = {}
-        for query, rows in zip(queries, flat):
-            for (i, j, start, end), row in zip(query.keys, rows):
-                score = float(np.asarray(row)[0] - np.asarray(row)[1])  # log P(yes) - log P(no)
-                if (i, j) not in best or score > best[(i, j)][0]:
-                    best[(i, j)] = (score, (start, end))
-        pairs = [[f"{i}_{emotion}", "{}_{}_{}".format(j, *best[(i, j)][1])] for i, emotion, j in emotion_pairs(conv)]
-        out.append({**{k: v for k, v in conv.items() if k not in ("emotion-cause_pairs", "cause_spans")},
-                    "emotion-cause_pairs": pairs})
-    return out
+    queries = [(k, q) for k, conv in enumerate(pred) for q in span_queries(conv, tokenizer, max_length)]
+    rows = lm.label_logprobs([q.input_ids for _, q in queries], [q.positions for _, q in queries], yes_no,
+                             batch_size) if queries else []  # every conversation in one call: length batches
+    best: list[dict[tuple[int, int], tuple[float, tuple[int, int]]]] = [{} for _ in pred]
+    for (k, query), scores in zip(queries, rows):
+        for (i, j, start, end), row in zip(query.keys, scores):
+            score = float(row[0] - row[1])  # log P(yes) - log P(no)
+            if (i, j) not in best[k] or score > best[k][(i, j)][0]:
+                best[k][(i, j)] = (score, (start, end))
+    return [_with_spans(conv, lambda i, j, k=k: best[k][(i, j)][1]) for k, conv in enumerate(pred)]
+
+
+def subtask1(lm, tokenizer, pred: list[dict], val: list[dict], task: dict) -> tuple[list[dict], str, dict]:
+    """Notebook 05's Subtask 1 predictions: the span reads the cause adapter learnt (``task["spans"]``, notebook
+    04's CAUSE_SPANS), else the rule val's gold spans choose; returns (predictions, where the spans come from,
+    each rule's exact share on val)."""
+    rule, accuracy = choose_rule(val)
+    if task.get("spans"):
+        return predict_spans(lm, tokenizer, pred, task["max_length"]), "model", accuracy
+    return subtask1_predictions(pred, rule), f"{rule} rule", accuracy
 
 
 def gold_files(test: list[dict]) -> dict[str, list[dict]]:
