@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.ecf import artifacts, baselines, config, data, decision, examples, finetune, predict
+from utils.ecf import artifacts, baselines, config, data, decision, examples, finetune, predict, prompts
 from utils.lm import modeling, training
 from utils.io import read_json, write_json_atomic
 from utils.ecf.metric import emotion_scores, score_subtask2
@@ -50,6 +50,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                     "(default: --out itself)")
     ap.add_argument("--emotions-from", default="", help="cause: an emotion run's folder; its test predictions "
                     "(best rule, last checkpoint) give the end-to-end inputs")
+    ap.add_argument("--cause-layout", default=prompts.CAUSE_LAYOUT, choices=prompts.CAUSE_LAYOUTS,
+                    help="cause: where the cause lines go (utils.ecf.prompts.CAUSE_LAYOUT)")
     ap.add_argument("--cause-emotions", default="gold", choices=config.CAUSE_EMOTION_SOURCES,
                     help="cause: emotions the cause model trains on (predicted: --emotions-from's train labels)")
     return ap.parse_args(argv)
@@ -249,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
         print(report(argv[1:]))
         return 0
     a = _args(argv)
+    prompts.CAUSE_LAYOUT = a.cause_layout  # training and inference in this process read the same layout
     Path(a.out).mkdir(parents=True, exist_ok=True)
     (emotion if a.task == "emotion" else cause)(a)
     return 0

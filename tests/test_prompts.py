@@ -90,11 +90,12 @@ def test_long_conversations_are_chunked_within_max_length(tok, sample):
         prompts.emotion_queries(conv, tok, 12)
 
 
-def test_cause_queries_cover_the_window_and_label_gold_pairs(tok, sample):
+@pytest.mark.parametrize("layout", prompts.CAUSE_LAYOUTS)
+def test_cause_queries_cover_the_window_and_label_gold_pairs(tok, sample, layout):
     yes, no = label_token_ids(tok, prompts.ANSWERS)
     for conv in sample:
         n = len(conv["conversation"])
-        queries = prompts.cause_queries(conv, tok, 2048, before=2, after=1)
+        queries = prompts.cause_queries(conv, tok, 2048, before=2, after=1, layout=layout)
         keys = [k for q in queries for k in q.keys]
         expected = [(i, j) for i, _ in prompts.emotional_utterances(conv) for j in range(max(1, i - 2), min(n, i + 1) + 1)]
         assert sorted(keys) == sorted(expected)
@@ -111,6 +112,45 @@ def test_cause_queries_cover_the_window_and_label_gold_pairs(tok, sample):
                 assert line.startswith(f"U{key[0]} {emotion_of[key[0]]}:")  # the query line names i and its emotion
                 assert example["labels"][p + 1] == (yes if key in gold else no)
             assert sum(lab != prompts.IGNORE for lab in example["labels"]) == len(q.keys)
+
+
+def test_inline_cause_lines_sit_below_their_utterance(tok, sample):
+    for conv in sample:
+        if not prompts.emotional_utterances(conv):
+            continue
+        (query,) = prompts.cause_queries(conv, tok, 2048, layout="inline")
+        lines = tok.decode(query.input_ids).split("\n")
+        speaker = {u["utterance_ID"]: u["speaker"].strip() for u in conv["conversation"]}
+        last_utterance = max(k for k, line in enumerate(lines) if line.startswith(
+            f"U{conv['conversation'][-1]['utterance_ID']} {conv['conversation'][-1]['speaker']}"))
+        for p, (i, j) in zip(query.positions, query.keys):
+            k = tok.decode(query.input_ids[: p + 1]).count("\n")  # the line the read is on
+            assert lines[k].startswith(f"U{i} ") and lines[k].split(":")[0].count(" ") == 1  # a cause line
+            if j <= i:  # right below utterance i's own line
+                assert lines[k - 1].startswith(f"U{i} {speaker[i]} ")
+            else:  # candidates after i: a line after the whole conversation
+                assert k > last_utterance
+        after = prompts.cause_queries(conv, tok, 2048, layout="after")
+        assert sorted(query.keys) == sorted(k for q in after for k in q.keys)
+        # same lines, another place: the inline sequence costs at most one extra ``U4 joy:`` per utterance
+        extra = len(prompts.emotional_utterances(conv)) * 6
+        assert len(query.input_ids) <= sum(len(q.input_ids) for q in after) + extra
+
+
+def test_inline_layout_falls_back_to_chunks_when_too_long(tok, sample):
+    conv = copy.deepcopy(max(sample, key=lambda c: len(prompts.emotional_utterances(c))))
+    for utt in conv["conversation"]:
+        utt["text"] = " ".join([utt["text"]] * 30)
+    # utterances shorten to a quarter of their cap to fit; below that the grouped chunks take over
+    quarter = prompts.cause_queries(conv, tok, 10**6, layout="inline",
+                                    max_utterance_tokens=prompts.MAX_UTTERANCE_TOKENS // 4)
+    limit = len(quarter[0].input_ids)
+    (fits,) = prompts.cause_queries(conv, tok, limit, layout="inline")
+    assert fits.input_ids == quarter[0].input_ids
+    queries = prompts.cause_queries(conv, tok, limit - 1, layout="inline")
+    assert queries == prompts.cause_queries(conv, tok, limit - 1, layout="after") != [fits]
+    with pytest.raises(ValueError, match="cause layout"):
+        prompts.cause_queries(conv, tok, 400, layout="sideways")
 
 
 def test_cause_queries_shorten_long_utterances_and_chunk_queries(tok, sample):

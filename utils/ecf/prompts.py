@@ -53,6 +53,11 @@ WINDOW_AFTER = 2
 # 0.590, the same ids in window order 0.544, ids with written offsets `U2 (-2)` 0.600 for 2.5x the
 # query tokens.
 CANDIDATE_ORDER = (0, -1, -2, -3, 1, 2, -4, -5)
+# Where the cause lines go: "after" the whole conversation (chunked when long), or "inline", each right
+# below the utterance it asks about (the candidates after it in a line after the conversation), so the
+# lines a candidate id points at are the few just above the question.
+CAUSE_LAYOUTS = ("after", "inline")
+CAUSE_LAYOUT = "after"
 MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
 
 SYSTEM = "You are an expert annotator of emotions in conversations."  # per_utterance prompts
@@ -200,22 +205,78 @@ def emotional_utterances(conv: dict) -> list[tuple[int, str]]:
 
 
 def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = WINDOW_BEFORE,
-                  after: int = WINDOW_AFTER, max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
-    """The conversation with its emotions, then ``U4 joy: U4 U3 U2 U1 U5 U6`` per emotional utterance
-    (candidates most likely first), each read as yes/no at its last token."""
-    header, newline = header_ids(tokenizer, CAUSE_HEADER), encode(tokenizer, NEWLINE)
+                  after: int = WINDOW_AFTER, max_utterance_tokens: int = MAX_UTTERANCE_TOKENS,
+                  layout: str | None = None) -> list[Query]:
+    """The conversation with its emotions and ``U4 joy: U4 U3 U2 U1 U5 U6`` per emotional utterance
+    (candidates most likely first), each read as yes/no at its last token; the lines go after the
+    conversation or inline (``layout``, default CAUSE_LAYOUT)."""
+    header = header_ids(tokenizer, CAUSE_HEADER)
     n = len(conv["conversation"])
     groups = []  # one line per emotional utterance, kept in one chunk
     for i, emotion in emotional_utterances(conv):
         # the ids let the model look each candidate up in the lines above (they start ``U2 ...``);
         # the order (CANDIDATE_ORDER) tells it the offset without spending tokens on it
-        ids, positions, keys = encode(tokenizer, f"U{i} {emotion}:"), [], []
-        for j in ordered_candidates(i, cause_candidates(i, n, before, after)):
-            ids += encode(tokenizer, f" U{j}")
-            positions.append(len(ids) - 1)
-            keys.append((i, j))
-        groups.append((ids + newline, positions, keys))
+        groups.append(_cause_line(tokenizer, i, emotion, ordered_candidates(i, cause_candidates(i, n, before, after))))
+    layout = check_layout(layout)
+    if layout == "inline" and groups:
+        query = _inline_query(conv, tokenizer, max_length, header, groups, max_utterance_tokens)
+        if query is not None:
+            return [query]
     return grouped_queries(conv, tokenizer, max_length, header, groups, max_utterance_tokens)
+
+
+def check_layout(layout: str | None) -> str:
+    layout = CAUSE_LAYOUT if layout is None else layout
+    if layout not in CAUSE_LAYOUTS:
+        raise ValueError(f"cause layout {layout!r}: use one of {list(CAUSE_LAYOUTS)}")
+    return layout
+
+
+def _cause_line(tokenizer: Any, i: int, emotion: str, candidates: Sequence[int]) -> tuple[list[int], list[int], list[Any]]:
+    """``U4 joy: U4 U3 U2`` + newline: ids, the read position after each candidate, the (i, j) keys."""
+    ids, positions, keys = encode(tokenizer, f"U{i} {emotion}:"), [], []
+    for j in candidates:
+        ids += encode(tokenizer, f" U{j}")
+        positions.append(len(ids) - 1)
+        keys.append((i, j))
+    return ids + encode(tokenizer, NEWLINE), positions, keys
+
+
+def _inline_query(conv: dict, tokenizer: Any, max_length: int, header: list[int],
+                  groups: list[tuple[list[int], list[int], list[Any]]], max_utterance_tokens: int) -> Query | None:
+    """One sequence: each emotional utterance's cause line right below its own line, listing the
+    candidates up to itself; the candidates after it follow the conversation in a second line. None
+    when that does not fit ``max_length`` with utterances of at least a quarter of their cap (the
+    caller then uses the grouped layout)."""
+    newline = encode(tokenizer, NEWLINE)
+    emotion_of = dict(emotional_utterances(conv))
+    candidates = {keys[0][0]: [j for _, j in keys] for _, _, keys in groups}
+    cap = max_utterance_tokens
+    while cap >= max(4, max_utterance_tokens // 4):
+        query, trailing = Query(list(header), []), []
+        for utt in conv["conversation"]:
+            i = utt["utterance_ID"]
+            query.input_ids += (encode(tokenizer, f"U{i} {utt['speaker'].strip()} {utt['emotion']}:")
+                                + _text_ids(tokenizer, utt, cap) + newline)
+            now = [j for j in candidates.get(i, []) if j <= i]
+            later = [j for j in candidates.get(i, []) if j > i]
+            if now:
+                _append_line(query, _cause_line(tokenizer, i, emotion_of[i], now))
+            if later:
+                trailing.append(_cause_line(tokenizer, i, emotion_of[i], later))
+        for line in trailing:
+            _append_line(query, line)
+        if len(query.input_ids) <= max_length:
+            return query
+        cap //= 2
+    return None
+
+
+def _append_line(query: Query, line: tuple[list[int], list[int], list[Any]]) -> None:
+    ids, positions, keys = line
+    query.positions += [len(query.input_ids) + p for p in positions]
+    query.keys += keys
+    query.input_ids += ids
 
 
 def grouped_queries(conv: dict, tokenizer: Any, max_length: int, header: list[int],
