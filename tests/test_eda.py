@@ -21,7 +21,7 @@ from utils.env import ROOT  # noqa: E402
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 NOTEBOOK = ROOT / "notebooks" / "01_eda.ipynb"
 PARAMETERS = {"REPO_URL", "REPO_REF", "PERSIST_DIR", "DATA_PATH", "TRAIN_DIR", "LIMIT", "TOP_SPEAKERS", "TOP_WORDS",
-              "FONT_PATH"}
+              "FONT_PATH", "SHOW_TEXT"}
 
 
 def utt(i, speaker, emotion, text):
@@ -206,3 +206,32 @@ def test_notebook_runs_on_sample(tmp_path):
     images = [o for c in executed.cells if c.cell_type == "code" for o in c.outputs
               if "image/png" in o.get("data", {})]
     assert len(images) == len(eda.FIGURES)  # every figure was shown inline, once
+
+
+WORDS = {"cheesecake": 5, "sofa": 3, "আনন্দ": 4, "খুশি": 2, "うれしい": 3, "試験": 2}
+
+
+def _draws(font: str, word: str) -> bool:
+    return {ord(c) for c in word} <= plots._charmap(font)
+
+
+def test_each_script_gets_a_font_that_draws_it():
+    groups = plots.font_groups(WORDS)
+    assert sorted(w for g in groups.values() for w in g) == sorted(WORDS)  # every word once, counts kept
+    assert {w: c for g in groups.values() for w, c in g.items()} == WORDS
+    if not all(_draws(plots.pick_font(w, warn=False), w) for w in WORDS):
+        pytest.skip("no installed font draws Bangla and Japanese (Debian: fonts-noto-core fonts-noto-cjk)")
+    assert len(groups) >= 2  # no single font here draws all three scripts
+    for font, group in groups.items():
+        assert all(_draws(font, w) for w in group), (font, group)
+    latin = {w: c for w, c in WORDS.items() if w.isascii()}
+    assert plots.font_groups(latin) == {plots.default_font(): latin}  # one script: one cloud, as before
+
+
+def test_a_mixed_script_cloud_is_one_panel_of_side_by_side_clouds():
+    groups = plots.font_groups(WORDS)
+    image = plots._cloud_image(WORDS, None)
+    assert image.shape[0] == 240 and image.shape[2] == 3
+    if len(groups) > 1:  # the panel is the groups' clouds side by side with a white strip between
+        assert image.shape[1] >= 400 - 6 and (image[:, :, :] == 255).all(axis=(0, 2)).any()
+    assert plots._cloud_image(WORDS, plots.default_font()).shape == (240, 400, 3)  # a given font: one cloud

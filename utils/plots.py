@@ -183,16 +183,24 @@ def _charmap(path: str) -> frozenset[int]:
     return frozenset(FT2Font(path).get_charmap())
 
 
-def pick_font(text: str) -> str:
-    """DejaVu Sans if it draws every character of ``text``, else the installed font missing fewest
-    (so Bangla or CJK words render where a Noto font is installed, as on many hosted notebooks)."""
+@functools.lru_cache(maxsize=None)
+def _installed_fonts() -> tuple[str, ...]:
+    """Font files matplotlib knows plus those on disk now (a font installed after matplotlib built its
+    cache, e.g. by apt in a notebook, is on disk but not in the cache)."""
     from matplotlib import font_manager
 
+    known = {f.fname for f in font_manager.fontManager.ttflist}
+    on_disk = set(font_manager.findSystemFonts(fontext="ttf")) | set(font_manager.findSystemFonts(fontext="otf"))
+    # Last Resort maps every code point to a placeholder box: it "covers" all and draws none
+    return tuple(sorted(p for p in known | on_disk if "LastResort" not in p))
+
+
+def pick_font(text: str, warn: bool = True) -> str:
+    """DejaVu Sans if it draws every character of ``text``, else the installed font missing fewest
+    (so Bangla or CJK words render where a Noto font is installed, as on many hosted notebooks)."""
     chars = {ord(c) for c in text if not c.isspace()}
     best, best_missing = default_font(), None
-    # Last Resort maps every code point to a placeholder box: it "covers" all and draws none
-    installed = sorted({f.fname for f in font_manager.fontManager.ttflist if "LastResort" not in f.fname})
-    for path in (best, *installed):
+    for path in (best, *_installed_fonts()):
         try:
             missing = len(chars - _charmap(path))
         except (OSError, RuntimeError):
@@ -201,9 +209,44 @@ def pick_font(text: str) -> str:
             return path
         if best_missing is None or missing < best_missing:
             best, best_missing = path, missing
-    warnings.warn(f"no installed font draws {best_missing} of the characters to plot; they will show as "
-                  "boxes: pass a font file that covers the script (FONT_PATH in notebook 01)", stacklevel=2)
+    if warn:
+        warnings.warn(f"no installed font draws {best_missing} of the characters to plot; they will show as "
+                      "boxes: pass a font file that covers the script (FONT_PATH in notebook 01)", stacklevel=2)
     return best
+
+
+def font_groups(words: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """``words`` split by the font that draws them (``pick_font`` of each word): one group where one font
+    draws them all, else one per script family present (Latin, Bangla and Japanese words side by side).
+    A word no installed font draws joins the group of the font missing fewest of its characters, once
+    warned."""
+    whole = pick_font("".join(words), warn=False)
+    chars = {ord(c) for w in words for c in w if not c.isspace()}
+    if not chars - _charmap(whole):
+        return {whole: dict(words)}
+    groups: dict[str, dict[str, int]] = {}
+    for word, count in words.items():
+        groups.setdefault(pick_font(word), {})[word] = count
+    return groups
+
+
+def _cloud_image(words: Mapping[str, int], font_path: str | None, width: int = 400, height: int = 240) -> np.ndarray:
+    """One word cloud as an RGB array; with no font given, one cloud per font group side by side (each
+    as wide as its share of the counts), so every script is drawn by a font that covers it."""
+    from wordcloud import WordCloud
+
+    groups = {font_path: dict(words)} if font_path else font_groups(words)
+    total = sum(sum(g.values()) for g in groups.values())
+    parts = []
+    for font, group in groups.items():
+        w = width if len(groups) == 1 else max(120, round(width * sum(group.values()) / total))
+        cloud = WordCloud(width=w, height=height, background_color="white", random_state=0,
+                          font_path=font, prefer_horizontal=1.0)
+        parts.append(cloud.generate_from_frequencies(group).to_array())
+    if len(parts) == 1:
+        return parts[0]
+    gap = np.full((height, 6, 3), 255, dtype=parts[0].dtype)  # a white strip between scripts
+    return np.concatenate([x for part in parts for x in (part, gap)][:-1], axis=1)
 
 
 def wordcloud_grid(
@@ -215,9 +258,8 @@ def wordcloud_grid(
     columns: int = 4,
     show: bool = True,
 ) -> Path:
-    """One word cloud per label from {label: {word: count}}; an empty label gets a 'no words' panel."""
-    from wordcloud import WordCloud
-
+    """One word cloud per label from {label: {word: count}}; an empty label gets a 'no words' panel. With
+    no ``font_path``, each script is drawn in an installed font that covers it (``font_groups``)."""
     labels = list(frequencies)
     rows = max(1, -(-len(labels) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.7 * rows), squeeze=False)
@@ -225,10 +267,7 @@ def wordcloud_grid(
         words = {w: c for w, c in frequencies[label].items() if c > 0}
         if words:
             # frequencies, not raw text: our tokeniser already kept Unicode words intact
-            font = font_path or pick_font("".join(words))
-            cloud = WordCloud(width=400, height=240, background_color="white", random_state=0,
-                              font_path=font, prefer_horizontal=1.0)
-            ax.imshow(cloud.generate_from_frequencies(words), interpolation="bilinear")
+            ax.imshow(_cloud_image(words, font_path), interpolation="bilinear")
         else:
             ax.text(0.5, 0.5, "no words", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(str(label))
