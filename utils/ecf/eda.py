@@ -41,6 +41,8 @@ class EdaConfig(HostedConfig):
     TOP_WORDS: int = param(60, "words per emotion in the word clouds")
     FONT_PATH: str = param("", "word-cloud font file (empty: DejaVu Sans); give a Bangla or CJK .ttf "
                                "for those scripts")
+    SHOW_TEXT: bool = param(True, "show the first conversation's utterances (False: aggregates and figures "
+                                  "only, for pages rendered from a corpus whose text is not ours to publish)")
 
     def __post_init__(self) -> None:
         for name in ("LIMIT", "TOP_SPEAKERS", "TOP_WORDS"):

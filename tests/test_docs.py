@@ -1,0 +1,65 @@
+"""Rendered pages (utils.docs): outputs kept, no utterance of the corpus shown (issue 12, item 7)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from utils import docs
+from utils.ecf.data import SAMPLE_PATH, load_ecf
+
+
+def _page(*texts: str, html: str = "") -> dict:
+    outputs = [{"output_type": "stream", "name": "stdout", "text": [t]} for t in texts]
+    if html:
+        outputs.append({"output_type": "execute_result", "data": {"text/html": html, "text/plain": "table"}})
+    return {"cells": [{"cell_type": "code", "source": "", "outputs": outputs}]}
+
+
+def test_a_page_quoting_an_utterance_is_refused():
+    said = "I can't believe you ate the whole cheesecake, Ross!"
+    docs.check_no_quotes(_page("1,374 conversations", html="<td>joy</td>"), [said], "01_eda.ipynb")
+    with pytest.raises(docs.LeakError, match="01_eda.ipynb.*I can't believe"):  # escaped and wrapped in HTML
+        docs.check_no_quotes(_page(html="<td>I can&#x27;t believe you ate\n the whole cheesecake, Ross!</td>"),
+                             [said], "01_eda.ipynb")
+    with pytest.raises(docs.LeakError):
+        docs.check_no_quotes(_page(f"first line: {said}"), [said], "p")
+    docs.check_no_quotes(_page("Oh my God!"), ["Oh my God!"], "p")  # a short common phrase is not a quote
+
+
+@pytest.mark.slow
+def test_notebook_01_renders_figures_without_the_corpus_text(tmp_path):
+    record = docs.render(str(SAMPLE_PATH), tmp_path / "docs", books=("01",))
+    page = json.loads((tmp_path / "docs" / "01_eda.ipynb").read_text(encoding="utf-8"))
+    images = [o for c in page["cells"] for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
+    assert len(images) >= 8  # every figure embedded, so GitHub shows it
+    utterances = [u["text"] for c in load_ecf(SAMPLE_PATH) for u in c["conversation"]]
+    docs.check_no_quotes(page, utterances, "01")
+    assert page["metadata"]["papermill"]["parameters"]["DATA_PATH"] == SAMPLE_PATH.name  # no local path
+    assert record["pages"][0]["notebook"] == "01_eda.ipynb"
+    assert json.loads((tmp_path / "docs" / "rendered.json").read_text())["pages"] == record["pages"]
+    # the same notebook with its text shown is what the guard exists for
+    with pytest.raises(docs.LeakError):
+        docs.check_no_quotes(_shown_page(tmp_path), utterances, "01")
+
+
+def _shown_page(tmp_path) -> dict:
+    from utils import run
+
+    (book,) = run.discover(["01"], "all")
+    run.execute(book, {"DATA_PATH": str(SAMPLE_PATH), "TRAIN_DIR": str(tmp_path / "rt")}, tmp_path / "shown")
+    return json.loads((tmp_path / "shown" / book.name).read_text(encoding="utf-8"))
+
+
+def test_source_notebooks_carry_no_outputs_and_the_pages_do():
+    from utils.env import ROOT
+
+    for book in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cells = [c for c in json.loads(book.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+        assert all(c["outputs"] == [] and c["execution_count"] is None for c in cells), book.name
+    pages = sorted((ROOT / "docs").glob("*.ipynb"))
+    assert {p.name for p in pages} >= {"01_eda.ipynb", "07_empathetic_eda.ipynb"}
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert text.count('"image/png"') >= 3 and "/tmp/" not in text and str(ROOT) not in text, page.name
