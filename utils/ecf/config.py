@@ -106,7 +106,7 @@ class CauseFinetuneConfig(FinetuneConfig):
                                                "(one each for offsets 0, -1, -2 and the rest)")
     CAUSE_SPANS: bool = param(False, "also teach the cause adapter to pick each cause's span (Subtask 1) when the "
                                      "training file has spans; off: the span rule chosen on val (the learnt reads "
-                                     "are not yet measured on real data, bench/RESULTS.md section 5)")
+                                     "scored below the longest-clause rule on real data, bench/RESULTS.md section 5)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
