@@ -111,7 +111,9 @@ def test_notebook_01_follows_train_dir():
 def test_list_prints_every_parameter_from_the_dataclasses(capsys):
     assert run.main(["--list", "--only", "01"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == "01_eda.ipynb" and len(out) == 10
+    from utils.ecf.eda import EdaConfig
+
+    assert out[0] == "01_eda.ipynb" and len(out) == 1 + len(dataclasses.fields(EdaConfig)) == 11
     assert out[1].startswith(f'  REPO_URL = "{env.REPO_URL}"  # ')
     assert out[5].startswith('  TRAIN_DIR = "results_train"  # figures -> TRAIN_DIR/figures/')
 

@@ -53,11 +53,16 @@ WINDOW_AFTER = 2
 # 0.590, the same ids in window order 0.544, ids with written offsets `U2 (-2)` 0.600 for 2.5x the
 # query tokens.
 CANDIDATE_ORDER = (0, -1, -2, -3, 1, 2, -4, -5)
-# Where the cause lines go: "after" the whole conversation (chunked when long), or "inline", each right
-# below the utterance it asks about (the candidates after it in a line after the conversation), so the
-# lines a candidate id points at are the few just above the question.
+# Where the cause lines go: "inline", each right below the utterance it asks about (the candidates after
+# it in a line after the conversation), so the lines a candidate id points at are the few just above the
+# question; or "after" the whole conversation (chunked when long). Measured (SmolLM2, LoRA q/k/v/o+MLP,
+# 150 steps of 4 conversations, gold emotions, pair weighted F1 with per-distance cut-offs, val / official
+# test / test end to end): inline 0.627 / 0.645 / 0.248, after 0.596 / 0.642 / 0.245 (9% more tokens);
+# within one distance the inline model separates causes from the rest (P(yes) ROC AUC for the utterance
+# itself 0.78 on the test against 0.60, the one before 0.61 against 0.49). A conversation whose inline
+# sequence does not fit MAX_LENGTH takes the "after" chunks.
 CAUSE_LAYOUTS = ("after", "inline")
-CAUSE_LAYOUT = "after"
+CAUSE_LAYOUT = "inline"
 MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
 
 SYSTEM = "You are an expert annotator of emotions in conversations."  # per_utterance prompts
