@@ -4,11 +4,10 @@
 
 The source notebooks under ``notebooks/`` stay stripped; this executes copies with papermill and keeps
 their outputs (plots embedded as PNG). Notebook 01 runs on the given ECF file with ``SHOW_TEXT=False``
-(aggregates and figures only); notebook 07 runs on the bundled empathetic sample, whose Bangla and
-Japanese dialogues show the word-cloud font choice. Before a page is kept, every output is searched
-for the corpus's utterances: a page that shows one is refused, so no text of a corpus we may not
-republish lands in the repository. Results of the runs go to a temporary folder, not to the results
-folders.
+(aggregates and figures only); notebook 07 runs on the bundled empathetic sample (ours). Before a
+page is kept, every output of notebook 01 is searched for the corpus's utterances: a page that shows
+one is refused, so no text of a corpus we may not republish lands in the repository. Results of the
+runs go to a temporary folder, not to the results folders.
 """
 
 from __future__ import annotations

@@ -185,8 +185,8 @@ def _charmap(path: str) -> frozenset[int]:
 
 @functools.lru_cache(maxsize=None)
 def _installed_fonts() -> tuple[str, ...]:
-    """Font files matplotlib knows plus those on disk now (a font installed after matplotlib built its
-    cache, e.g. by apt in a notebook, is on disk but not in the cache)."""
+    """Font files matplotlib knows plus those on disk at the first call (a font installed after matplotlib
+    built its cache, e.g. by apt in an earlier cell, is on disk but not in the cache)."""
     from matplotlib import font_manager
 
     known = {f.fname for f in font_manager.fontManager.ttflist}
