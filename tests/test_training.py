@@ -227,6 +227,46 @@ def test_answer_loss_is_the_softmax_over_the_answers_at_the_labelled_positions(t
         TrainConfig(output_dir="x", answer_ids=(5, 5))
 
 
+def test_class_weights_follow_the_answer_frequencies_and_scale_each_answers_loss(tiny_model_dir, tok):
+    examples = [{"labels": [IGNORE, 7, 7, 7, 9]}, {"labels": [7, 7, 7, 7, 7, 9, IGNORE]}]  # 7: 80%, 9: 20%, 11: never
+    assert training.answer_weights(examples, (7, 9, 11), "none") is None
+    sqrt = training.answer_weights(examples, (7, 9, 11), "sqrt")
+    inverse = training.answer_weights(examples, (7, 9, 11), "inverse")
+    assert sqrt[1] / sqrt[0] == pytest.approx(2.0) and inverse[1] / inverse[0] == pytest.approx(4.0)
+    for w in (sqrt, inverse):  # the average training answer keeps weight 1; an unseen answer the largest
+        assert 0.8 * w[0] + 0.2 * w[1] == pytest.approx(1.0) and w[2] == w[1]
+    with pytest.raises(ValueError, match="no training answer"):
+        training.answer_weights(examples, (1, 2), "sqrt")
+    with pytest.raises(ValueError, match="answer_weighting='log'"):
+        TrainConfig(output_dir="x", answer_ids=(1, 2), answer_weighting="log")
+    with pytest.raises(ValueError, match="needs answer_ids"):
+        TrainConfig(output_dir="x", answer_weighting="sqrt")
+
+    model = modeling.load_model(str(tiny_model_dir))
+    found, ids = _answer_examples(tok, 3)
+    batch = training.collator(tok.pad_token_id)(found)
+    weights = [1.0 + k for k in range(len(ids))]
+    plain, picked = training.answer_loss(model, batch, ids, num_items_in_batch=1)
+    weighted, _ = training.answer_loss(model, batch, ids, num_items_in_batch=1, weights=weights)
+    gold = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE].tolist()
+    nll = -torch.log_softmax(picked.detach(), dim=-1)[range(len(gold)), [ids.index(g) for g in gold]]
+    torch.testing.assert_close(plain.detach(), nll.sum(), atol=1e-4, rtol=1e-5)
+    want = sum(weights[ids.index(g)] * n for g, n in zip(gold, nll))  # each answer's loss times its gold's weight
+    torch.testing.assert_close(weighted.detach(), want, atol=1e-4, rtol=1e-5)
+
+
+def test_the_notebooks_class_weighting_reaches_the_trainer_config():
+    from utils.ecf import config, finetune
+
+    cfg = config.FinetuneConfig(MODEL="smollm2", CLASS_WEIGHTING="sqrt")
+    assert finetune.train_config(cfg, "emotion").answer_weighting == "sqrt"
+    with pytest.raises(ValueError, match="CLASS_WEIGHTING='sqrt' needs STYLE='conversation'"):
+        finetune.train_config(config.FinetuneConfig(MODEL="smollm2", CLASS_WEIGHTING="sqrt", STYLE="per_utterance"),
+                              "emotion")
+    with pytest.raises(ValueError, match="CLASS_WEIGHTING='balanced'"):
+        config.FinetuneConfig(CLASS_WEIGHTING="balanced")
+
+
 def test_answer_loss_trains_and_accumulated_batches_match_one_big_batch(tmp_path, tiny_model_dir, tok):
     examples, ids = _answer_examples(tok, 16, seed=3)
     lora = modeling.LoraSettings(r=8, alpha=16, dropout=0.0)

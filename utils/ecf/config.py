@@ -9,6 +9,7 @@ from typing import Any
 from utils.ecf import prompts
 from utils.ecf.data import SPLITS
 from utils.lm import plan
+from utils.lm.batch import ANSWER_WEIGHTINGS
 from utils.params import HostedConfig, check_training, param
 from utils.tracking import Tracked
 
@@ -80,6 +81,8 @@ class FinetuneConfig(LoggedConfig):
     LORA_TARGETS: str = param("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
                               "comma-separated module names that get adapters (attention and MLP: "
                               "measured in bench/RESULTS.md section 5)")
+    CLASS_WEIGHTING: str = param("none", 'loss weight of each label by its training frequency: "none", "sqrt" '
+                                         '(1/sqrt(share)) or "inverse" (1/share); conversation style only')
     REPORT_TO: str = param("none", '"none", "tensorboard" or "wandb"')
     MERGE: bool = param(False, "also save the adapter merged into full base weights (<task dir>/merged)")
     RESUME: bool = param(True, "continue from the last checkpoint in the task dir after a disconnect")
@@ -92,6 +95,8 @@ class FinetuneConfig(LoggedConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_training(self)
+        if self.CLASS_WEIGHTING not in ANSWER_WEIGHTINGS:
+            raise ValueError(f"CLASS_WEIGHTING={self.CLASS_WEIGHTING!r}: use one of {list(ANSWER_WEIGHTINGS)}")
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,18 @@ def answer_ids(cfg: FinetuneConfig, task: str) -> tuple[int, ...]:
 
 def train_config(cfg: FinetuneConfig, task: str, out: str | Path | None = None) -> TrainConfig:
     """training.TrainConfig for ``task`` from the notebook's parameters (output in ``out``, default ``task_dir``)."""
+    ids = answer_ids(cfg, task)
+    if cfg.CLASS_WEIGHTING != "none" and not ids:
+        raise ValueError(f"CLASS_WEIGHTING={cfg.CLASS_WEIGHTING!r} needs STYLE='conversation' (the answers-only loss); "
+                         f"STYLE={cfg.STYLE!r} trains on generated text")
     return TrainConfig(
         output_dir=str(out or task_dir(cfg, task)), epochs=cfg.EPOCHS,
         max_steps=cfg.MAX_STEPS if cfg.MAX_STEPS > 0 else -1,
         learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
         max_length=cfg.MAX_LENGTH, seed=cfg.SEED, eval_steps=cfg.EVAL_STEPS or None, save_steps=cfg.SAVE_STEPS,
         logging_steps=cfg.LOGGING_STEPS, report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), merge=cfg.MERGE,
-        resume=cfg.RESUME, gradient_checkpointing=checkpointing(cfg.GRADIENT_CHECKPOINTING), answer_ids=answer_ids(cfg, task),
+        resume=cfg.RESUME, gradient_checkpointing=checkpointing(cfg.GRADIENT_CHECKPOINTING), answer_ids=ids,
+        answer_weighting=cfg.CLASS_WEIGHTING if ids else "none",
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 IGNORE = -100  # the label id Hugging Face losses (and ours) skip: prompt, padding, unscored tokens
+ANSWER_WEIGHTINGS = ("none", "sqrt", "inverse")  # the answers-only loss's per-answer weights (training.answer_weights)
 
 
 def pad_right(seqs: Sequence[Sequence[int]], pad: int, labels: Sequence[Sequence[int]] | None = None) -> dict:

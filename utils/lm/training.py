@@ -15,6 +15,8 @@ import os
 import resource
 import sys
 import time
+
+import numpy as np
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +24,7 @@ from typing import Any, Sequence
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from utils.io import folder_lock, write_json_atomic
-from utils.lm.batch import IGNORE
+from utils.lm.batch import ANSWER_WEIGHTINGS, IGNORE
 from utils.lm import plan
 from utils.lm.inference import logits_at_rows_via_forward
 from utils.lm.resume import RUN_FILE, checkpoint_state, resume_plan, run_identity
@@ -37,6 +39,29 @@ from utils.lm.modeling import (
     replace_dir,
 )
 from utils.params import check_schedule
+
+def answer_weights(examples: Sequence[dict], answer_ids: Sequence[int], weighting: str) -> tuple[float, ...] | None:
+    """One loss weight per answer id from how often each is a training answer (``TrainConfig.answer_weighting``);
+    None for "none". An answer that never occurs gets the largest weight of those that do."""
+    if weighting == "none":
+        return None
+    if weighting not in ANSWER_WEIGHTINGS:
+        raise ValueError(f"answer_weighting={weighting!r}: use one of {list(ANSWER_WEIGHTINGS)}")
+    index = {int(t): k for k, t in enumerate(answer_ids)}
+    counts = np.zeros(len(index))
+    for ex in examples:
+        for t in ex["labels"]:
+            if t in index:
+                counts[index[t]] += 1
+    if not counts.any():
+        raise ValueError("no training answer is among answer_ids: nothing to weight")
+    share = counts / counts.sum()
+    seen = share > 0
+    raw = np.zeros(len(index))
+    raw[seen] = share[seen] ** (-0.5 if weighting == "sqrt" else -1.0)
+    raw[~seen] = raw[seen].max()
+    return tuple(float(w) for w in raw / float((share * raw).sum()))  # sum over answers of share * weight = 1
+
 
 @dataclass
 class TrainConfig:
@@ -66,6 +91,10 @@ class TrainConfig:
     # LM head runs only at the labelled positions: a classification head made of the LM head's rows,
     # trained exactly as inference reads it (label scoring over the same ids)
     answer_ids: tuple[int, ...] = ()
+    # with answer_ids: how each answer's loss is weighted by its frequency among the training answers:
+    # "none" (every answer alike), "sqrt" (1 / sqrt(share)) or "inverse" (1 / share), rescaled so the
+    # average answer keeps weight 1 (the loss scale, and so the learning rate, stay comparable)
+    answer_weighting: str = "none"
 
     def __post_init__(self) -> None:
         check_schedule(self.report_to, self.epochs, self.max_steps)
@@ -77,6 +106,10 @@ class TrainConfig:
         self.answer_ids = tuple(int(t) for t in self.answer_ids)
         if len(set(self.answer_ids)) != len(self.answer_ids) or len(self.answer_ids) == 1:
             raise ValueError(f"answer_ids must be () or at least two distinct token ids, got {self.answer_ids}")
+        if self.answer_weighting not in ANSWER_WEIGHTINGS:
+            raise ValueError(f"answer_weighting={self.answer_weighting!r}: use one of {list(ANSWER_WEIGHTINGS)}")
+        if self.answer_weighting != "none" and not self.answer_ids:
+            raise ValueError(f"answer_weighting={self.answer_weighting!r} needs answer_ids (the answers-only loss)")
 
 
 @dataclass
@@ -253,9 +286,11 @@ def sft_config(cfg: TrainConfig, strategy: LoadStrategy, has_eval: bool):
     )
 
 
-def answer_loss(model, inputs: dict, answer_ids: Sequence[int], num_items_in_batch=None):
+def answer_loss(model, inputs: dict, answer_ids: Sequence[int], num_items_in_batch=None,
+                weights: Sequence[float] | None = None):
     """(summed-or-mean loss, logits) of the answers only: a softmax over ``answer_ids`` at each position
     whose next label is not -100; the model's LM head runs at those positions only (``logits_to_keep``).
+    ``weights`` (one per answer id, ``answer_weights``) scale each answer's loss by its gold answer.
 
     Labels follow the HF convention (``labels[t + 1]`` is read at ``t``). A label outside
     ``answer_ids`` is an error, not a silent skip."""
@@ -276,14 +311,15 @@ def answer_loss(model, inputs: dict, answer_ids: Sequence[int], num_items_in_bat
     if not bool(match.any(dim=1).all()):
         bad = sorted({int(t) for t in gold[~match.any(dim=1)].tolist()})
         raise ValueError(f"labels {bad} are not among answer_ids {list(answer_ids)}")
-    total = F.cross_entropy(picked, match.float().argmax(dim=1), reduction="sum")
+    weight = None if weights is None else torch.as_tensor(list(weights), dtype=picked.dtype, device=picked.device)
+    total = F.cross_entropy(picked, match.float().argmax(dim=1), weight=weight, reduction="sum")
     loss = total / (num_items_in_batch if num_items_in_batch is not None else rows.numel())
     return loss, picked
 
 
-def _trainer_class(answer_ids: Sequence[int] = ()):
+def _trainer_class(answer_ids: Sequence[int] = (), weights: Sequence[float] | None = None):
     """SFTTrainer that counts the samples it trains on (for samples/s) and, given ``answer_ids``,
-    computes the answers-only loss of ``answer_loss``."""
+    computes the answers-only loss of ``answer_loss`` (weighted by ``weights``)."""
     from trl import SFTTrainer
 
     class CountingSFTTrainer(SFTTrainer):
@@ -296,7 +332,7 @@ def _trainer_class(answer_ids: Sequence[int] = ()):
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             if not answer_ids:
                 return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            loss, logits = answer_loss(model, inputs, answer_ids, num_items_in_batch)
+            loss, logits = answer_loss(model, inputs, answer_ids, num_items_in_batch, weights)
             # normalised by the answers of the whole accumulated (and, under DDP, global) batch, as
             # Trainer counts them; DDP averages gradients over processes, so scale back up like Trainer
             self.loss_is_scaled_for_ga = num_items_in_batch is not None
@@ -414,7 +450,11 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
     lm = add_lora(base, cfg.lora, strategy, cfg.gradient_checkpointing)
     train_ds = make_dataset(train_examples, cfg.max_length, "train")
     eval_ds = make_dataset(eval_examples, cfg.max_length, "eval") if eval_examples else None
-    trainer = _trainer_class(cfg.answer_ids)(
+    weights = answer_weights(train_examples, cfg.answer_ids, cfg.answer_weighting)
+    if weights and main_process:
+        print(f"[emocause] answer loss weights ({cfg.answer_weighting}): "
+              + ", ".join(f"{tokenizer.decode([t]).strip()} {w:.2f}" for t, w in zip(cfg.answer_ids, weights)), flush=True)
+    trainer = _trainer_class(cfg.answer_ids, weights)(
         model=lm,
         args=sft_config(cfg, strategy, eval_ds is not None),
         data_collator=collator(tokenizer.pad_token_id),
