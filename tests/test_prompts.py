@@ -243,3 +243,15 @@ def test_the_longer_emotion_variant_is_three_constants_away(tok, sample, monkeyp
         assert query.input_ids[p + 1: p + 1 + len(newline)] == newline
     chunks = prompts.emotion_queries(max(sample, key=lambda c: len(c["conversation"])), tok, 70)
     assert len(chunks) > 1 and all(len(q.input_ids) <= 70 for q in chunks)
+
+
+def test_the_cause_task_record_names_its_layout_and_inference_refuses_another(monkeypatch, tmp_path):
+    from utils.ecf import artifacts, config
+
+    cfg = config.CauseFinetuneConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
+    artifacts.write_task(cfg, "cause")
+    infer = config.CauseInferenceConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
+    assert artifacts.read_task(infer, "cause")["cause_layout"] == prompts.CAUSE_LAYOUT == "inline"
+    monkeypatch.setattr(prompts, "CAUSE_LAYOUT", "after")  # a session reading the grouped lines
+    with pytest.raises(ValueError, match="learnt the 'inline' cause layout.*CAUSE_LAYOUT='after'"):
+        artifacts.read_task(infer, "cause")
