@@ -6,6 +6,12 @@ per-utterance log-probabilities (emotions) or P(yes) per candidate (causes) are 
 decision rule is measured on the same model outputs, the rule's settings chosen on val only.
 Writes ``<out>/quality.json``: one row per checkpoint and rule, with the training tokens seen,
 for the learning curve. Nothing here is a constant: each number is this run's.
+
+A finished run's ``<out>/ckpt`` is then what notebook 02 or 04 would have left: the adapter and a task
+record (``task.json``) holding the rule the notebook chooses on val (per-emotion offsets for weighted F1;
+per-distance cut-offs), taken from the last checkpoint's row. So notebooks 03, 05 and 06 run on a quality
+run's models (``CHECKPOINT_DIR``), which is how ``utils.docs`` renders their pages. ``python -m
+bench.quality export RUN`` writes that record for a run scored before it existed.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lora-r", type=int, default=d.LORA_R)
     ap.add_argument("--lora-alpha", type=int, default=d.LORA_ALPHA)
     ap.add_argument("--targets", default=d.LORA_TARGETS)
+    ap.add_argument("--class-weighting", default=d.CLASS_WEIGHTING, choices=("none", "sqrt", "inverse"))
     ap.add_argument("--save-steps", type=int, default=70)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--limit", type=int, default=0, help="first N train conversations (0: all)")
@@ -64,7 +71,36 @@ def _config(a: argparse.Namespace, task: str):
                TEST_PATH=getattr(a, "test_path", ""),
                EPOCHS=a.epochs, MAX_STEPS=a.max_steps, LEARNING_RATE=a.lr, BATCH_SIZE=a.batch_size,
                LORA_R=a.lora_r, LORA_ALPHA=a.lora_alpha, LORA_TARGETS=a.targets, SAVE_STEPS=a.save_steps,
-               LIMIT=a.limit, **extra)
+               LIMIT=a.limit, CLASS_WEIGHTING=getattr(a, "class_weighting", "none"), **extra)
+
+
+# the rules notebooks 02 and 04 choose on val by default (tune_offsets' objective, CAUSE_CUTOFFS)
+NOTEBOOK_RULES = {"emotion": f"offsets_{decision.OBJECTIVES[0]}", "cause": config.CauseFinetuneConfig.CAUSE_CUTOFFS}
+
+
+def export(run: Path) -> Path:
+    """Write the task record notebooks 03 and 05 load beside a finished run's adapter: the run's settings,
+    and the notebook's default rule as the last checkpoint's val chose it. Returns the record's path."""
+    info = read_json(run / "quality.json")
+    a = argparse.Namespace(**info["args"])
+    task, cfg = a.task, _config(a, a.task)
+    folder = artifacts.task_dir(cfg, task)
+    rows = info.get("checkpoints") or []
+    if not rows or not (folder / "adapter").is_dir():
+        raise FileNotFoundError(f"{run}: no scored checkpoint or no {folder / 'adapter'}; finish the run first")
+    last = rows[-1]
+    if last["checkpoint"] != _checkpoints(folder)[-1].name:
+        raise ValueError(f"{run}: the last scored row is {last['checkpoint']}, the adapter is "
+                         f"{_checkpoints(folder)[-1].name}'s: score the run again (--eval-only)")
+    rule = last["rules"][NOTEBOOK_RULES[task]]
+    extra = {"offsets": rule["offsets"]} if task == "emotion" else {"threshold": rule["cutoffs"]}
+    training_info = info.get("training", {})
+    extra.update(train_tokens=last["tokens"], global_step=int(last["checkpoint"].split("-")[1]),
+                 train_wall_s=training_info.get("train_wall_s"),
+                 **({"cause_layout": a.cause_layout} if task == "cause" else {}),
+                 quality_run={"rule": NOTEBOOK_RULES[task], "val": rule["val"], "checkpoint": last["checkpoint"],
+                              "args": info["args"]})
+    return artifacts.write_task(cfg, task, extra)
 
 
 def _checkpoints(folder: Path) -> list[Path]:
@@ -142,6 +178,8 @@ def emotion(a) -> dict:
                         for k in ("accuracy", "weighted_f1", "macro_f1")}
     info["checkpoints"] = rows
     write_json_atomic(out / "quality.json", info)
+    if not a.eval_only:
+        export(out)
     return info
 
 
@@ -219,7 +257,36 @@ def cause(a) -> dict:
     info["checkpoints"] = rows
     write_json_atomic(out / "quality.json", info)
     print(json.dumps(info["baselines"]), flush=True)
+    if not a.eval_only:
+        export(out)
     return info
+
+
+def rescore(run: Path, gold_path: str) -> dict:
+    """A finished cause run's saved test P(yes), at the cut-offs its val chose, scored against another
+    annotation of the same test conversations (``Subtask_1_test.json``: the causes with a text span, the
+    definition the training file follows), beside self + previous on the same inputs."""
+    info = read_json(run / "quality.json")
+    a = argparse.Namespace(**info["args"])
+    if a.task != "cause":
+        raise ValueError(f"{run}: rescore takes a cause run, this is a {a.task} run")
+    splits = artifacts.load_splits(_config(a, "cause"))
+    gold = data.load_ecf(gold_path)
+    if [c["conversation_ID"] for c in gold] != [c["conversation_ID"] for c in splits["test"]]:
+        test = a.test_path or "the run's test split"
+        raise ValueError(f"{gold_path}: not the conversations of {test}, in the same order")
+    inputs = {"gold": splits["test"]}
+    if a.emotions_from:
+        inputs["predicted"] = artifacts.with_predicted_emotions(splits["test"], best_emotion_predictions(Path(a.emotions_from)))
+    out = {"gold_file": Path(gold_path).name, "checkpoints": []}
+    for row in info["checkpoints"]:
+        probs = read_json(run / "scores" / row["checkpoint"] / "probs.json")
+        out["checkpoints"].append({"checkpoint": row["checkpoint"], "tokens": row["tokens"], **{
+            rule: {f"test_{n}": _score(convs, probs[n], gold, r["cutoffs"])["weighted_f1"] for n, convs in inputs.items()}
+            for rule, r in row["rules"].items()}})
+    out["baselines"] = {f"self_and_previous_{n}": score_subtask2(baselines.self_and_previous_causes(convs), gold)["weighted_f1"]
+                        for n, convs in inputs.items()}
+    return out
 
 
 def report(runs: list[str]) -> str:
@@ -249,6 +316,17 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["report"]:
         print(report(argv[1:]))
+        return 0
+    if argv[:1] == ["rescore"]:
+        ap = argparse.ArgumentParser(prog="python -m bench.quality rescore")
+        ap.add_argument("run")
+        ap.add_argument("--gold", required=True, help="another annotation of the run's test conversations")
+        r = ap.parse_args(argv[1:])
+        print(json.dumps(rescore(Path(r.run), r.gold), indent=1))
+        return 0
+    if argv[:1] == ["export"]:
+        for run in argv[1:]:
+            print(f"[emocause] {export(Path(run))}", flush=True)
         return 0
     a = _args(argv)
     prompts.CAUSE_LAYOUT = a.cause_layout  # training and inference in this process read the same layout

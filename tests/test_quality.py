@@ -25,6 +25,10 @@ def test_emotion_then_cause_runs_score_every_checkpoint(tiny_model_dir, tmp_path
         assert rules["offsets_weighted_f1"]["val"]["weighted_f1"] >= rules["argmax"]["val"]["weighted_f1"]
         assert sum(rules["argmax"]["test_pred_share"].values()) == pytest.approx(1.0)
     assert (emo / "scores" / "checkpoint-2" / "logprobs.json").is_file()
+    # the run's ckpt folder is what notebook 02 leaves: its adapter and the rule 02 chooses on val
+    task = json.loads((emo / "ckpt" / "emotion" / "conversation" / "task.json").read_text(encoding="utf-8"))
+    assert task["offsets"] == rows[-1]["rules"]["offsets_weighted_f1"]["offsets"]
+    assert task["train_tokens"] == rows[-1]["tokens"] and task["model"] == str(tiny_model_dir)
 
     assert quality.main(["cause", "--out", str(cause), "--emotions-from", str(emo), *common]) == 0
     info = json.loads((cause / "quality.json").read_text(encoding="utf-8"))
@@ -34,6 +38,24 @@ def test_emotion_then_cause_runs_score_every_checkpoint(tiny_model_dir, tmp_path
     assert {"test_gold", "test_predicted", "val"} <= set(last["one"])
     assert last["per_distance"]["val"]["weighted_f1"] >= last["one"]["val"]["weighted_f1"]  # starts from it
     assert {"self_and_previous_gold", "self_and_previous_predicted"} <= set(info["baselines"])
+    task_file = cause / "ckpt" / "cause" / "conversation" / "task.json"
+    task = json.loads(task_file.read_text(encoding="utf-8"))
+    assert task["threshold"] == last["per_distance"]["cutoffs"] and task["cause_layout"] == "inline"
+    # the saved P(yes) rescored against another annotation of the same conversations: here the same one
+    from utils.ecf import artifacts
+
+    splits = artifacts.load_splits(quality._config(quality._args(["cause", "--out", str(cause), *common]), "cause"))
+    same = tmp_path / "test_gold.json"
+    same.write_text(json.dumps(splits["test"]), encoding="utf-8")
+    again = quality.rescore(cause, str(same))
+    assert again["checkpoints"][-1]["per_distance"]["test_gold"] == pytest.approx(last["per_distance"]["test_gold"]["weighted_f1"])
+    assert again["baselines"]["self_and_previous_gold"] == pytest.approx(info["baselines"]["self_and_previous_gold"]["weighted_f1"])
+    same.write_text(json.dumps(splits["test"][1:]), encoding="utf-8")
+    with pytest.raises(ValueError, match="not the conversations of"):
+        quality.rescore(cause, str(same))
+    task_file.unlink()  # a run scored before the record existed gets it from `export`
+    assert quality.main(["export", str(cause)]) == 0
+    assert json.loads(task_file.read_text(encoding="utf-8"))["threshold"] == task["threshold"]
 
     capsys.readouterr()
     assert quality.main(["report", str(emo), str(cause)]) == 0
