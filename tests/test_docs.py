@@ -38,10 +38,22 @@ def test_notebook_01_renders_figures_without_the_corpus_text(tmp_path):
     docs.check_no_quotes(page, utterances, "01")
     assert page["metadata"]["papermill"]["parameters"]["DATA_PATH"] == SAMPLE_PATH.name  # no local path
     assert record["pages"][0]["notebook"] == "01_eda.ipynb"
-    assert json.loads((tmp_path / "docs" / "rendered.json").read_text())["pages"] == record["pages"]
+    written = json.loads((tmp_path / "docs" / "rendered.json").read_text())["pages"]
+    assert [p["notebook"] for p in written] == ["01_eda.ipynb"] and written[0]["rendered_at"] == record["rendered_at"]
     # the same notebook with its text shown is what the guard exists for
     with pytest.raises(docs.LeakError):
         docs.check_no_quotes(_shown_page(tmp_path), utterances, "01")
+
+
+def test_a_partial_render_keeps_the_other_pages_records(tmp_path):
+    path = tmp_path / "rendered.json"
+    path.write_text(json.dumps({"pages": [{"notebook": "01_eda.ipynb", "rendered_at": "before"},
+                                          {"notebook": "06_evaluation.ipynb", "rendered_at": "before"}]}))
+    now = {"rendered_at": "now", "machine": "m", "python": "3", "models": {"cause": {"train_tokens": 9}},
+           "pages": [{"notebook": "06_evaluation.ipynb", "wall_s": 1.0}]}
+    merged = docs._merged(path, now)["pages"]
+    assert [(p["notebook"], p["rendered_at"]) for p in merged] == [("01_eda.ipynb", "before"), ("06_evaluation.ipynb", "now")]
+    assert merged[1]["models"]["cause"]["train_tokens"] == 9 and "models" not in merged[0]
 
 
 def _shown_page(tmp_path) -> dict:
@@ -59,7 +71,16 @@ def test_source_notebooks_carry_no_outputs_and_the_pages_do():
         cells = [c for c in json.loads(book.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
         assert all(c["outputs"] == [] and c["execution_count"] is None for c in cells), book.name
     pages = sorted((ROOT / "docs").glob("*.ipynb"))
-    assert {p.name for p in pages} >= {"01_eda.ipynb", "07_empathetic_eda.ipynb"}
+    plotted = {"01_eda.ipynb": 3, "06_evaluation.ipynb": 2, "07_empathetic_eda.ipynb": 3}  # 03 and 05 show tables
+    assert {p.name for p in pages} >= {*plotted, "03_emotion_inference.ipynb", "05_cause_inference.ipynb"}
+    recorded = {p["notebook"]: p for p in json.loads((ROOT / "docs" / "rendered.json").read_text())["pages"]}
     for page in pages:
         text = page.read_text(encoding="utf-8")
-        assert text.count('"image/png"') >= 3 and "/tmp/" not in text and str(ROOT) not in text, page.name
+        assert text.count('"image/png"') >= plotted.get(page.name, 0), page.name
+        assert "/tmp/" not in text and str(ROOT) not in text and "error" not in _output_types(text), page.name
+        assert recorded[page.name]["rendered_at"], page.name
+    assert recorded["06_evaluation.ipynb"]["models"]["cause"]["train_tokens"] > 0  # which adapters it shows
+
+
+def _output_types(page_text: str) -> set[str]:
+    return {o["output_type"] for c in json.loads(page_text)["cells"] for o in c.get("outputs", [])}

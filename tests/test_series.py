@@ -110,3 +110,28 @@ def test_evaluation_wrote_tables_and_figures(series):
 
     kinds = set(tracking.query_runs(tracking.db_path(None, out / "results_train"))["kind"])
     assert {"emotion_train", "emotion_inference", "cause_train", "cause_inference"} <= kinds
+
+
+def test_the_model_pages_render_from_the_series_adapters_without_the_corpus_text(series, tmp_path):
+    """utils.docs renders 03, 05 and 06 on the adapters notebooks 02 and 04 left (issue 12, item 7)."""
+    out, _, style = series
+    if style != "conversation":
+        pytest.skip("the pages are rendered from the default style's adapters")
+    from utils import docs
+
+    test_file = tmp_path / "test.json"  # a separate test file, as the official evaluation set is
+    held_out = [{**c, "conversation_ID": 1000 + i} for i, c in enumerate(data.load_ecf(data.SAMPLE_PATH)[-4:])]
+    test_file.write_text(json.dumps(held_out), encoding="utf-8")
+    with pytest.raises(FileNotFoundError, match="no emotion adapter with its task.json"):
+        docs.render(str(data.SAMPLE_PATH), tmp_path / "none", ("06",), str(test_file), str(tmp_path))
+    record = docs.render(str(data.SAMPLE_PATH), tmp_path / "docs", ("03", "05", "06"), str(test_file),
+                         str(out / "checkpoints"))
+    assert [p["notebook"][:2] for p in record["pages"]] == ["03", "05", "06"]
+    assert record["models"]["cause"]["cause_layout"] == "inline" and record["models"]["emotion"]["train_tokens"] > 0
+    page = json.loads((tmp_path / "docs" / "06_evaluation.ipynb").read_text(encoding="utf-8"))
+    shown = "\n".join(docs.output_texts(page))
+    assert "test.json, 4 conversations" in shown and str(tmp_path) not in shown  # the file by name only
+    assert any("image/png" in o.get("data", {}) for c in page["cells"] for o in c.get("outputs", []))
+    assert not [o for c in page["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
+    params = page["metadata"]["papermill"]["parameters"]
+    assert params["ERROR_ROWS"] == 0 and params["TEST_PATH"] == "test.json"

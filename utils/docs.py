@@ -1,13 +1,20 @@
 """Render notebooks with their outputs into ``docs/``, the pages a reader sees on GitHub.
 
     python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json
+    python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --ecf-test Subtask_2_test.json \
+        --checkpoints runs/series/ckpt --only 01,03,05,06,07
 
 The source notebooks under ``notebooks/`` stay stripped; this executes copies with papermill and keeps
 their outputs (plots embedded as PNG). Notebook 01 runs on the given ECF file with ``SHOW_TEXT=False``
-(aggregates and figures only); notebook 07 runs on the bundled empathetic sample (ours). Before a
-page is kept, every output of notebook 01 is searched for the corpus's utterances: a page that shows
-one is refused, so no text of a corpus we may not republish lands in the repository. Results of the
-runs go to a temporary folder, not to the results folders.
+(aggregates and figures only); notebook 07 runs on the bundled empathetic sample (ours). Notebooks 03, 05
+and 06 run on trained models: ``--checkpoints`` is a ``CHECKPOINT_DIR`` holding ``emotion/`` and
+``cause/`` adapters with their task records (what notebooks 02 and 04 leave, or a ``bench.quality`` run's
+``ckpt`` folder), ``--ecf-data`` gives their train and val splits and ``--ecf-test`` the test file
+(``TEST_PATH``); 06 shows no error rows (``ERROR_ROWS=0``). Notebooks 02 and 04 train, so they are not
+rendered: their runs are recorded in ``bench/RESULTS.md``. Before a page of the ECF corpus is kept, its
+outputs are searched for the corpus's utterances: a page that shows one is refused, so no text of a
+corpus we may not republish lands in the repository. Results of the runs go to a temporary folder, not
+to the results folders.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from utils.env import ROOT
 from utils.io import write_json_atomic, write_text_atomic
 
 DOCS_DIR = ROOT / "docs"
+PATH_PARAMS = ("DATA_PATH", "TEST_PATH", "TRAIN_DIR", "TEST_DIR", "CHECKPOINT_DIR")  # shown by name only
 MIN_QUOTE_CHARS = 24  # shorter utterances ("Oh my God!") are common phrases, not quotes of the corpus
 
 
@@ -65,17 +73,72 @@ def _corpus_utterances(path: Path) -> list[str]:
     return [u["text"] for c in load_ecf(path) for u in c["conversation"]]
 
 
-def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", "07")) -> dict[str, Any]:
-    """Execute ``books`` with outputs into ``out`` (01 on ``ecf_data``, text hidden; 07 on its sample)."""
+ECF_BOOKS = ("01", "03", "05", "06")  # the pages that show the ECF corpus: each is checked for quotes
+MODEL_BOOKS = ("03", "05", "06")  # the pages that need trained adapters (--checkpoints) and a test file
+
+
+def _models(checkpoints: Path) -> dict[str, dict]:
+    """The task records of the emotion and cause adapters under ``checkpoints`` (notebooks 02/04 or bench.quality)."""
+    from utils.ecf.artifacts import TASK_FILE
+    from utils.io import read_json
+
+    found = {}
+    for task in ("emotion", "cause"):
+        path = checkpoints / task / "conversation" / TASK_FILE
+        if not (path.is_file() and (path.parent / "adapter").is_dir()):
+            raise FileNotFoundError(f"--checkpoints {checkpoints}: no {task} adapter with its {TASK_FILE} under "
+                                    f"{path.parent} (run notebook {'02' if task == 'emotion' else '04'}, or "
+                                    "`python -m bench.quality export RUN` for a quality run)")
+        found[task] = read_json(path)
+    if found["emotion"]["model"] != found["cause"]["model"]:
+        raise ValueError(f"--checkpoints {checkpoints}: the emotion adapter is for {found['emotion']['model']!r}, "
+                         f"the cause adapter for {found['cause']['model']!r}")
+    return found
+
+
+def _provenance(record: dict) -> dict:
+    """What a page's reader needs to know of an adapter: model, training budget, the rule chosen on val."""
+    keep = ("model", "train_tokens", "global_step", "train_wall_s", "cause_layout", "offsets", "threshold")
+    out = {k: record[k] for k in keep if k in record}
+    run = record.get("quality_run", {}).get("args", {})
+    out.update({k: run[k] for k in ("epochs", "max_steps", "lr", "lora_r", "targets", "seed", "split",
+                                    "cause_emotions") if k in run})
+    return out
+
+
+def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", "07"),
+           ecf_test: str = "", checkpoints: str = "") -> dict[str, Any]:
+    """Execute ``books`` with outputs into ``out``: 01 on ``ecf_data``, text hidden; 07 on its sample; 03, 05
+    and 06 with the adapters under ``checkpoints``, trained on ``ecf_data``'s train split, on ``ecf_test``."""
     ecf_path = Path(ecf_data).resolve()
     if not ecf_path.is_file():
         raise FileNotFoundError(f"--ecf-data {ecf_data}: no such file")
-    plans = {"01": {"DATA_PATH": str(ecf_path), "SHOW_TEXT": False}, "07": {}}
+    corpus = [ecf_path]
+    plans: dict[str, dict] = {"01": {"DATA_PATH": str(ecf_path), "SHOW_TEXT": False}, "07": {}}
+    models: dict[str, dict] = {}
+    scrub = [(str(ecf_path), ecf_path.name)]
+    if any(b in MODEL_BOOKS for b in books):
+        if not (ecf_test and checkpoints):
+            raise FileNotFoundError(f"notebooks {', '.join(MODEL_BOOKS)} need --ecf-test and --checkpoints")
+        test_path, ckpt = Path(ecf_test).resolve(), Path(checkpoints).resolve()
+        if not test_path.is_file():
+            raise FileNotFoundError(f"--ecf-test {ecf_test}: no such file")
+        models = _models(ckpt)
+        corpus.append(test_path)
+        scrub += [(str(test_path), test_path.name), (str(ckpt), "checkpoints")]
+        series = {"DATA_PATH": str(ecf_path), "TEST_PATH": str(test_path), "CHECKPOINT_DIR": str(ckpt),
+                  "MODEL": models["emotion"]["model"], "SPLIT": models["emotion"].get("quality_run", {})
+                  .get("args", {}).get("split", "block")}
+        plans.update({"03": {**series, "LABEL_TRAIN": False}, "05": dict(series),
+                      "06": {**series, "ERROR_ROWS": 0}})
     record: dict[str, Any] = {"rendered_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
                               "python": platform.python_version(), "pages": []}
+    if models:
+        record["models"] = {task: _provenance(r) for task, r in models.items()}
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="emocause-docs-") as tmp:
+        utterances = [u for path in corpus for u in _corpus_utterances(path)]
         for book in run.discover(list(books), "all"):
             key = book.name[:2]
             params = {**plans.get(key, {}), "TRAIN_DIR": str(Path(tmp) / "results_train"),
@@ -84,20 +147,33 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
             ((_, params),) = run.plan([book], {k: v for k, v in params.items() if k in fields})  # values checked
             seconds = run.execute(book, params, Path(tmp) / "executed")
             executed = json.loads((Path(tmp) / "executed" / book.name).read_text(encoding="utf-8"))
-            if key == "01":
-                check_no_quotes(executed, _corpus_utterances(ecf_path), book.name)
+            if key in ECF_BOOKS:
+                check_no_quotes(executed, utterances, book.name)
             executed.setdefault("metadata", {}).setdefault("papermill", {})["parameters"] = params
             page = json.dumps(executed, indent=1, ensure_ascii=False) + "\n"
             # the page names files as the repository does, not by this machine's folders
-            for local, shown in ((str(ecf_path), ecf_path.name), (f"{tmp}/", ""), (f"{ROOT}/", "")):
+            for local, shown in (*scrub, (f"{tmp}/", ""), (f"{ROOT}/", "")):
                 page = page.replace(local, shown)
             write_text_atomic(out / book.name, page)
             record["pages"].append({"notebook": book.name, "wall_s": round(seconds, 1),
-                                    "parameters": {k: Path(v).name if k in ("DATA_PATH", "TRAIN_DIR", "TEST_DIR")
-                                                   else v for k, v in params.items()}})
+                                    "parameters": {k: Path(v).name if k in PATH_PARAMS else v
+                                                   for k, v in params.items()}})
             print(f"[emocause] docs/{book.name} written ({seconds:.0f} s)", flush=True)
-    write_json_atomic(out / "rendered.json", record)
+    write_json_atomic(out / "rendered.json", _merged(out / "rendered.json", record))
     return record
+
+
+def _merged(path: Path, record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with the pages of an earlier render that this one did not redo (``--only`` renders a few);
+    each page keeps when and where it was rendered, and which adapters it shows."""
+    from utils.io import read_json
+
+    when = {k: record[k] for k in ("rendered_at", "machine", "python")}
+    pages = [{**page, **when, **({"models": record["models"]} if "models" in record and page["notebook"][:2]
+                                 in MODEL_BOOKS else {})} for page in record["pages"]]
+    done = {page["notebook"] for page in pages}
+    earlier = read_json(path).get("pages", []) if path.is_file() else []
+    return {"pages": sorted([p for p in earlier if p["notebook"] not in done] + pages, key=lambda p: p["notebook"])}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +181,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--ecf-data", required=True, help="the ECF file notebook 01 describes (e.g. the official "
                         "Subtask_1_train.json)")
+    parser.add_argument("--ecf-test", default="", help="notebooks 03, 05, 06: the test file (TEST_PATH), e.g. "
+                        "the official Subtask_2_test.json")
+    parser.add_argument("--checkpoints", default="", help="notebooks 03, 05, 06: a CHECKPOINT_DIR with emotion/ and "
+                        "cause/ adapters and their task.json")
     parser.add_argument("--out", default=str(DOCS_DIR))
     parser.add_argument("--only", default="01,07", help="comma-separated notebook numbers")
     args = parser.parse_args(argv)
     try:
-        render(args.ecf_data, Path(args.out), tuple(args.only.split(",")))
-    except (FileNotFoundError, LeakError, run.RunError) as e:
+        render(args.ecf_data, Path(args.out), tuple(args.only.split(",")), args.ecf_test, args.checkpoints)
+    except (FileNotFoundError, ValueError, LeakError, run.RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
