@@ -78,6 +78,9 @@ def _config(a: argparse.Namespace, task: str):
 NOTEBOOK_RULES = {"emotion": f"offsets_{decision.OBJECTIVES[0]}", "cause": config.CauseFinetuneConfig.CAUSE_CUTOFFS}
 
 
+PATH_ARGS = ("data", "test_path", "out", "train_out", "emotions_from")
+
+
 def export(run: Path) -> Path:
     """Write the task record notebooks 03 and 05 load beside a finished run's adapter: the run's settings,
     and the notebook's default rule as the last checkpoint's val chose it. Returns the record's path."""
@@ -99,7 +102,8 @@ def export(run: Path) -> Path:
                  train_wall_s=training_info.get("train_wall_s"),
                  **({"cause_layout": a.cause_layout} if task == "cause" else {}),
                  quality_run={"rule": NOTEBOOK_RULES[task], "val": rule["val"], "checkpoint": last["checkpoint"],
-                              "args": info["args"]})
+                              # files by name only: the record is shown in notebooks and rendered pages
+                              "args": {k: Path(v).name if k in PATH_ARGS and v else v for k, v in info["args"].items()}})
     return artifacts.write_task(cfg, task, extra)
 
 

@@ -29,6 +29,7 @@ def test_emotion_then_cause_runs_score_every_checkpoint(tiny_model_dir, tmp_path
     task = json.loads((emo / "ckpt" / "emotion" / "conversation" / "task.json").read_text(encoding="utf-8"))
     assert task["offsets"] == rows[-1]["rules"]["offsets_weighted_f1"]["offsets"]
     assert task["train_tokens"] == rows[-1]["tokens"] and task["model"] == str(tiny_model_dir)
+    assert task["quality_run"]["args"]["out"] == "emotion"  # no machine path in a record pages show
 
     assert quality.main(["cause", "--out", str(cause), "--emotions-from", str(emo), *common]) == 0
     info = json.loads((cause / "quality.json").read_text(encoding="utf-8"))

@@ -125,9 +125,11 @@ def subtask1_record(span_pred: list[dict], span_source: str, pred: list[dict], t
     else a record that says why there is nothing to score."""
     if test_set["annotated"] and test_set["spans"]:
         out = subtask1_metrics(span_pred, span_source, pred, test, val_accuracy)
+    elif test_set["annotated"]:
+        print(f"[emocause] {test_set['source']} has utterance pairs only (Subtask 2): Subtask_1_pred.json written, "
+              "no gold spans to score it against")
+        out = {"scored": False, "span_source": span_source, "val_rule_accuracy": val_accuracy}
     else:
         out = {**unscored("Subtask_1_pred.json", test_set), "span_source": span_source, "val_rule_accuracy": val_accuracy}
-        if test_set["annotated"]:
-            print("[emocause] the test file has utterance pairs only (Subtask 2): no gold spans to score Subtask 1 against")
     return {**out, "test_set": test_set}
 
