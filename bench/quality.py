@@ -27,6 +27,7 @@ import numpy as np
 
 from utils.ecf import artifacts, baselines, config, data, decision, examples, finetune, predict, prompts
 from utils.lm import modeling, training
+from utils.lm.batch import ANSWER_WEIGHTINGS
 from utils.io import read_json, write_json_atomic
 from utils.ecf.metric import emotion_scores, score_subtask2
 
@@ -48,7 +49,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--lora-r", type=int, default=d.LORA_R)
     ap.add_argument("--lora-alpha", type=int, default=d.LORA_ALPHA)
     ap.add_argument("--targets", default=d.LORA_TARGETS)
-    ap.add_argument("--class-weighting", default=d.CLASS_WEIGHTING, choices=("none", "sqrt", "inverse"))
+    ap.add_argument("--class-weighting", default=d.CLASS_WEIGHTING, choices=ANSWER_WEIGHTINGS,
+                    help="emotion/cause: the loss weight of each label by its training frequency (CLASS_WEIGHTING)")
     ap.add_argument("--save-steps", type=int, default=70)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--limit", type=int, default=0, help="first N train conversations (0: all)")

@@ -2,7 +2,7 @@
 
     python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json
     python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --ecf-test Subtask_2_test.json \
-        --checkpoints runs/series/ckpt --only 01,03,05,06,07
+        --checkpoints runs/series --only 01,03,05,06,07
 
 The source notebooks under ``notebooks/`` stay stripped; this executes copies with papermill and keeps
 their outputs (plots embedded as PNG). Notebook 01 runs on the given ECF file with ``SHOW_TEXT=False``
