@@ -45,6 +45,19 @@ def test_notebook_01_renders_figures_without_the_corpus_text(tmp_path):
         docs.check_no_quotes(_shown_page(tmp_path), utterances, "01")
 
 
+def test_a_page_keeps_where_each_progress_bar_ended_not_every_state():
+    def err(text):
+        return {"output_type": "stream", "name": "stderr", "text": text}
+
+    bars = [err("\rcauses:   0%|          | 0/341 [00:00<?, ?it/s]"), err("\rcauses:  50%|#####     | 170/341 [01:00<01:00]"),
+            err("\rcauses: 100%|##########| 341/341 [04:24<00:00,  1.29it/s]")]
+    warning = err("/site-packages/transformers/x.py:1: FutureWarning: deprecated\n")
+    page = {"cells": [{"cell_type": "code", "outputs": [*bars[:2], warning, *bars, {"output_type": "stream",
+                                                                                  "name": "stdout", "text": "done"}]}]}
+    kept = docs.final_progress_only(page)["cells"][0]["outputs"]
+    assert kept == [bars[1], warning, bars[2], {"output_type": "stream", "name": "stdout", "text": "done"}]
+
+
 def test_a_partial_render_keeps_the_other_pages_records(tmp_path):
     path = tmp_path / "rendered.json"
     path.write_text(json.dumps({"pages": [{"notebook": "01_eda.ipynb", "rendered_at": "before"},

@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import sys
 import tempfile
 import time
@@ -52,6 +53,24 @@ def output_texts(notebook: dict) -> Iterable[str]:
             for mime, value in (out.get("data") or {}).items():
                 if mime.startswith("text/"):
                     yield "".join(value) if isinstance(value, list) else str(value)
+
+
+PROGRESS = re.compile(r"^\s*[^\n]*\d+%\|[^\n]*\|\s*\d+/\d+ \[[^\n]*\]\s*$")  # one tqdm bar state
+
+
+def _is_progress(out: dict) -> bool:
+    text = "".join(out["text"]) if isinstance(out.get("text"), list) else str(out.get("text", ""))
+    return out.get("output_type") == "stream" and out.get("name") == "stderr" and bool(PROGRESS.match(text))
+
+
+def final_progress_only(notebook: dict) -> dict:
+    """``notebook`` with each run of consecutive progress-bar states in a cell's outputs cut to its last one:
+    a page shows where every bar ended (count, time, rate), not the forty states papermill recorded."""
+    for cell in notebook.get("cells", []):
+        outs = cell.get("outputs", [])
+        cell["outputs"] = [o for k, o in enumerate(outs)
+                           if not (_is_progress(o) and k + 1 < len(outs) and _is_progress(outs[k + 1]))]
+    return notebook
 
 
 def check_no_quotes(notebook: dict, utterances: Iterable[str], name: str) -> None:
@@ -146,7 +165,7 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
             fields = {f.name for f in dataclasses.fields(run.config_classes([book])[book])}
             ((_, params),) = run.plan([book], {k: v for k, v in params.items() if k in fields})  # values checked
             seconds = run.execute(book, params, Path(tmp) / "executed")
-            executed = json.loads((Path(tmp) / "executed" / book.name).read_text(encoding="utf-8"))
+            executed = final_progress_only(json.loads((Path(tmp) / "executed" / book.name).read_text(encoding="utf-8")))
             if key in ECF_BOOKS:
                 check_no_quotes(executed, utterances, book.name)
             executed.setdefault("metadata", {}).setdefault("papermill", {})["parameters"] = params
