@@ -255,6 +255,16 @@ def test_class_weights_follow_the_answer_frequencies_and_scale_each_answers_loss
     torch.testing.assert_close(weighted.detach(), want, atol=1e-4, rtol=1e-5)
 
 
+def test_a_run_with_other_class_weights_is_another_run():
+    from utils.lm.resume import run_identity
+
+    examples = [{"input_ids": [1, 2], "labels": [IGNORE, 2]}]
+    ident = {w: run_identity("m", {"answer_ids": (2, 3), "answer_weighting": w}, examples, None)["fingerprint"]
+             for w in ("none", "sqrt")}
+    assert ident["none"] != ident["sqrt"]  # resuming would mix two losses
+    assert ident["none"] == run_identity("m", {"answer_ids": (2, 3)}, examples, None)["fingerprint"]  # runs made before
+
+
 def test_the_notebooks_class_weighting_reaches_the_trainer_config():
     from utils.ecf import config, finetune
 

@@ -25,7 +25,7 @@ CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt",
 
 # what changes the adapter a run produces (logging, saving and where it goes do not)
 IDENTITY_SETTINGS = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "max_length", "seed",
-                     "warmup_share", "group_by_length", "lora", "answer_ids")
+                     "warmup_share", "group_by_length", "lora", "answer_ids", "answer_weighting")
 
 
 def _examples_sha256(examples: Sequence[dict] | None) -> str | None:
@@ -41,7 +41,8 @@ def run_identity(model: str, settings: dict, train_examples: Sequence[dict],
                  eval_examples: Sequence[dict] | None) -> dict:
     """The model (its weights' hash when local), the ``settings`` that change the result (those named in
     IDENTITY_SETTINGS) and the examples' hash, with a short fingerprint of them all."""
-    settings = {k: v for k, v in settings.items() if k in IDENTITY_SETTINGS}
+    settings = {k: v for k, v in settings.items() if k in IDENTITY_SETTINGS
+                and not (k == "answer_weighting" and v == "none")}  # unweighted: the identity runs had before it
     identity = {"model": model_identity(model), "settings": settings,
                 "train_examples_sha256": _examples_sha256(train_examples),
                 "eval_examples_sha256": _examples_sha256(eval_examples)}
