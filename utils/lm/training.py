@@ -15,12 +15,11 @@ import os
 import resource
 import sys
 import time
-
-import numpy as np
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from utils.io import folder_lock, write_json_atomic
@@ -39,6 +38,7 @@ from utils.lm.modeling import (
     replace_dir,
 )
 from utils.params import check_schedule
+
 
 def answer_weights(examples: Sequence[dict], answer_ids: Sequence[int], weighting: str) -> tuple[float, ...] | None:
     """One loss weight per answer id from how often each is a training answer (``TrainConfig.answer_weighting``);
