@@ -244,8 +244,27 @@ def test_the_environment_cell_fetches_the_project_when_the_notebook_is_alone(alo
     assert root == str(alone / "emocause-src") and sys.path[0] == root
     assert (alone / "emocause-src" / "utils" / "env.py").read_text(encoding="utf-8") == "# the project\n"
     assert f"fetching the project from {repo} at hosted-test" in capsys.readouterr().out
-    assert bootstrap.find_project("/no/such/repo", "hosted-test") == root  # found: nothing fetched again
+    assert bootstrap.find_project(str(repo), "hosted-test") == root  # found: nothing fetched again
     assert capsys.readouterr().out == ""
+
+
+def test_a_copy_fetched_at_another_ref_is_fetched_again(alone, tmp_path, capsys):
+    repo = tiny_project(tmp_path)
+    _git("checkout", "-q", "-b", "newer", cwd=repo)
+    (repo / "utils" / "env.py").write_text("# the newer project\n", encoding="utf-8")
+    _git("commit", "-q", "-am", "newer", cwd=repo)
+    copy = alone / "emocause-src" / "utils" / "env.py"
+    root = bootstrap.find_project(str(repo), "hosted-test")
+    capsys.readouterr()
+    assert bootstrap.find_project(str(repo), "newer") == root  # REPO_REF changed: the copy follows it
+    assert copy.read_text(encoding="utf-8") == "# the newer project\n"
+    assert f"fetching the project from {repo} at newer into {root} (it held {repo} hosted-test)" in capsys.readouterr().out
+    assert bootstrap.find_project(str(repo), "newer") == root and capsys.readouterr().out == ""
+    # offline, or a REPO_REF that does not exist: the working copy stays, and the notebook says what it uses
+    assert bootstrap.find_project(str(repo), "no-such-branch") == root
+    printed = capsys.readouterr().out
+    assert "could not fetch it" in printed and f"keeping the copy in {root} ({repo} newer)" in printed
+    assert copy.read_text(encoding="utf-8") == "# the newer project\n"
 
 
 def test_a_fetch_that_fails_says_why_and_a_rerun_retries(alone, tmp_path):

@@ -18,7 +18,8 @@ ENV = env.setup(persist_dir=PERSIST_DIR)  # installs the requirements where host
 
 def find_project(repo_url: str, repo_ref: str, folder: str = "emocause-src") -> str:
     """The project root, put on sys.path: an importable utils, the checkout around the working directory,
-    or ./<folder>, which is fetched from repo_url at repo_ref (branch, tag or commit) when missing."""
+    or ./<folder>, which is fetched from repo_url at repo_ref (branch, tag or commit) when missing, and
+    fetched again when an earlier run fetched it from another REPO_URL or REPO_REF."""
     import importlib.util
     import subprocess
     import sys
@@ -27,15 +28,26 @@ def find_project(repo_url: str, repo_ref: str, folder: str = "emocause-src") -> 
     here, spec = Path.cwd(), importlib.util.find_spec("utils")
     places = [Path(spec.origin).parents[1]] if spec and spec.origin else []
     root = next((p for p in (*places, here, *here.parents, here / folder) if (p / "utils" / "env.py").is_file()), None)
-    if root is None:
-        root = here / folder
-        print(f"fetching the project from {repo_url} at {repo_ref} into {root}")
-        for args in (["init", "-q", str(root)], ["-C", str(root), "fetch", "-q", "--depth", "1", repo_url, repo_ref],
-                     ["-C", str(root), "checkout", "-q", "FETCH_HEAD"]):
+    fetched, wanted = here / folder, f"{repo_url} {repo_ref}"
+    marker = fetched / ".git" / "emocause-source"  # what the copy in ./<folder> was fetched from
+    had = marker.read_text(encoding="utf-8").strip() if marker.is_file() else "an unrecorded source"
+    if root is None or (root == fetched and had != wanted):
+        print(f"fetching the project from {repo_url} at {repo_ref} into {fetched}"
+              + (f" (it held {had})" if root else ""))
+        for args in (["init", "-q", str(fetched)], ["-C", str(fetched), "fetch", "-q", "--depth", "1", repo_url, repo_ref],
+                     ["-C", str(fetched), "checkout", "-q", "FETCH_HEAD"]):
             done = subprocess.run(["git", *args], capture_output=True, text=True)
-            if done.returncode:
+            if done.returncode and root is None:
                 raise RuntimeError(f"could not fetch {repo_url} at {repo_ref!r}: {done.stderr.strip()}\n"
                                    "Offline (Kaggle: Settings > Internet on), or a wrong REPO_URL or REPO_REF?")
+            if done.returncode:  # keep the copy that works; say so
+                print(f"could not fetch it ({done.stderr.strip()}); keeping the copy in {fetched} ({had})")
+                break
+        else:
+            marker.write_text(wanted + "\n", encoding="utf-8")
+            if root is not None and "utils" in sys.modules:
+                print("restart the runtime: this session already imported the previous copy's modules")
+        root = fetched
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     return str(root)
