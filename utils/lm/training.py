@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
 from utils.io import folder_lock, write_json_atomic
 from utils.lm.batch import ANSWER_WEIGHTINGS, IGNORE
@@ -207,6 +206,8 @@ def tokenize_prompt_completion(
 def collator(pad_id: int):
     """trl's collator: right-pads input_ids with ``pad_id`` and labels with IGNORE (labels as the examples give
     them, so the conversation style's answer-only labels pass through) and builds the attention mask."""
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
     return DataCollatorForLanguageModeling(pad_token_id=pad_id)
 
 
