@@ -1,4 +1,4 @@
-"""Quality runs on held-out conversations: ``python -m bench.quality {emotion,cause} --help``.
+"""Quality runs on held-out conversations: ``python -m bench.quality {emotion,cause,spans} --help``.
 
 One run trains one stage with the notebooks' own code (``utils.ecf.pipeline``), keeps a checkpoint
 every ``--save-steps`` steps, and scores each checkpoint on the val and test splits: the raw
@@ -12,6 +12,11 @@ record (``task.json``) holding the rule the notebook chooses on val (per-emotion
 per-distance cut-offs), taken from the last checkpoint's row. So notebooks 03, 05 and 06 run on a quality
 run's models (``CHECKPOINT_DIR``), which is how ``utils.docs`` renders their pages. ``python -m
 bench.quality export RUN`` writes that record for a run scored before it existed.
+
+``spans`` trains the Subtask 1 span reads alone (``utils.ecf.spans.span_examples``: one yes/no per clause
+candidate of each gold cause, a span-only adapter) and scores each checkpoint's spans with strict and
+proportional F1 against a test file with spans (``Subtask_1_test.json``), on the gold pairs and, with
+``--pairs-from`` a cause run, end to end on that run's pairs; every span rule is scored beside it.
 """
 
 from __future__ import annotations
@@ -26,15 +31,16 @@ from pathlib import Path
 import numpy as np
 
 from utils.ecf import artifacts, baselines, config, data, decision, examples, finetune, predict, prompts
+from utils.ecf import spans as span_reads
 from utils.lm import modeling, training
 from utils.lm.batch import ANSWER_WEIGHTINGS
 from utils.io import read_json, write_json_atomic
-from utils.ecf.metric import emotion_scores, score_subtask2
+from utils.ecf.metric import emotion_scores, score_subtask1, score_subtask2
 
 
 def _args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
-    ap.add_argument("task", choices=("emotion", "cause"))
+    ap.add_argument("task", choices=("emotion", "cause", "spans"))
     ap.add_argument("--data", default=str(data.SAMPLE_PATH))
     ap.add_argument("--split", default="block", choices=data.SPLITS)
     ap.add_argument("--test-path", default="", help="a separate test file (the official evaluation set); "
@@ -61,6 +67,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                     "(best rule, last checkpoint) give the end-to-end inputs")
     ap.add_argument("--cause-layout", default=prompts.CAUSE_LAYOUT, choices=prompts.CAUSE_LAYOUTS,
                     help="cause: where the cause lines go (utils.ecf.prompts.CAUSE_LAYOUT)")
+    ap.add_argument("--pairs-from", default="", help="spans: a cause run scored with --emotions-from on the same test "
+                    "conversations; its pairs (last checkpoint, notebook 04's rule) give the end-to-end rows")
     ap.add_argument("--cause-emotions", default="gold", choices=config.CAUSE_EMOTION_SOURCES,
                     help="cause: emotions the cause model trains on (predicted: --emotions-from's train labels)")
     return ap.parse_args(argv)
@@ -80,7 +88,7 @@ def _config(a: argparse.Namespace, task: str):
 NOTEBOOK_RULES = {"emotion": f"offsets_{decision.OBJECTIVES[0]}", "cause": config.CauseFinetuneConfig.CAUSE_CUTOFFS}
 
 
-PATH_ARGS = ("data", "test_path", "out", "train_out", "emotions_from")
+PATH_ARGS = ("data", "test_path", "out", "train_out", "emotions_from", "pairs_from")
 
 
 def export(run: Path) -> Path:
@@ -120,8 +128,12 @@ def _tokens_seen(ckpt: Path) -> int:
 
 def _train(task: str, cfg, train_convs: list[dict]) -> dict:
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
-    make = examples.emotion_examples if task == "emotion" else examples.cause_examples
-    train_ex = make(train_convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
+    if task == "spans":
+        train_ex = span_reads.span_examples(train_convs, tokenizer, cfg.MAX_LENGTH)
+        task = "cause"  # the span-only adapter goes where notebook 04's would
+    else:
+        make = examples.emotion_examples if task == "emotion" else examples.cause_examples
+        train_ex = make(train_convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
     tcfg = dataclasses.replace(finetune.train_config(cfg, task), save_total_limit=None)
     result = training.train(cfg.MODEL, train_ex, None, tcfg)  # val is scored below, per checkpoint
     return {"train_tokens": result.train_tokens, "train_wall_s": result.wall_s, "tokens_per_s": result.tokens_per_s,
@@ -295,12 +307,89 @@ def rescore(run: Path, gold_path: str) -> dict:
     return out
 
 
+# ---------------------------------------------------------------- spans (Subtask 1)
+
+SPAN_SCORES = ("weighted_strict_f1", "weighted_proportional_f1", "strict_f1", "proportional_f1")
+
+
+def _span_scores(pred: list[dict], gold: list[dict]) -> dict:
+    s = score_subtask1(pred, gold)
+    return {k: s[k] for k in SPAN_SCORES}
+
+
+def _same_conversations(convs: list[dict], test: list[dict], what: str, test_name: str) -> None:
+    if [c["conversation_ID"] for c in convs] != [c["conversation_ID"] for c in test]:
+        raise ValueError(f"{what}: not the conversations of {test_name}, in the same order")
+
+
+def end_to_end_pairs(run: Path) -> list[dict]:
+    """A cause run's end-to-end prediction of its test conversations: its emotion run's labels, and the pairs
+    whose P(yes) (last checkpoint) passes the cut-offs of notebook 04's rule as val chose them."""
+    info = read_json(run / "quality.json")
+    a = argparse.Namespace(**info["args"])
+    if a.task != "cause" or not a.emotions_from or not info.get("checkpoints"):
+        raise ValueError(f"{run}: --pairs-from takes a finished cause run scored with --emotions-from")
+    splits = artifacts.load_splits(_config(a, "cause"))
+    last = info["checkpoints"][-1]
+    cut = last["rules"][NOTEBOOK_RULES["cause"]]["cutoffs"]
+    by_conv: dict = {}
+    for cid, i, j, p in read_json(run / "scores" / last["checkpoint"] / "probs.json")["predicted"]:
+        by_conv.setdefault(cid, []).append([i, j, p])
+    inputs = artifacts.with_predicted_emotions(splits["test"], best_emotion_predictions(Path(a.emotions_from)))
+    return [data.with_pairs(c, decision.pairs_above(c, by_conv.get(c["conversation_ID"], []), cut)) for c in inputs]
+
+
+def spans(a) -> dict:
+    out = Path(a.out)
+    cfg = _config(a, "cause")
+    splits = artifacts.load_splits(cfg)
+    test, test_name = splits["test"], a.test_path or "the test split"
+    for name, where in (("train", a.data), ("test", test_name)):
+        if not span_reads.has_spans(splits[name]):
+            raise ValueError(f"{where}: its {name} conversations carry no cause spans (cause_spans): give a Subtask 1 file")
+    inputs = {"gold_pairs": test}
+    if a.pairs_from:
+        inputs["end_to_end"] = end_to_end_pairs(Path(a.pairs_from))
+        _same_conversations(inputs["end_to_end"], test, a.pairs_from, test_name)
+    gold = span_reads.gold_files(test)["Subtask_1_gold.json"]
+    chosen, _ = span_reads.choose_rule(splits["val"])
+    info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a), "val_rule": chosen,
+            "rules": {n: {r: _span_scores(span_reads.subtask1_predictions(convs, r), gold) for r in span_reads.RULES}
+                      for n, convs in inputs.items()}}
+    if not a.eval_only:
+        info["training"] = _train("spans", cfg, splits["train"])
+    tokenizer = modeling.load_tokenizer(cfg.MODEL)
+    rows = []
+    for ckpt in _checkpoints(artifacts.task_dir(cfg, "cause")):
+        t0 = time.perf_counter()
+        lm = predict.reader(modeling.load_model(cfg.MODEL, adapter=ckpt), tokenizer)
+        row = {"checkpoint": ckpt.name, "tokens": _tokens_seen(ckpt),
+               **{n: _span_scores(span_reads.predict_spans(lm, tokenizer, convs, cfg.MAX_LENGTH), gold)
+                  for n, convs in inputs.items()}}
+        row["score_s"] = round(time.perf_counter() - t0, 1)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    info["checkpoints"] = rows
+    write_json_atomic(out / "quality.json", info)
+    return info
+
+
 def report(runs: list[str]) -> str:
     """Markdown rows of finished runs: one per checkpoint and rule, test scores beside val."""
     lines = []
     for run in runs:
         info = read_json(Path(run) / "quality.json")
         name = Path(run).name
+        if info["args"]["task"] == "spans":  # strict and proportional weighted F1 per test set
+            sets = list(info["rules"])
+            for row in info["checkpoints"]:
+                lines.append(f"| {name} | {row['tokens']:,} | span reads | " + " | ".join(
+                    f"{row[n]['weighted_strict_f1']:.3f} | {row[n]['weighted_proportional_f1']:.3f}" for n in sets) + " |")
+            for rule in span_reads.RULES:
+                lines.append(f"| {name} | | {rule}{' (val)' if rule == info['val_rule'] else ''} | " + " | ".join(
+                    f"{info['rules'][n][rule]['weighted_strict_f1']:.3f} | {info['rules'][n][rule]['weighted_proportional_f1']:.3f}"
+                    for n in sets) + " |")
+            continue
         for row in info["checkpoints"]:
             for rule, r in row["rules"].items():
                 if "test" in r:  # emotions
@@ -337,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     a = _args(argv)
     prompts.CAUSE_LAYOUT = a.cause_layout  # training and inference in this process read the same layout
     Path(a.out).mkdir(parents=True, exist_ok=True)
-    (emotion if a.task == "emotion" else cause)(a)
+    {"emotion": emotion, "cause": cause, "spans": spans}[a.task](a)
     return 0
 
 

@@ -58,7 +58,29 @@ def test_emotion_then_cause_runs_score_every_checkpoint(tiny_model_dir, tmp_path
     assert quality.main(["export", str(cause)]) == 0
     assert json.loads(task_file.read_text(encoding="utf-8"))["threshold"] == task["threshold"]
 
+    # Subtask 1: span reads trained alone, scored on the gold pairs and end to end on the cause run's pairs
+    spans = tmp_path / "spans"
+    assert quality.main(["spans", "--out", str(spans), "--pairs-from", str(cause), *common]) == 0
+    info = json.loads((spans / "quality.json").read_text(encoding="utf-8"))
+    assert [r["checkpoint"] for r in info["checkpoints"]] == ["checkpoint-1", "checkpoint-2"]
+    assert set(info["rules"]) == {"gold_pairs", "end_to_end"} and info["val_rule"] in info["rules"]["gold_pairs"]
+    for scores in [*(r[n] for r in info["checkpoints"] for n in info["rules"]),
+                   *(v for by_rule in info["rules"].values() for v in by_rule.values())]:
+        assert set(scores) == set(quality.SPAN_SCORES) and all(0 <= v <= 1 for v in scores.values())
+    # with the gold pairs, the whole utterance holds every gold span: proportional credit where strict has none
+    whole = info["rules"]["gold_pairs"]["whole"]
+    assert whole["weighted_proportional_f1"] > whole["weighted_strict_f1"]
+    assert info["rules"]["gold_pairs"][info["val_rule"]]["weighted_strict_f1"] > whole["weighted_strict_f1"]
+    no_spans = tmp_path / "no_spans.json"
+    no_spans.write_text(json.dumps([{**{k: v for k, v in c.items() if k != "cause_spans"}, "conversation_ID": 1000 + k}
+                                    for k, c in enumerate(splits["test"])]), encoding="utf-8")  # ids apart from training
+    with pytest.raises(ValueError, match=r"no_spans\.json: its test conversations carry no cause spans"):
+        quality.main(["spans", "--out", str(tmp_path / "none"), "--test-path", str(no_spans), *common])
+    with pytest.raises(ValueError, match="--pairs-from takes a finished cause run"):
+        quality.main(["spans", "--out", str(tmp_path / "none"), "--pairs-from", str(emo), *common])
+
     capsys.readouterr()
-    assert quality.main(["report", str(emo), str(cause)]) == 0
+    assert quality.main(["report", str(emo), str(cause), str(spans)]) == 0
     table = capsys.readouterr().out
     assert "| emotion | " in table and "| majority class |" in table and "self_and_previous_gold" in table
+    assert "| spans | " in table and " (val) | " in table
