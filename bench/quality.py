@@ -126,6 +126,11 @@ def _tokens_seen(ckpt: Path) -> int:
     return int(state.get("num_input_tokens_seen", 0))
 
 
+def _run_info(a: argparse.Namespace, splits: dict[str, list[dict]]) -> dict:
+    """The head of a run's quality.json: the split, its sizes and the run's arguments."""
+    return {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a)}
+
+
 def _train(task: str, cfg, train_convs: list[dict]) -> dict:
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     if task == "spans":
@@ -171,7 +176,7 @@ def emotion(a) -> dict:
     out = Path(a.out)
     cfg = _config(a, "emotion")
     splits = artifacts.load_splits(cfg)
-    info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a)}
+    info = _run_info(a, splits)
     if not a.eval_only:
         info["training"] = _train("emotion", cfg, splits["train"])
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
@@ -236,7 +241,7 @@ def cause(a) -> dict:
     cfg = _config(a, "cause")
     splits = artifacts.load_splits(cfg)
     predicted = best_emotion_predictions(Path(a.emotions_from)) if a.emotions_from else None
-    info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a)}
+    info = _run_info(a, splits)
     if not a.eval_only:
         train_convs = splits["train"]
         if a.cause_emotions == "predicted":
@@ -280,6 +285,11 @@ def cause(a) -> dict:
     return info
 
 
+def _same_conversations(convs: list[dict], test: list[dict], what: str, test_name: str) -> None:
+    if [c["conversation_ID"] for c in convs] != [c["conversation_ID"] for c in test]:
+        raise ValueError(f"{what}: not the conversations of {test_name}, in the same order")
+
+
 def rescore(run: Path, gold_path: str) -> dict:
     """A finished cause run's saved test P(yes), at the cut-offs its val chose, scored against another
     annotation of the same test conversations (``Subtask_1_test.json``: the causes with a text span, the
@@ -290,9 +300,7 @@ def rescore(run: Path, gold_path: str) -> dict:
         raise ValueError(f"{run}: rescore takes a cause run, this is a {a.task} run")
     splits = artifacts.load_splits(_config(a, "cause"))
     gold = data.load_ecf(gold_path)
-    if [c["conversation_ID"] for c in gold] != [c["conversation_ID"] for c in splits["test"]]:
-        test = a.test_path or "the run's test split"
-        raise ValueError(f"{gold_path}: not the conversations of {test}, in the same order")
+    _same_conversations(gold, splits["test"], gold_path, a.test_path or "the run's test split")
     inputs = {"gold": splits["test"]}
     if a.emotions_from:
         inputs["predicted"] = artifacts.with_predicted_emotions(splits["test"], best_emotion_predictions(Path(a.emotions_from)))
@@ -317,11 +325,6 @@ def _span_scores(pred: list[dict], gold: list[dict]) -> dict:
     return {k: s[k] for k in SPAN_SCORES}
 
 
-def _same_conversations(convs: list[dict], test: list[dict], what: str, test_name: str) -> None:
-    if [c["conversation_ID"] for c in convs] != [c["conversation_ID"] for c in test]:
-        raise ValueError(f"{what}: not the conversations of {test_name}, in the same order")
-
-
 def end_to_end_pairs(run: Path) -> list[dict]:
     """A cause run's end-to-end prediction of its test conversations: its emotion run's labels, and the pairs
     whose P(yes) (last checkpoint) passes the cut-offs of notebook 04's rule as val chose them."""
@@ -332,11 +335,9 @@ def end_to_end_pairs(run: Path) -> list[dict]:
     splits = artifacts.load_splits(_config(a, "cause"))
     last = info["checkpoints"][-1]
     cut = last["rules"][NOTEBOOK_RULES["cause"]]["cutoffs"]
-    by_conv: dict = {}
-    for cid, i, j, p in read_json(run / "scores" / last["checkpoint"] / "probs.json")["predicted"]:
-        by_conv.setdefault(cid, []).append([i, j, p])
+    probs = read_json(run / "scores" / last["checkpoint"] / "probs.json")["predicted"]
     inputs = artifacts.with_predicted_emotions(splits["test"], best_emotion_predictions(Path(a.emotions_from)))
-    return [data.with_pairs(c, decision.pairs_above(c, by_conv.get(c["conversation_ID"], []), cut)) for c in inputs]
+    return decision.with_pairs_above(inputs, probs, cut)
 
 
 def spans(a) -> dict:
@@ -353,7 +354,7 @@ def spans(a) -> dict:
         _same_conversations(inputs["end_to_end"], test, a.pairs_from, test_name)
     gold = span_reads.gold_files(test)["Subtask_1_gold.json"]
     chosen, _ = span_reads.choose_rule(splits["val"])
-    info = {"split": a.split, "sizes": {k: len(v) for k, v in splits.items()}, "args": vars(a), "val_rule": chosen,
+    info = {**_run_info(a, splits), "val_rule": chosen,
             "rules": {n: {r: _span_scores(span_reads.subtask1_predictions(convs, r), gold) for r in span_reads.RULES}
                       for n, convs in inputs.items()}}
     if not a.eval_only:

@@ -134,12 +134,19 @@ def _probs_by_conversation(probs: list[list]) -> dict[Any, list]:
     return by_conv
 
 
+def _above(inputs: list[dict], by_conv: dict[Any, list], threshold: float | dict[str, float]) -> list[dict]:
+    return [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), threshold)) for c in inputs]
+
+
+def with_pairs_above(inputs: list[dict], probs: list[list], threshold: float | dict[str, float]) -> list[dict]:
+    """``inputs`` with the pairs whose P(yes) passes ``threshold`` (probs as predict_causes returns them)."""
+    return _above(inputs, _probs_by_conversation(probs), threshold)
+
+
 def pair_scores(inputs: list[dict], probs: list[list], gold: list[dict],
                 threshold: float | dict[str, float]) -> dict:
     """Official Subtask 2 scores of the pairs above ``threshold`` (probs as predict_causes returns them)."""
-    by_conv = _probs_by_conversation(probs)
-    pred = [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), threshold)) for c in inputs]
-    return score_subtask2(pred, gold)
+    return score_subtask2(with_pairs_above(inputs, probs, threshold), gold)
 
 
 def threshold_sweep(inputs: list[dict], probs: list[list], gold: list[dict],
@@ -166,8 +173,7 @@ def choose_cutoffs(gold: list[dict], probs: list[list], per_distance: bool = Tru
         by_conv = _probs_by_conversation(probs)  # grouped once: the ascent scores ~170 rules
 
         def score(cut: float | dict[str, float]) -> float:
-            pred = [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), cut)) for c in inputs]
-            return score_subtask2(pred, gold)["weighted_f1"]
+            return score_subtask2(_above(inputs, by_conv, cut), gold)["weighted_f1"]
 
         cutoffs = tune_cutoffs(score, best["threshold"])
         out.update(threshold=cutoffs, single_threshold=best["threshold"], weighted_f1=score(cutoffs))
