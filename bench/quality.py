@@ -70,7 +70,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--pairs-from", default="", help="spans: a cause run scored with --emotions-from on the same test "
                     "conversations; its pairs (last checkpoint, notebook 04's rule) give the end-to-end rows")
     ap.add_argument("--cause-emotions", default="gold", choices=config.CAUSE_EMOTION_SOURCES,
-                    help="cause: emotions the cause model trains on (predicted: --emotions-from's train labels)")
+                    help="cause: emotions the cause model trains on (predicted: --emotions-from's train labels, "
+                    "from an emotion run with --label-train)")
+    ap.add_argument("--emotion-format", default=prompts.emotion_format(), choices=list(prompts.EMOTION_FORMATS),
+                    help="emotion: the line format (utils.ecf.prompts.EMOTION_FORMATS)")
+    ap.add_argument("--label-train", action="store_true", help="emotion: the last checkpoint also labels the "
+                    "train split (what a cause run with --cause-emotions predicted trains on, as notebook 03 does)")
     return ap.parse_args(argv)
 
 
@@ -97,6 +102,7 @@ def export(run: Path) -> Path:
     info = read_json(run / "quality.json")
     a = argparse.Namespace(**info["args"])
     task, cfg = a.task, _config(a, a.task)
+    prompts.set_emotion_format(getattr(a, "emotion_format", "compact"))  # the task record names it
     folder = artifacts.task_dir(cfg, task)
     rows = info.get("checkpoints") or []
     if not rows or not (folder / "adapter").is_dir():
@@ -181,11 +187,13 @@ def emotion(a) -> dict:
         info["training"] = _train("emotion", cfg, splits["train"])
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     rows = []
-    for ckpt in _checkpoints(artifacts.task_dir(cfg, "emotion")):
+    ckpts = _checkpoints(artifacts.task_dir(cfg, "emotion"))
+    for ckpt in ckpts:
         t0 = time.perf_counter()
         model = modeling.load_model(cfg.MODEL, adapter=ckpt)
+        names = ("val", "test", "train") if a.label_train and ckpt == ckpts[-1] else ("val", "test")
         lp = {name: predict.emotion_logprobs(model, tokenizer, data.strip_labels(splits[name]), cfg.MAX_LENGTH)
-              for name in ("val", "test")}
+              for name in names}
         write_json_atomic(out / "scores" / ckpt.name / "logprobs.json", lp)
         val_lp, val_gold = _flat(splits["val"], lp["val"])
         test_lp, test_gold = _flat(splits["test"], lp["test"])
@@ -212,7 +220,11 @@ def best_emotion_predictions(run: Path, split: str = "test", rule: str = "offset
     a = argparse.Namespace(**info["args"])
     splits = artifacts.load_splits(_config(a, "emotion"))
     last = info["checkpoints"][-1]
-    lp = read_json(run / "scores" / last["checkpoint"] / "logprobs.json")[split]
+    saved = read_json(run / "scores" / last["checkpoint"] / "logprobs.json")
+    if split not in saved:
+        raise ValueError(f"{run}: its last checkpoint did not label the {split} split; run it again with "
+                         f"--eval-only --label-train" if split == "train" else f"{run}: no {split} log-probs")
+    lp = saved[split]
     vec = decision.offsets_vector(last["rules"][rule]["offsets"])
     return [data.with_pairs(data.with_emotions(c, decision.decide(np.array(rows), vec)), [])
             for c, rows in zip(splits[split], lp)]
@@ -425,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[emocause] {export(Path(run))}", flush=True)
         return 0
     a = _args(argv)
-    prompts.CAUSE_LAYOUT = a.cause_layout  # training and inference in this process read the same layout
+    prompts.CAUSE_LAYOUT = a.cause_layout  # training and inference in this process read the same layouts
+    prompts.set_emotion_format(a.emotion_format)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     {"emotion": emotion, "cause": cause, "spans": spans}[a.task](a)
     return 0

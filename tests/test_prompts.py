@@ -228,10 +228,16 @@ def test_unknown_style_is_refused():
         prompts.check_style("generation")
 
 
-def test_the_longer_emotion_variant_is_three_constants_away(tok, sample, monkeypatch):
-    monkeypatch.setattr(prompts, "EMOTION_HEADER", "Emotions:\n")
-    monkeypatch.setattr(prompts, "EMOTION_MARKER", " -> emotion:")
-    monkeypatch.setattr(prompts, "EMOTION_LINE_END", "\n")
+@pytest.fixture
+def keep_emotion_format(monkeypatch):
+    """set_emotion_format changes module state: put it back after the test."""
+    for name in ("EMOTION_HEADER", "EMOTION_MARKER", "EMOTION_LINE_END"):
+        monkeypatch.setattr(prompts, name, getattr(prompts, name))
+
+
+def test_the_marked_emotion_format(tok, sample, keep_emotion_format):
+    prompts.set_emotion_format("marked")
+    assert prompts.emotion_format() == "marked"
     conv = sample[0]
     (query,) = prompts.emotion_queries(conv, tok, 2048)
     text = tok.decode(query.input_ids)
@@ -255,3 +261,22 @@ def test_the_cause_task_record_names_its_layout_and_inference_refuses_another(mo
     monkeypatch.setattr(prompts, "CAUSE_LAYOUT", "after")  # a session reading the grouped lines
     with pytest.raises(ValueError, match="learnt the 'inline' cause layout.*CAUSE_LAYOUT='after'"):
         artifacts.read_task(infer, "cause")
+
+
+def test_the_emotion_task_record_names_its_format_and_inference_refuses_another(tmp_path, keep_emotion_format):
+    from utils.ecf import artifacts, config
+
+    with pytest.raises(ValueError, match="emotion format 'long'.*'compact', 'marked'"):
+        prompts.set_emotion_format("long")
+    prompts.set_emotion_format("marked")
+    cfg = config.FinetuneConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
+    artifacts.write_task(cfg, "emotion")
+    infer = config.EmotionInferenceConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
+    assert artifacts.read_task(infer, "emotion")["emotion_format"] == "marked"
+    prompts.set_emotion_format("compact")
+    with pytest.raises(ValueError, match=r"learnt the 'marked' emotion format.*set_emotion_format\('marked'\)"):
+        artifacts.read_task(infer, "emotion")
+    prompts.EMOTION_MARKER = " feeling:"  # constants edited by hand: no named format, and not the record's
+    assert prompts.emotion_format() == "custom"
+    with pytest.raises(ValueError, match="this session builds 'custom'"):
+        artifacts.read_task(infer, "emotion")

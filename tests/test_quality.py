@@ -84,3 +84,33 @@ def test_emotion_then_cause_runs_score_every_checkpoint(tiny_model_dir, tmp_path
     table = capsys.readouterr().out
     assert "| emotion | " in table and "| majority class |" in table and "self_and_previous_gold" in table
     assert "| spans | " in table and " (val) | " in table
+
+
+@pytest.mark.slow
+def test_a_cause_run_trains_on_the_emotion_runs_train_labels(tiny_model_dir, tmp_path, monkeypatch):
+    from utils.ecf import prompts
+
+    for name in ("EMOTION_HEADER", "EMOTION_MARKER", "EMOTION_LINE_END"):  # main sets the format: put it back
+        monkeypatch.setattr(prompts, name, getattr(prompts, name))
+    emo, cause = tmp_path / "emotion", tmp_path / "cause"
+    common = ["--model", str(tiny_model_dir), "--max-steps", "2", "--save-steps", "1", "--lr", "1e-2"]
+    assert quality.main(["emotion", "--out", str(emo), "--emotion-format", "marked", *common]) == 0
+    with pytest.raises(ValueError, match="did not label the train split.*--eval-only --label-train"):
+        quality.main(["cause", "--out", str(cause), "--emotions-from", str(emo), "--cause-emotions", "predicted",
+                      *common])
+    assert quality.main(["emotion", "--out", str(emo), "--emotion-format", "marked", "--eval-only", "--label-train",
+                         *common]) == 0
+    task = json.loads((emo / "ckpt" / "emotion" / "conversation" / "task.json").read_text(encoding="utf-8"))
+    assert task["emotion_format"] == "marked"
+    splits = quality.artifacts.load_splits(quality._config(quality._args(["emotion", "--out", str(emo), *common]),
+                                                            "emotion"))
+    first, last = ((json.loads((emo / "scores" / c / "logprobs.json").read_text(encoding="utf-8")))
+                   for c in ("checkpoint-1", "checkpoint-2"))
+    assert set(first) == {"val", "test"} and set(last) == {"val", "test", "train"}  # the last checkpoint only
+    assert [len(rows) for rows in last["train"]] == [len(c["conversation"]) for c in splits["train"]]
+    labelled = quality.best_emotion_predictions(emo, "train")
+    assert [c["conversation_ID"] for c in labelled] == [c["conversation_ID"] for c in splits["train"]]
+    assert quality.main(["cause", "--out", str(cause), "--emotions-from", str(emo), "--cause-emotions", "predicted",
+                         *common]) == 0
+    info = json.loads((cause / "quality.json").read_text(encoding="utf-8"))
+    assert info["args"]["cause_emotions"] == "predicted" and len(info["checkpoints"]) == 2

@@ -117,7 +117,7 @@ def _models(checkpoints: Path) -> dict[str, dict]:
 
 def _provenance(record: dict) -> dict:
     """What a page's reader needs to know of an adapter: model, training budget, the rule chosen on val."""
-    keep = ("model", "train_tokens", "global_step", "train_wall_s", "cause_layout", "offsets", "threshold")
+    keep = ("model", "train_tokens", "global_step", "train_wall_s", "emotion_format", "cause_layout", "offsets", "threshold")
     out = {k: record[k] for k in keep if k in record}
     run = record.get("quality_run", {}).get("args", {})
     out.update({k: run[k] for k in ("epochs", "max_steps", "lr", "lora_r", "targets", "seed", "split",

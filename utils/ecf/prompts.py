@@ -35,8 +35,10 @@ ANSWERS = ("yes", "no")  # the cause queries' answer words, in this order
 # test conversations): this format 0.476 at 180 k tokens per epoch (full split); newline-ended lines
 # read at the newline 0.445 / 0.435 (two seeds) at 174 k; the longer marker `` -> emotion:`` + newline
 # 0.513 at 207 k; the former chat-template format 0.511 at 290 k.
-# The longer variant is three constants away: EMOTION_HEADER = "Emotions:\n", EMOTION_MARKER =
-# " -> emotion:", EMOTION_LINE_END = "\n" (+0.037 F1 at 100 steps for 15% more tokens).
+# The named formats: (header, marker, line end); ``set_emotion_format`` sets the three constants below,
+# ``emotion_format`` names the ones in force (a trained adapter's task record keeps it, inference checks it).
+# "marked": +0.037 F1 at 100 steps for 15% more tokens.
+EMOTION_FORMATS = {"compact": ("", " emotion:", ""), "marked": ("Emotions:\n", " -> emotion:", "\n")}
 EMOTION_HEADER = ""
 EMOTION_MARKER = " emotion:"
 EMOTION_LINE_END = ""  # tokens after the read position, before the next line
@@ -66,6 +68,20 @@ CAUSE_LAYOUT = "inline"
 MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
 
 SYSTEM = "You are an expert annotator of emotions in conversations."  # per_utterance prompts
+
+
+def set_emotion_format(name: str) -> None:
+    """Use one of EMOTION_FORMATS for every emotion sequence this process builds (training and inference)."""
+    global EMOTION_HEADER, EMOTION_MARKER, EMOTION_LINE_END
+    if name not in EMOTION_FORMATS:
+        raise ValueError(f"emotion format {name!r}: use one of {list(EMOTION_FORMATS)}")
+    EMOTION_HEADER, EMOTION_MARKER, EMOTION_LINE_END = EMOTION_FORMATS[name]
+
+
+def emotion_format() -> str:
+    """The name of the emotion format in force; "custom" when the three constants match none."""
+    now = (EMOTION_HEADER, EMOTION_MARKER, EMOTION_LINE_END)
+    return next((name for name, parts in EMOTION_FORMATS.items() if parts == now), "custom")
 
 
 class PromptError(ValueError):
