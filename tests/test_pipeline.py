@@ -257,7 +257,7 @@ def test_configs_validate_and_smoke_shrinks(tmp_path):
 
 def test_cause_training_reads_predicted_emotions_and_keeps_gold_pairs(sample, tmp_path):
     cfg = config.CauseFinetuneConfig(TRAIN_DIR=str(tmp_path), CAUSE_EMOTIONS="predicted")
-    with pytest.raises(FileNotFoundError, match="run notebook 03"):
+    with pytest.raises(FileNotFoundError, match="run notebook 03 with LABEL_TRAIN=True"):
         artifacts.cause_training_convs(cfg, sample)
     predicted = [data.with_emotions(c, ["joy"] * len(c["conversation"])) for c in data.strip_labels(sample[:4])]
     write_json_atomic(tmp_path / "emotion_labelled_data.json", predicted)

@@ -15,9 +15,10 @@ OFFICIAL_PAIR_KEYS = {"precision_pair", "recall_pair", "f1_pair", "weighted_prec
 EMOTION_KEYS = {"accuracy", "weighted_f1", "macro_f1", "report", "confusion_matrix", "labels"}
 
 
-# conversation: the default path (cause model on predicted emotions); per_utterance: the original
-# recipe, whose untrained outputs never parse, so every emotion falls back to neutral and the cause
-# model needs gold emotions to have anything to train on
+# conversation: the cause model trained and run on predicted emotions (03 labels the train split too);
+# per_utterance: the original recipe, whose untrained outputs never parse, so every emotion falls back to
+# neutral and the cause model needs gold emotions (in 04 and 05) to have anything to work on; its 03 keeps
+# LABEL_TRAIN at its default (off)
 STYLES = [("conversation", "predicted"), ("per_utterance", "gold")]
 
 
@@ -29,6 +30,8 @@ def series(request, tiny_model_dir, tmp_path_factory):
     params = {"MODEL": str(tiny_model_dir), "SMOKE": True, "STYLE": style, "TRAIN_DIR": str(out / "results_train"),
               "TEST_DIR": str(out / "results_test"), "CHECKPOINT_DIR": str(out / "checkpoints"),
               "LEARNING_RATE": 1e-2, "LOGGING_STEPS": 1, "CAUSE_EMOTIONS": cause_emotions}
+    if cause_emotions == "predicted":  # 04 trains on 03's labels of the train split
+        params["LABEL_TRAIN"] = True
     summary = run.run_series(params, only=["02", "03", "04", "05", "06"])
     return out, summary, style
 
@@ -58,6 +61,8 @@ def test_training_lowered_the_loss_and_saved_the_adapter(series, task):
     assert (folder / "adapter" / "adapter_model.safetensors").is_file()
     task_record = json.loads((folder / "task.json").read_text(encoding="utf-8"))
     assert task_record["style"] == style and task_record["task"] == task
+    if task == "cause":
+        assert task_record["cause_emotions"] == ("predicted" if style == "conversation" else "gold")
     assert (out / "results_train" / "figures" / f"{task}_{style}_loss.png").stat().st_size > 1000
 
 
@@ -65,9 +70,14 @@ def test_emotion_files_hold_a_valid_label_for_every_utterance(series):
     out, _, style = series
     gold = _gold_test()
     test = json.loads((out / "results_test" / "emotion_labelled_data.json").read_text(encoding="utf-8"))
-    train = json.loads((out / "results_train" / "emotion_labelled_data.json").read_text(encoding="utf-8"))
     assert [c["conversation_ID"] for c in test] == [c["conversation_ID"] for c in gold]
-    for convs in (test, train):
+    train_file = out / "results_train" / "emotion_labelled_data.json"
+    labelled = [test]
+    if style == "conversation":  # LABEL_TRAIN on: 04 trained on these labels
+        labelled.append(json.loads(train_file.read_text(encoding="utf-8")))
+    else:  # 03's default labels the test split only
+        assert not train_file.exists()
+    for convs in labelled:
         data.validate_conversations(convs)  # official format, every emotion one of the seven labels
         assert all(u["emotion"] in EMOTIONS for c in convs for u in c["conversation"])
     metrics = json.loads((out / "results_test" / "emotion_metrics.json").read_text(encoding="utf-8"))

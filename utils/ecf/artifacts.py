@@ -131,7 +131,8 @@ def cause_training_convs(cfg: CauseFinetuneConfig, train: list[dict]) -> list[di
         return train
     path = resolve_artifact(cfg.TRAIN_DIR) / "emotion_labelled_data.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run notebook 03 first, or set CAUSE_EMOTIONS='gold'")
+        raise FileNotFoundError(f"{path} is missing: run notebook 03 with LABEL_TRAIN=True first, "
+                                "or set CAUSE_EMOTIONS='gold'")
     convs = with_predicted_emotions(train, read_json(path))
     if not convs:
         raise ValueError(f"{path} shares no conversation with the train split: same DATA_PATH/SEED/fractions?")

@@ -102,8 +102,9 @@ class FinetuneConfig(LoggedConfig):
 @dataclass(frozen=True)
 class CauseFinetuneConfig(FinetuneConfig):
     """Notebook 04."""
-    CAUSE_EMOTIONS: str = param("predicted", 'emotions shown to the cause model: "gold" or "predicted" '
-                                             "(results_train from 03)")
+    CAUSE_EMOTIONS: str = param("gold", 'emotions shown to the cause model in training: "gold", or "predicted" '
+                                        "(03's labels of the train split: turn on its LABEL_TRAIN; on real data 0.010 "
+                                        "below gold end to end: bench/RESULTS.md section 5, C4)")
     CAUSE_WINDOW_BEFORE: int = param(prompts.WINDOW_BEFORE, "candidate causes start this many utterances before "
                                                             "the emotion (98% of ECF pairs lie in -5..+2)")
     CAUSE_WINDOW_AFTER: int = param(prompts.WINDOW_AFTER, "... and end this many after it")
@@ -125,7 +126,7 @@ class CauseFinetuneConfig(FinetuneConfig):
 class EmotionInferenceConfig(LoggedConfig):
     """Notebook 03."""
     TEST_LIMIT: int = param(0, "label only the first TEST_LIMIT test conversations (0: all)")
-    LABEL_TRAIN: bool = param(True, "also label the train split (04 needs it when CAUSE_EMOTIONS is predicted)")
+    LABEL_TRAIN: bool = param(False, "also label the train split (what 04 trains on when its CAUSE_EMOTIONS is \"predicted\")")
     USE_VAL_OFFSETS: bool = param(True, "add the per-emotion offsets notebook 02 chose on val (when recorded) "
                                         "before the argmax (corrects the label prior)")
     BATCH_SIZE: int = param(8, "sequences per forward pass")
