@@ -38,6 +38,15 @@ def test_unknown_parameter_is_refused_with_the_known_names():
     assert book.name.startswith("01_") and params == {"DATA_PATH": "x.json"}
 
 
+def test_a_cause_model_on_predicted_emotions_needs_the_train_labels_in_the_same_run():
+    books = run.discover(only=["03", "04"])
+    with pytest.raises(run.RunError, match="LABEL_TRAIN=True"):
+        run.plan(books, {"CAUSE_EMOTIONS": "predicted"})
+    assert len(run.plan(books, {"CAUSE_EMOTIONS": "predicted", "LABEL_TRAIN": True})) == 2
+    assert len(run.plan(books, {})) == 2  # the defaults: gold emotions, no train labels needed
+    assert len(run.plan(run.discover(only=["04"]), {"CAUSE_EMOTIONS": "predicted"})) == 1  # 03 ran before
+
+
 def test_discover_filters_notebooks():
     assert [p.name[:2] for p in run.discover(track="ecf")] == ["01", "02", "03", "04", "05", "06", "10"]
     assert [p.name[:2] for p in run.discover(track="empathetic")] == ["07", "08", "09", "10"]
