@@ -105,19 +105,20 @@ def plan(books: list[Path], params: dict[str, Any]) -> list[tuple[Path, dict[str
     if unknown:
         raise RunError(f"unknown parameter(s) {unknown}: no notebook in the run declares them; "
                        f"declared: {sorted(known)}")
-    steps, built = [], {}
+    from utils.ecf.config import check_series
+
+    steps, built = [], []
     for book, cls in classes.items():
         given = {k: v for k, v in params.items() if k in fields[book]}
         try:
-            built[book.name[:2]] = notebook_params.build(cls, given)
+            built.append(notebook_params.build(cls, given))
         except ValueError as e:  # ConfigError (name, type) or the dataclass's own checks (value)
             raise RunError(f"{book.name}: {e}") from None
         steps.append((book, given))
-    labeller, trainer = built.get("03"), built.get("04")
-    if (labeller is not None and trainer is not None and getattr(trainer, "CAUSE_EMOTIONS", "") == "predicted"
-            and not getattr(labeller, "LABEL_TRAIN", True)):  # else 04 would stop after 02 and 03 had run
-        raise RunError("CAUSE_EMOTIONS='predicted': notebook 04 trains on the train split's labels that notebook 03 "
-                       "writes only with LABEL_TRAIN=True; set it too, or use CAUSE_EMOTIONS='gold'")
+    try:
+        check_series(built)  # settings that would fail only after earlier notebooks had run
+    except ValueError as e:
+        raise RunError(str(e)) from None
     return steps
 
 

@@ -157,6 +157,16 @@ class EvaluationConfig(SeriesConfig):
     ERROR_ROWS: int = param(20, "error-table rows shown inline (the CSV files hold them all)")
 
 
+def check_series(configs: list) -> None:
+    """Refuse settings of notebooks run together that would fail only later in the run: 04 on predicted
+    emotions reads the train labels 03 writes with LABEL_TRAIN only."""
+    labels_train = [c.LABEL_TRAIN for c in configs if isinstance(c, EmotionInferenceConfig)]
+    wants_labels = any(isinstance(c, CauseFinetuneConfig) and c.CAUSE_EMOTIONS == "predicted" for c in configs)
+    if wants_labels and labels_train and not any(labels_train):
+        raise ValueError("CAUSE_EMOTIONS='predicted': notebook 04 trains on the train split's labels that notebook 03 "
+                         "writes only with LABEL_TRAIN=True; set it too, or use CAUSE_EMOTIONS='gold'")
+
+
 def check_emotion_source(source: str) -> str:
     """Return ``source`` or raise naming the valid ones."""
     if source not in CAUSE_EMOTION_SOURCES:
