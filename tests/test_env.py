@@ -23,21 +23,33 @@ def test_platform(monkeypatch, variables, expected):
 
 
 @pytest.mark.parametrize("smi, bf16, count", [
-    ("Tesla T4, 7.5\nTesla T4, 7.5\n", False, 2),  # Kaggle 2xT4: fp16 only
-    ("NVIDIA A100-SXM4-40GB, 8.0\n", True, 1),
+    ("Tesla T4, 7.5, 15360\nTesla T4, 7.5, 15360\n", False, 2),  # Kaggle 2xT4: fp16 only
+    ("NVIDIA A100-SXM4-40GB, 8.0, 40960\n", True, 1),
 ])
 def test_gpu_capabilities_decide_bf16(monkeypatch, smi, bf16, count):
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.delenv(env.SIMULATE_GPU_ENV, raising=False)
     monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=smi))
     detected = env.detect()
     assert (detected.device, detected.bf16, detected.gpu_count) == ("cuda", bf16, count)
+    assert env.gpus()[0].memory_gib == float(smi.splitlines()[0].split(",")[2]) / 1024
 
 
 def test_cpu_machine(monkeypatch):
-    import torch
-
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a GPU machine
+    monkeypatch.delenv(env.SIMULATE_GPU_ENV, raising=False)
+    monkeypatch.setattr(env, "_nvidia_smi", lambda: [])  # the same answer on a GPU machine
+    monkeypatch.setattr(env.Path, "exists", lambda self: False)  # no NVIDIA device nodes
     detected = env.detect()
     assert detected.device == "cpu" and not detected.bf16 and detected.gpu_name is None
+    assert env.torch_device() == "cpu"
+
+
+def test_a_simulated_gpu_is_what_the_device_query_reports(monkeypatch):
+    monkeypatch.setenv(env.SIMULATE_GPU_ENV, "Tesla T4,7.5,15.0")
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("nvidia-smi asked"))
+    detected = env.detect()
+    assert (detected.device, detected.gpu_name, detected.bf16) == ("cuda", "Tesla T4", False)
+    assert env.gpus() == [env.Gpu("Tesla T4", 7.5, 15.0)]
+    assert env.torch_device() == "cpu"  # the tensors stay where torch can put them
+    monkeypatch.setenv(env.SIMULATE_GPU_ENV, "T4")
+    with pytest.raises(ValueError, match="EMOCAUSE_SIMULATE_GPU='T4': give name,capability,memory_gib"):
+        env.gpus()

@@ -54,8 +54,7 @@ def test_t4_strategy_is_nf4_with_fp16_compute():
 def test_strategy_detected_from_the_gpu(monkeypatch, gpu, capability, dtype):
     from utils import env
 
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(env, "_gpus", lambda: [(gpu, capability)])
+    monkeypatch.setattr(env, "gpus", lambda: [env.Gpu(gpu, capability, None)])
     s = modeling.choose_strategy()
     assert (s.name, s.device, s.torch_dtype) == ("qlora-nf4", "cuda", dtype)
     assert s.quantization_config.bnb_4bit_compute_dtype == dtype

@@ -39,11 +39,9 @@ def no_network(*args, **kwargs):
 
 
 def simulate_gpu(monkeypatch, which: str | None) -> None:
-    """nvidia-smi, torch.cuda.is_available and the memory query of a T4, an A100 40 GB, or no GPU (None)."""
+    """The device query of a T4, an A100 40 GB, or no GPU (None)."""
     name, capability, memory = GPUS[which] if which else (None, None, None)
-    monkeypatch.setattr(env, "_gpus", lambda: [(name, capability)] if which else [])
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(which))
-    monkeypatch.setattr(plan, "gpu_memory_gib", lambda: [memory] if which else [])
+    monkeypatch.setattr(env, "gpus", lambda: [env.Gpu(name, capability, memory)] if which else [])
     monkeypatch.setattr(plan, "ram_gib", lambda: 32.0)  # a CPU machine's RAM, the same on any test machine
 
 

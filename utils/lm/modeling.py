@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from utils import env as env_module
 from utils.lm import plan
 from utils.lm.sources import local_source
 
@@ -84,8 +85,6 @@ def choose_strategy(
     import torch
 
     if env is None:
-        from utils import env as env_module
-
         env = env_module.detect()
     if env.device != "cuda":
         autocast = cpu_bf16 and cpu_has_fast_bf16()
@@ -168,7 +167,7 @@ def load_model(
         kwargs["quantization_config"] = strategy.quantization_config
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if strategy.device == "cuda" and not fsdp:  # FSDP places the shards itself
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}  # one GPU per DDP process
+        kwargs["device_map"] = {"": env_module.torch_device()}  # one GPU per DDP process
     lm = AutoModelForCausalLM.from_pretrained(local_source(model), **kwargs)
     if gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -272,4 +271,5 @@ def weights_digest(model) -> str:
             digest.update(name.encode())
             digest.update(p.detach().float().cpu().numpy().tobytes())
     return digest.hexdigest()[:16]
+
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import os
 import socket
-import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -47,16 +46,8 @@ def is_auto(model: str) -> bool:
 
 
 def cuda_present() -> bool:
-    """A CUDA GPU is there: nvidia-smi lists one (no CUDA context, no torch import); torch is asked only
-    where the machine has NVIDIA device nodes but no nvidia-smi."""
-    if env_module._gpus():
-        return True
-    if not any(Path(p).exists() for p in ("/dev/nvidiactl", "/dev/dxg")):
-        return False
-    os.environ.setdefault("PYTORCH_NVML_BASED_CUDA_CHECK", "1")  # is_available() without a CUDA context
-    import torch
-
-    return torch.cuda.is_available()
+    """A CUDA GPU is there, as the device query (``utils.env.gpus``) reports it: no CUDA context."""
+    return bool(env_module.gpus())
 
 
 def hub_unreachable(timeout: float = HUB_TIMEOUT_S) -> str | None:
@@ -133,20 +124,8 @@ class Hardware:
 
 
 def gpu_memory_gib() -> list[float]:
-    """Total memory of each GPU from nvidia-smi (no CUDA context); torch's device properties without it."""
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=memory.total", "--format=csv,noheader,nounits"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-        found = [float(line) / 1024 for line in out.split() if line.strip()]
-        if found:
-            return found
-    except (OSError, subprocess.SubprocessError, ValueError):
-        pass
-    import torch
-
-    if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_properties(i).total_memory / GIB for i in range(torch.cuda.device_count())]
+    """Total memory of each GPU the device query reports (those whose memory it could read)."""
+    return [g.memory_gib for g in env_module.gpus() if g.memory_gib]
 
 
 def ram_gib() -> float:

@@ -28,6 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from utils import env
 from utils.lm import inference
 from utils.io import file_sha256
 from utils.lm.modeling import check_adapter, load_model, load_tokenizer, weights_digest
@@ -48,10 +49,8 @@ def vllm_installed() -> bool:
 
 
 def _cuda_available() -> bool:
-    """vLLM's default build serves on CUDA GPUs only."""
-    import torch
-
-    return torch.cuda.is_available()
+    """vLLM's default build serves on CUDA GPUs only: torch must be able to put tensors on one."""
+    return env.torch_device() != "cpu"
 
 
 def backend(prefer: str = "auto") -> str:
@@ -131,10 +130,8 @@ def _accepts(cls: Any, name: str) -> bool:
 
 
 def _vllm_dtype() -> str:
-    """bf16 where the GPU has it, fp16 on a T4 (vLLM's "auto" would keep a GGUF copy's float32)."""
-    import torch
-
-    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16"
+    """bf16 where the GPU has it natively, fp16 on a T4 (vLLM's "auto" would keep a GGUF copy's float32)."""
+    return "bfloat16" if env.detect().bf16 else "float16"
 
 
 def _load_vllm(model: str, adapter: Path | None, seed: int, vllm_kwargs: dict) -> tuple[Any, Any]:
