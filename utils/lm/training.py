@@ -21,6 +21,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from utils import env as env_module
 from utils.io import folder_lock, write_json_atomic
 from utils.lm.batch import ANSWER_WEIGHTINGS, IGNORE
 from utils.lm import plan
@@ -435,6 +436,9 @@ def train(
     main_process = os.environ.get("RANK", "0") == "0"  # under a launcher every rank trains in ``out``
     if main_process:
         print(memory.describe(), flush=True)
+        warning = env_module.ephemeral_warning(out)
+        if warning:
+            print(warning, flush=True)
     with folder_lock(out, "training run") if main_process else contextlib.nullcontext():
         return _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out, identity, main_process,
                       memory)
