@@ -8,7 +8,7 @@ import json
 import pytest
 
 from utils.ecf import artifacts, config, data
-from utils import run
+from utils import io, run
 from utils.ecf.data import EMOTIONS
 
 OFFICIAL_PAIR_KEYS = {"precision_pair", "recall_pair", "f1_pair", "weighted_precision", "weighted_recall", "weighted_f1"}
@@ -103,6 +103,10 @@ def test_pair_predictions_are_official_and_scored(series):
     for baseline in scores["baselines"].values():
         assert OFFICIAL_PAIR_KEYS <= set(baseline)
     assert scores["baselines"]["self_and_previous_gold_emotions"]["weighted_f1"] > 0
+    if scores["cause_emotions"] == "predicted":  # the cause model alone, on the gold emotions too
+        gold_run = json.loads((out / "results_test" / "Subtask_2_pred_gold_emotions.json").read_text(encoding="utf-8"))
+        data.validate_conversations(gold_run)
+        assert OFFICIAL_PAIR_KEYS <= set(scores["model_gold_emotions"])
 
 
 def test_evaluation_wrote_tables_and_figures(series):
@@ -113,7 +117,8 @@ def test_evaluation_wrote_tables_and_figures(series):
         assert next(csv.reader(f)) == ["conversation", "utterance", "speaker", "text", "gold", "predicted"]
     summary = json.loads((folder / "evaluation_summary.json").read_text(encoding="utf-8"))
     assert {"pairs", "emotions", "inference"} <= set(summary)
-    assert len(summary["pairs"]) == (3 if style == "conversation" else 2)  # predicted-emotion baseline too
+    # predicted emotions: the model and self + previous on them, and both again on gold emotions
+    assert len(summary["pairs"]) == (4 if style == "conversation" else 2)
     executed = folder / "executed" / "06_evaluation.ipynb"
     assert executed.is_file()
     from utils import tracking
@@ -137,7 +142,10 @@ def test_the_model_pages_render_from_the_series_adapters_without_the_corpus_text
     record = docs.render(str(data.SAMPLE_PATH), tmp_path / "docs", ("03", "05", "06"), str(test_file),
                          str(out / "checkpoints"))
     assert [p["notebook"][:2] for p in record["pages"]] == ["03", "05", "06"]
-    assert record["models"]["cause"]["cause_layout"] == "inline" and record["models"]["emotion"]["train_tokens"] > 0
+    models = record["pages"][0]["models"]
+    assert models["cause"]["cause_layout"] == "inline" and models["emotion"]["train_tokens"] > 0
+    assert record["commit"] and record["data_sha256"]["test.json"] == io.file_sha256(test_file)
+    assert all(p["code_sha256"] == docs.code_digest(run.NOTEBOOK_DIR / p["notebook"]) for p in record["pages"])
     page = json.loads((tmp_path / "docs" / "06_evaluation.ipynb").read_text(encoding="utf-8"))
     shown = "\n".join(docs.output_texts(page))
     assert "test.json, 4 conversations" in shown and str(tmp_path) not in shown  # the file by name only

@@ -141,6 +141,9 @@ class CauseInferenceConfig(LoggedConfig):
     CAUSE_THRESHOLD: float = param(0.5, "a pair is predicted when P(yes) / (P(yes) + P(no)) exceeds this")
     USE_VAL_THRESHOLD: bool = param(True, "use the cut-off notebook 04 chose on the val split instead, "
                                           "when it recorded one")
+    GOLD_EMOTION_RUN: bool = param(True, "with predicted emotions and an annotated test file, also run the cause "
+                                         "model on the gold emotions (one more inference pass): the cause model "
+                                         "alone, beside self + previous on the same gold emotions")
     BATCH_SIZE: int = param(8, "sequences per forward pass")
     MAX_NEW_TOKENS: int = param(48, "generation budget per answer (per_utterance style only)")
 

@@ -275,3 +275,29 @@ def cause_threshold(cfg: CauseInferenceConfig, task: dict) -> float | dict[str, 
         t = task["threshold"]
         return {k: float(v) for k, v in t.items()} if isinstance(t, dict) else float(t)
     return cfg.CAUSE_THRESHOLD
+
+
+def cause_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, convs: list[dict], task: dict,
+              out: str | Path) -> CausePrediction:
+    """Notebook 05's cause run over ``convs`` with the settings notebook 04 recorded in ``task``: resumable
+    beside ``out``, the pairs written there in the official format when it finishes."""
+    from utils.ecf.artifacts import checkpoint_for, finish
+
+    found = predict_causes(model, tokenizer, convs, cfg.STYLE, cfg.BATCH_SIZE, checkpoint_for(out), task["max_length"],
+                           cause_threshold(cfg, task), task["window_before"], task["window_after"], cfg.MAX_NEW_TOKENS)
+    finish(out, found.convs)
+    return found
+
+
+def gold_emotion_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, test: list[dict], task: dict,
+                     out: str | Path) -> CausePrediction | None:
+    """The cause model on the test split's gold emotions (``out``): the row that isolates the cause model, beside
+    self + previous on the same gold emotions; None where the run already uses gold emotions, GOLD_EMOTION_RUN
+    is off or the test file has no annotations."""
+    from dataclasses import replace
+
+    from utils.ecf.artifacts import annotated, cause_inputs
+
+    if cfg.CAUSE_EMOTIONS == "gold" or not cfg.GOLD_EMOTION_RUN or not annotated(test):
+        return None
+    return cause_run(cfg, model, tokenizer, cause_inputs(replace(cfg, CAUSE_EMOTIONS="gold"), test), task, out)

@@ -80,18 +80,68 @@ def emotion_metrics(pred: list[dict], gold_split: list[dict], train: list[dict],
 
 
 def cause_metrics(pred: list[dict], inputs: list[dict], gold_split: list[dict], cause_emotions: str,
-                  inference_stats: dict | None = None) -> dict:
+                  inference_stats: dict | None = None, gold_emotion_pred: list[dict] | None = None) -> dict:
     """Official Subtask 2 scores of the model (top level) and of the self+previous baseline, both with
-    the emotions the model saw and with gold emotions."""
+    the emotions the model saw and with gold emotions; ``gold_emotion_pred``: the model's pairs when it is
+    given the gold emotions (``model_gold_emotions``), beside the heuristic on the same."""
     gold = gold_subset(gold_split, pred)
     out = score_subtask2(pred, gold)
     out["baselines"] = {
         f"self_and_previous_{cause_emotions}_emotions": score_subtask2(self_and_previous_causes(inputs), gold),
         "self_and_previous_gold_emotions": score_subtask2(self_and_previous_causes(gold), gold),
     }
+    if gold_emotion_pred is not None and cause_emotions != "gold":
+        out["model_gold_emotions"] = score_subtask2(gold_emotion_pred, gold)
     out["cause_emotions"] = cause_emotions
     out["inference"] = inference_stats or {}
     return out
+
+
+def cause_systems(scores: dict, style: str) -> dict[str, dict]:
+    """The pair-score rows notebooks 05 and 06 show, each model beside the heuristic on the same emotions."""
+    emotions = scores["cause_emotions"]
+    rows = {f"model ({style}), {emotions} emotions": scores}
+    baselines = dict(scores.get("baselines", {}))
+    rows[f"self + previous, {emotions} emotions"] = baselines.pop(f"self_and_previous_{emotions}_emotions", None)
+    if "model_gold_emotions" in scores:
+        rows[f"model ({style}), gold emotions"] = scores["model_gold_emotions"]
+    rows.update({name.replace("self_and_previous_", "self + previous, ").replace("_emotions", " emotions"): s
+                 for name, s in baselines.items()})
+    return {name: s for name, s in rows.items() if s}
+
+
+def cause_verdict(scores: dict, key: str = "weighted_f1") -> str:
+    """What the pair scores mean, in words generated from them: the cause model against self + previous with
+    gold emotions (the cause model alone) and end to end (what the emotion stage leaves it)."""
+    base = scores.get("baselines", {})
+    heuristic_gold = base.get("self_and_previous_gold_emotions", {}).get(key)
+    model_gold = scores.get(key) if scores.get("cause_emotions") == "gold" else scores.get("model_gold_emotions", {}).get(key)
+    said = []
+    if model_gold is not None and heuristic_gold is not None:
+        said.append(f"With gold emotions the cause model scores {model_gold:.3f} pair weighted F1 against "
+                    f"{heuristic_gold:.3f} for self + previous ({model_gold - heuristic_gold:+.3f}): it "
+                    f"{'beats' if model_gold > heuristic_gold else 'does not beat'} the heuristic on its own task.")
+    heuristic_e2e = base.get("self_and_previous_predicted_emotions", {}).get(key)
+    if scores.get("cause_emotions") == "predicted" and heuristic_e2e is not None:
+        model = scores[key]
+        sentence = (f"End to end, on notebook 03's emotions, it scores {model:.3f} against {heuristic_e2e:.3f} for self + "
+                    f"previous on the same emotions ({model - heuristic_e2e:+.3f})")
+        if model_gold is not None:
+            sentence += (f"; the predicted emotions cost the model {model_gold - model:.3f} and the heuristic "
+                         f"{heuristic_gold - heuristic_e2e:.3f}, so the emotion stage sets the end-to-end score")
+        said.append(sentence + ".")
+    return " ".join(said)
+
+
+def span_table(span_scores: dict):
+    """Notebook 05/06's Subtask 1 table (strict and proportional F1, weighted and micro), or None where the test
+    file has no gold spans to score against (then there is no table to show)."""
+    import pandas as pd
+
+    if not span_scores or "weighted_strict_f1" not in span_scores:
+        return None
+    systems = {f"model pairs, {span_scores.get('span_source')} spans": span_scores, **span_scores.get("baselines", {})}
+    return pd.DataFrame(score_table(systems, SPAN_KEYS)).set_index("system")
 
 
 def score_table(named_scores: dict[str, dict], keys: Sequence[str]) -> list[dict]:

@@ -41,3 +41,17 @@ def eda_stats(df: pd.DataFrame) -> dict:
             "emotions": {e: int(n) for e, n in df["emotion"].value_counts().reindex(EMOTIONS_32, fill_value=0).items()},
             "text_length": {k: float(v) for k, v in lengths.describe().items()},
             "non_ascii_rows": int((~df["dialogue"].map(str.isascii)).sum())}
+
+
+def sample_note(df: pd.DataFrame, data_path: Path) -> str | None:
+    """What the page says when it shows the bundled synthetic sample rather than EmpatheticDialogues itself;
+    None for any other file."""
+    from utils.ed.data import SAMPLE_PATH
+
+    if Path(data_path).resolve() != Path(SAMPLE_PATH).resolve():
+        return None
+    per = df["emotion"].value_counts().reindex(EMOTIONS_32, fill_value=0)
+    spread = f"{per.min()}" if per.min() == per.max() else f"{per.min()} to {per.max()}"
+    return (f"This is the project's synthetic sample ({len(df):,} rows, {spread} per emotion), written for tests and "
+            "the demo: its counts and clouds show what the figures look like, not what EmpatheticDialogues holds. "
+            "Set ED_DATA_PATH to the Kaggle CSV (64,636 rows) or the original release for the real figures.")
