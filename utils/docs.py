@@ -1,30 +1,31 @@
 """Render notebooks with their outputs into ``docs/``, the pages a reader sees on GitHub.
 
-    python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json
-    python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --ecf-test Subtask_2_test.json \
-        --checkpoints runs/series --only 01,03,05,06,07
+    python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --only 01,07
+    python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --ecf-test ecf:Subtask_2_test.json \
+        --checkpoints runs/series --only 02,03,04,05,06
 
 The source notebooks under ``notebooks/`` stay stripped; this executes copies with papermill and keeps
 their outputs (plots embedded as PNG). Notebook 01 runs on the given ECF file with ``SHOW_TEXT=False``
-(aggregates and figures only); notebook 07 runs on the bundled empathetic sample (ours). Notebooks 03, 05
-and 06 run on trained models: ``--checkpoints`` is a ``CHECKPOINT_DIR`` holding ``emotion/`` and
-``cause/`` adapters with their task records (what notebooks 02 and 04 leave, or a ``bench.quality`` run's
-``ckpt`` folder), ``--ecf-data`` gives their train and val splits and ``--ecf-test`` the test file
-(``TEST_PATH``); 06 shows no error rows (``ERROR_ROWS=0``). Notebooks 02 and 04 train, so they are not
-rendered: their runs are recorded in ``bench/RESULTS.md``. Before a page of the ECF corpus is kept, its
-outputs are searched for the corpus's utterances: a page that shows one is refused, so no text of a
-corpus we may not republish lands in the repository. Results of the runs go to a temporary folder, not
-to the results folders.
+(aggregates and figures only); notebook 07 runs on the bundled empathetic sample (ours). Notebooks 02 and
+04 train on ``--ecf-data``'s train split into ``--checkpoints`` (a ``CHECKPOINT_DIR``; a finished run of
+the same identity is restored there instead of trained again), and 03, 05 and 06 predict and score
+``--ecf-test`` (``TEST_PATH``; an ``ecf:`` name is downloaded once) with the adapters found there; 06
+shows no error rows (``ERROR_ROWS=0``). Before a page of the ECF corpus is kept, its outputs are searched
+for the corpus's utterances: a page that shows one is refused, so no text of a corpus we may not republish
+lands in the repository. Results of the runs go to a temporary folder, not to the results folders;
+``docs/rendered.json`` records each page's provenance (``provenance``, ``code_digest``).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import os
 import platform
 import re
+import subprocess
 import sys
 import tempfile
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from utils import run
-from utils.env import ROOT
+from utils.env import ROOT, resolve
 from utils.io import write_json_atomic, write_text_atomic
 
 DOCS_DIR = ROOT / "docs"
@@ -63,11 +64,17 @@ def _is_progress(out: dict) -> bool:
     return out.get("output_type") == "stream" and out.get("name") == "stderr" and bool(PROGRESS.match(text))
 
 
+def _is_blank(out: dict) -> bool:
+    text = "".join(out["text"]) if isinstance(out.get("text"), list) else str(out.get("text", ""))
+    return out.get("output_type") == "stream" and not text.strip()
+
+
 def final_progress_only(notebook: dict) -> dict:
-    """``notebook`` with each run of consecutive progress-bar states in a cell's outputs cut to its last one:
-    a page shows where every bar ended (count, time, rate), not the forty states papermill recorded."""
+    """``notebook`` with each run of consecutive progress-bar states in a cell's outputs cut to its last one
+    (a page shows where every bar ended: count, time, rate, not the forty states papermill recorded), and
+    without the blank stream outputs a closed bar leaves (an empty box on the page)."""
     for cell in notebook.get("cells", []):
-        outs = cell.get("outputs", [])
+        outs = [o for o in cell.get("outputs", []) if not _is_blank(o)]
         cell["outputs"] = [o for k, o in enumerate(outs)
                            if not (_is_progress(o) and k + 1 < len(outs) and _is_progress(outs[k + 1]))]
     return notebook
@@ -92,7 +99,42 @@ def _corpus_utterances(path: Path) -> list[str]:
     return [u["text"] for c in load_ecf(path) for u in c["conversation"]]
 
 
-ECF_BOOKS = ("01", "03", "05", "06")  # the pages that show the ECF corpus: each is checked for quotes
+PACKAGES = ("torch", "transformers", "peft", "trl", "accelerate", "bitsandbytes", "datasets", "papermill")
+
+
+def code_digest(notebook: Path) -> str:
+    """sha256 (16 hex digits) of a notebook's code cells: a page rendered from other code is stale."""
+    cells = json.loads(Path(notebook).read_text(encoding="utf-8"))["cells"]
+    code = "\n\x00".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    return hashlib.sha256(code.encode("utf-8")).hexdigest()[:16]
+
+
+def provenance(data_files: Iterable[Path]) -> dict[str, Any]:
+    """Where a render ran: the commit (and whether the tree had changes), the machine, package versions and
+    the sha256 of each data file it read."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from utils.io import file_sha256
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = None
+    return {"commit": git("rev-parse", "HEAD") or None,
+            "uncommitted_changes": bool(git("status", "--porcelain", "--untracked-files=no")),
+            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+            "python": platform.python_version(), "packages": versions,
+            "data_sha256": {Path(f).name: file_sha256(f) for f in data_files}}
+
+
+ECF_BOOKS = ("01", "02", "03", "04", "05", "06")  # the pages that show the ECF corpus: each is checked for quotes
+TRAIN_BOOKS = ("02", "04")  # train (or restore a finished run of the same identity) into --checkpoints
 MODEL_BOOKS = ("03", "05", "06")  # the pages that need trained adapters (--checkpoints) and a test file
 
 
@@ -125,36 +167,43 @@ def _provenance(record: dict) -> dict:
     return out
 
 
+def _series_plans(books: tuple[str, ...], ecf_path: Path, ecf_test: str, checkpoints: str) -> dict[str, dict]:
+    """The parameters of notebooks 02-06: train on ``ecf_path``'s train split into ``checkpoints``, test on
+    ``ecf_test``; 03, 05 and 06 need the adapters there (rendered in the same call after 02 and 04, or before)."""
+    if not (ecf_test and checkpoints):
+        raise FileNotFoundError(f"notebooks {', '.join(TRAIN_BOOKS + MODEL_BOOKS)} need --ecf-test and --checkpoints")
+    test_path, ckpt = resolve(ecf_test).resolve(), Path(checkpoints).resolve()
+    if not test_path.is_file():
+        raise FileNotFoundError(f"--ecf-test {ecf_test}: no such file")
+    try:  # adapters already there: every page runs on the model they were trained on
+        model = _models(ckpt)["emotion"]["model"]
+    except FileNotFoundError:
+        if any(b in MODEL_BOOKS for b in books) and not all(b in books for b in TRAIN_BOOKS):
+            raise  # nothing renders 02 and 04 first: fail before anything runs
+        model = "auto"  # 02 and 04 train this machine's model; 03-06 then find it recorded
+    series = {"DATA_PATH": str(ecf_path), "TEST_PATH": str(test_path), "CHECKPOINT_DIR": str(ckpt), "MODEL": model}
+    return {"02": dict(series), "03": {**series, "LABEL_TRAIN": False}, "04": dict(series), "05": dict(series),
+            "06": {**series, "ERROR_ROWS": 0}}
+
+
 def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", "07"),
            ecf_test: str = "", checkpoints: str = "") -> dict[str, Any]:
-    """Execute ``books`` with outputs into ``out``: 01 on ``ecf_data``, text hidden; 07 on its sample; 03, 05
-    and 06 with the adapters under ``checkpoints``, trained on ``ecf_data``'s train split, on ``ecf_test``."""
-    ecf_path = Path(ecf_data).resolve()
+    """Execute ``books`` with outputs into ``out``: 01 on ``ecf_data``, text hidden; 07 on its sample; 02 and 04
+    train on ``ecf_data``'s train split into ``checkpoints`` (a finished run of the same identity is restored, not
+    trained again); 03, 05 and 06 predict and score ``ecf_test`` with the adapters there."""
+    ecf_path = resolve(ecf_data).resolve()
     if not ecf_path.is_file():
         raise FileNotFoundError(f"--ecf-data {ecf_data}: no such file")
-    corpus = [ecf_path]
     plans: dict[str, dict] = {"01": {"DATA_PATH": str(ecf_path), "SHOW_TEXT": False}, "07": {}}
-    models: dict[str, dict] = {}
     scrub = [(str(ecf_path), ecf_path.name)]
-    if any(b in MODEL_BOOKS for b in books):
-        if not (ecf_test and checkpoints):
-            raise FileNotFoundError(f"notebooks {', '.join(MODEL_BOOKS)} need --ecf-test and --checkpoints")
-        test_path, ckpt = Path(ecf_test).resolve(), Path(checkpoints).resolve()
-        if not test_path.is_file():
-            raise FileNotFoundError(f"--ecf-test {ecf_test}: no such file")
-        models = _models(ckpt)
+    corpus = [ecf_path]
+    if any(b in TRAIN_BOOKS + MODEL_BOOKS for b in books):
+        plans.update(_series_plans(books, ecf_path, ecf_test, checkpoints))
+        test_path, ckpt = resolve(ecf_test).resolve(), Path(checkpoints).resolve()
         corpus.append(test_path)
         scrub += [(str(test_path), test_path.name), (str(ckpt), "checkpoints")]
-        series = {"DATA_PATH": str(ecf_path), "TEST_PATH": str(test_path), "CHECKPOINT_DIR": str(ckpt),
-                  "MODEL": models["emotion"]["model"], "SPLIT": models["emotion"].get("quality_run", {})
-                  .get("args", {}).get("split", "block")}
-        plans.update({"03": {**series, "LABEL_TRAIN": False}, "05": dict(series),
-                      "06": {**series, "ERROR_ROWS": 0}})
     record: dict[str, Any] = {"rendered_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                              "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-                              "python": platform.python_version(), "pages": []}
-    if models:
-        record["models"] = {task: _provenance(r) for task, r in models.items()}
+                              **provenance(corpus), "pages": []}
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="emocause-docs-") as tmp:
         utterances = [u for path in corpus for u in _corpus_utterances(path)]
@@ -174,9 +223,11 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
             for local, shown in (*scrub, (f"{tmp}/", ""), (f"{ROOT}/", "")):
                 page = page.replace(local, shown)
             write_text_atomic(out / book.name, page)
-            record["pages"].append({"notebook": book.name, "wall_s": round(seconds, 1),
-                                    "parameters": {k: Path(v).name if k in PATH_PARAMS else v
-                                                   for k, v in params.items()}})
+            entry = {"notebook": book.name, "wall_s": round(seconds, 1), "code_sha256": code_digest(book),
+                     "parameters": {k: Path(v).name if k in PATH_PARAMS else v for k, v in params.items()}}
+            if key in MODEL_BOOKS:
+                entry["models"] = {task: _provenance(r) for task, r in _models(Path(checkpoints).resolve()).items()}
+            record["pages"].append(entry)
             print(f"[emocause] docs/{book.name} written ({seconds:.0f} s)", flush=True)
     write_json_atomic(out / "rendered.json", _merged(out / "rendered.json", record))
     return record
@@ -187,9 +238,8 @@ def _merged(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     each page keeps when and where it was rendered, and which adapters it shows."""
     from utils.io import read_json
 
-    when = {k: record[k] for k in ("rendered_at", "machine", "python")}
-    pages = [{**page, **when, **({"models": record["models"]} if "models" in record and page["notebook"][:2]
-                                 in MODEL_BOOKS else {})} for page in record["pages"]]
+    when = {k: v for k, v in record.items() if k != "pages"}
+    pages = [{**page, **when} for page in record["pages"]]
     done = {page["notebook"] for page in pages}
     earlier = read_json(path).get("pages", []) if path.is_file() else []
     return {"pages": sorted([p for p in earlier if p["notebook"] not in done] + pages, key=lambda p: p["notebook"])}
