@@ -282,7 +282,7 @@ def quiet_library_warnings() -> None:
         import pandas as pd
     except ImportError:
         return
-    pd.set_option("display.max_rows", 300, "display.max_columns", 60, "display.width", 200)
+    pd.set_option("display.max_rows", 300, "display.max_columns", 60, "display.width", 200, "display.max_colwidth", 200)
 
 
 def setup(install: bool | None = None, quiet: bool = False, persist_dir: str = "") -> Environment:

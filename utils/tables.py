@@ -61,3 +61,9 @@ def changed_parameters(cfg: Any):
 def percent(shares: Mapping[Any, float]) -> dict[Any, str]:
     """Shares in [0, 1] as percentages with one decimal, for a table column."""
     return {k: f"{float(v):.1%}" for k, v in shares.items()}
+
+
+def readable(frame):
+    """``frame`` with every cell shown as ``facts`` shows a value (counts as integers, shares as percentages by
+    their row or column name), for the summary tables whose columns mix counts and means."""
+    return frame.apply(lambda column: [shown(f"{column.name} {row}", v) for row, v in column.items()])
