@@ -182,15 +182,16 @@ def _series_plans(books: tuple[str, ...], ecf_path: Path, ecf_test: str, checkpo
             raise  # nothing renders 02 and 04 first: fail before anything runs
         model = "auto"  # 02 and 04 train this machine's model; 03-06 then find it recorded
     series = {"DATA_PATH": str(ecf_path), "TEST_PATH": str(test_path), "CHECKPOINT_DIR": str(ckpt), "MODEL": model}
-    return {"02": dict(series), "03": {**series, "LABEL_TRAIN": False}, "04": dict(series), "05": dict(series),
-            "06": {**series, "ERROR_ROWS": 0}}
+    return {"02": {**series, "SHOW_TEXT": False}, "03": {**series, "LABEL_TRAIN": False},
+            "04": {**series, "SHOW_TEXT": False}, "05": dict(series), "06": {**series, "ERROR_ROWS": 0}}
 
 
 def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", "07"),
-           ecf_test: str = "", checkpoints: str = "") -> dict[str, Any]:
+           ecf_test: str = "", checkpoints: str = "", overrides: dict[str, dict] | None = None) -> dict[str, Any]:
     """Execute ``books`` with outputs into ``out``: 01 on ``ecf_data``, text hidden; 07 on its sample; 02 and 04
     train on ``ecf_data``'s train split into ``checkpoints`` (a finished run of the same identity is restored, not
-    trained again); 03, 05 and 06 predict and score ``ecf_test`` with the adapters there."""
+    trained again); 03, 05 and 06 predict and score ``ecf_test`` with the adapters there. ``overrides``: more
+    parameters per notebook number ({"04": {"MAX_STEPS": 100}}), recorded with the page's."""
     ecf_path = resolve(ecf_data).resolve()
     if not ecf_path.is_file():
         raise FileNotFoundError(f"--ecf-data {ecf_data}: no such file")
@@ -209,9 +210,12 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
         utterances = [u for path in corpus for u in _corpus_utterances(path)]
         for book in run.discover(list(books), "all"):
             key = book.name[:2]
-            params = {**plans.get(key, {}), "TRAIN_DIR": str(Path(tmp) / "results_train"),
-                      "TEST_DIR": str(Path(tmp) / "results_test")}
             fields = {f.name for f in dataclasses.fields(run.config_classes([book])[book])}
+            extra = (overrides or {}).get(key, {})
+            if set(extra) - fields:
+                raise ValueError(f"--param {key}:{sorted(set(extra) - fields)[0]}: {book.name} has no such parameter")
+            params = {**plans.get(key, {}), **run.typed(extra, [book]), "TRAIN_DIR": str(Path(tmp) / "results_train"),
+                      "TEST_DIR": str(Path(tmp) / "results_test")}
             ((_, params),) = run.plan([book], {k: v for k, v in params.items() if k in fields})  # values checked
             seconds = run.execute(book, params, Path(tmp) / "executed")
             executed = final_progress_only(json.loads((Path(tmp) / "executed" / book.name).read_text(encoding="utf-8")))
@@ -245,6 +249,18 @@ def _merged(path: Path, record: dict[str, Any]) -> dict[str, Any]:
     return {"pages": sorted([p for p in earlier if p["notebook"] not in done] + pages, key=lambda p: p["notebook"])}
 
 
+def notebook_overrides(items: Iterable[str]) -> dict[str, dict]:
+    """"04:MAX_STEPS=100" items as {"04": {"MAX_STEPS": "100"}} (typed later by the notebook's dataclass)."""
+    found: dict[str, dict] = {}
+    for item in items:
+        book, _, assignment = item.partition(":")
+        key, equals, value = assignment.partition("=")
+        if not (book.isdigit() and key and equals):
+            raise ValueError(f"--param {item!r}: write NN:KEY=VALUE, e.g. 04:MAX_STEPS=100")
+        found.setdefault(book.zfill(2), {})[key] = value
+    return found
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.docs", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -256,9 +272,12 @@ def main(argv: list[str] | None = None) -> int:
                         "cause/ adapters and their task.json")
     parser.add_argument("--out", default=str(DOCS_DIR))
     parser.add_argument("--only", default="01,07", help="comma-separated notebook numbers")
+    parser.add_argument("--param", action="append", default=[], metavar="NN:KEY=VALUE",
+                        help="a parameter of notebook NN, e.g. 04:MAX_STEPS=100 (repeatable)")
     args = parser.parse_args(argv)
     try:
-        render(args.ecf_data, Path(args.out), tuple(args.only.split(",")), args.ecf_test, args.checkpoints)
+        render(args.ecf_data, Path(args.out), tuple(args.only.split(",")), args.ecf_test, args.checkpoints,
+               notebook_overrides(args.param))
     except (FileNotFoundError, ValueError, LeakError, run.RunError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -91,6 +91,8 @@ class FinetuneConfig(LoggedConfig):
     EVAL_STEPS: int = param(0, "evaluate every EVAL_STEPS steps (0: at the end of each epoch only)")
     SAVE_STEPS: int = param(50, "checkpoint every SAVE_STEPS steps (what RESUME continues from)")
     LOGGING_STEPS: int = param(5, "log the training loss every LOGGING_STEPS steps")
+    SHOW_TEXT: bool = param(True, "print a training example with its text; False: the same format built from the "
+                                  "bundled synthetic sample (the rendered pages of the ECF corpus use it)")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Sequence
 
 from utils.ecf import prompts, spans
@@ -72,3 +73,20 @@ def span_training(cfg: Any, splits: dict[str, list[dict]], tokenizer: Any) -> tu
     return (spans.span_examples(splits["train"], tokenizer, cfg.MAX_LENGTH),
             spans.span_examples(splits["val"], tokenizer, cfg.MAX_LENGTH))
 
+
+
+def shown_example(cfg: Any, task: str, tokenizer: Any, first: dict, tail: int | None = None) -> str:
+    """What notebooks 02/04 print of their training examples: ``first`` itself (``tail``: its last characters),
+    or with SHOW_TEXT off the same format built from the bundled synthetic sample's first conversation, so a
+    rendered page of a corpus we may not republish shows the format and none of the corpus's text."""
+    if cfg.SHOW_TEXT:
+        text = preview(tokenizer, first)
+        return text[-tail:] if tail else text
+    from utils.ecf.data import SAMPLE_PATH, load_ecf
+
+    sample = load_ecf(SAMPLE_PATH)[:1]
+    build = emotion_examples if task == "emotion" else cause_examples
+    example = build(sample, tokenizer, cfg.STYLE, cfg.MAX_LENGTH)[0]
+    text = preview(tokenizer, example)
+    return (f"(SHOW_TEXT=False: the format on the bundled synthetic sample's first conversation, not {Path(cfg.DATA_PATH).name})\n"
+            + (text[-tail:] if tail else text))
