@@ -138,20 +138,23 @@ TRAIN_BOOKS = ("02", "04")  # train (or restore a finished run of the same ident
 MODEL_BOOKS = ("03", "05", "06")  # the pages that need trained adapters (--checkpoints) and a test file
 
 
-def _models(checkpoints: Path) -> dict[str, dict]:
-    """The task records of the emotion and cause adapters under ``checkpoints`` (notebooks 02/04 or bench.quality)."""
+PAGE_TASKS = {"03": ("emotion",), "05": ("emotion", "cause"), "06": ("emotion", "cause")}  # the adapters each shows
+
+
+def _models(checkpoints: Path, tasks: tuple[str, ...] = ("emotion", "cause")) -> dict[str, dict]:
+    """The task records of the ``tasks``' adapters under ``checkpoints`` (notebooks 02/04 or bench.quality)."""
     from utils.ecf.artifacts import TASK_FILE
     from utils.io import read_json
 
     found = {}
-    for task in ("emotion", "cause"):
+    for task in tasks:
         path = checkpoints / task / "conversation" / TASK_FILE
         if not (path.is_file() and (path.parent / "adapter").is_dir()):
             raise FileNotFoundError(f"--checkpoints {checkpoints}: no {task} adapter with its {TASK_FILE} under "
                                     f"{path.parent} (run notebook {'02' if task == 'emotion' else '04'}, or "
                                     "`python -m bench.quality export RUN` for a quality run)")
         found[task] = read_json(path)
-    if found["emotion"]["model"] != found["cause"]["model"]:
+    if len({r["model"] for r in found.values()}) > 1:
         raise ValueError(f"--checkpoints {checkpoints}: the emotion adapter is for {found['emotion']['model']!r}, "
                          f"the cause adapter for {found['cause']['model']!r}")
     return found
@@ -176,11 +179,13 @@ def _series_plans(books: tuple[str, ...], ecf_path: Path, ecf_test: str, checkpo
     if not test_path.is_file():
         raise FileNotFoundError(f"--ecf-test {ecf_test}: no such file")
     try:  # adapters already there: every page runs on the model they were trained on
-        model = _models(ckpt)["emotion"]["model"]
+        model = _models(ckpt, ("emotion",))["emotion"]["model"]
     except FileNotFoundError:
         if any(b in MODEL_BOOKS for b in books) and not all(b in books for b in TRAIN_BOOKS):
             raise  # nothing renders 02 and 04 first: fail before anything runs
         model = "auto"  # 02 and 04 train this machine's model; 03-06 then find it recorded
+    if "04" not in books and any(b in ("05", "06") for b in books):
+        _models(ckpt)  # 05 and 06 read the cause adapter too: fail before anything runs
     series = {"DATA_PATH": str(ecf_path), "TEST_PATH": str(test_path), "CHECKPOINT_DIR": str(ckpt), "MODEL": model}
     return {"02": {**series, "SHOW_TEXT": False}, "03": {**series, "LABEL_TRAIN": False},
             "04": {**series, "SHOW_TEXT": False}, "05": dict(series), "06": {**series, "ERROR_ROWS": 0}}
@@ -230,7 +235,8 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
             entry = {"notebook": book.name, "wall_s": round(seconds, 1), "code_sha256": code_digest(book),
                      "parameters": {k: Path(v).name if k in PATH_PARAMS else v for k, v in params.items()}}
             if key in MODEL_BOOKS:
-                entry["models"] = {task: _provenance(r) for task, r in _models(Path(checkpoints).resolve()).items()}
+                entry["models"] = {task: _provenance(r)
+                                   for task, r in _models(Path(checkpoints).resolve(), PAGE_TASKS[key]).items()}
             record["pages"].append(entry)
             print(f"[emocause] docs/{book.name} written ({seconds:.0f} s)", flush=True)
     write_json_atomic(out / "rendered.json", _merged(out / "rendered.json", record))
