@@ -238,8 +238,9 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
                 entry["models"] = {task: _provenance(r)
                                    for task, r in _models(Path(checkpoints).resolve(), PAGE_TASKS[key]).items()}
             record["pages"].append(entry)
+            # recorded page by page: a render that stops later keeps the records of the pages it wrote
+            write_json_atomic(out / "rendered.json", _merged(out / "rendered.json", {**record, "pages": [entry]}))
             print(f"[emocause] docs/{book.name} written ({seconds:.0f} s)", flush=True)
-    write_json_atomic(out / "rendered.json", _merged(out / "rendered.json", record))
     return record
 
 
