@@ -128,7 +128,7 @@ def test_the_pages_read_well():
             plain = "".join(out.get("data", {}).get("text/plain", ""))
             if out.get("output_type") == "execute_result":
                 assert not re.fullmatch(r"\s*-?\d+\s*", plain), (path.name, plain)  # a stray Out: 1
-                assert not re.match(r"\w+Config\(|\{'|\w+\(\w+=", plain), (path.name, plain[:80])  # a raw record
+                assert not re.match(r"\w+Config\(|\{'|\w+\(\w+=|PosixPath\(", plain), (path.name, plain[:80])  # a raw record
             html = "".join(out.get("data", {}).get("text/html", ""))
             if "<table" in html:
                 assert "<td" in html, (path.name, "an empty table")
