@@ -1,6 +1,6 @@
 """Quality runs on held-out conversations: ``python -m bench.quality {emotion,cause,spans} --help``.
 
-One run trains one stage with the notebooks' own code (``utils.ecf.pipeline``), keeps a checkpoint
+One run trains one stage with the notebooks' own code (``utils.ecf.finetune``, ``utils.ecf.predict``), keeps a checkpoint
 every ``--save-steps`` steps, and scores each checkpoint on the val and test splits: the raw
 per-utterance log-probabilities (emotions) or P(yes) per candidate (causes) are saved, so every
 decision rule is measured on the same model outputs, the rule's settings chosen on val only.
@@ -66,14 +66,14 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--emotions-from", default="", help="cause: an emotion run's folder; its test predictions "
                     "(best rule, last checkpoint) give the end-to-end inputs")
     ap.add_argument("--cause-layout", default=prompts.CAUSE_LAYOUT, choices=prompts.CAUSE_LAYOUTS,
-                    help="cause: where the cause lines go (utils.ecf.prompts.CAUSE_LAYOUT)")
+                    help="cause: where the cause lines go (notebook 04's CAUSE_LAYOUT)")
     ap.add_argument("--pairs-from", default="", help="spans: a cause run scored with --emotions-from on the same test "
                     "conversations; its pairs (last checkpoint, notebook 04's rule) give the end-to-end rows")
     ap.add_argument("--cause-emotions", default="gold", choices=config.CAUSE_EMOTION_SOURCES,
                     help="cause: emotions the cause model trains on (predicted: --emotions-from's train labels, "
                     "from an emotion run with --label-train)")
-    ap.add_argument("--emotion-format", default=prompts.emotion_format(), choices=list(prompts.EMOTION_FORMATS),
-                    help="emotion: the line format (utils.ecf.prompts.EMOTION_FORMATS)")
+    ap.add_argument("--emotion-format", default=prompts.EMOTION_FORMAT, choices=list(prompts.EMOTION_FORMATS),
+                    help="emotion: the line format (notebook 02's EMOTION_FORMAT)")
     ap.add_argument("--label-train", action="store_true", help="emotion: the last checkpoint also labels the "
                     "train split (what a cause run with --cause-emotions predicted trains on, as notebook 03 does)")
     return ap.parse_args(argv)
@@ -81,7 +81,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
 
 def _config(a: argparse.Namespace, task: str):
     cls = config.FinetuneConfig if task == "emotion" else config.CauseFinetuneConfig
-    extra = {} if task == "emotion" else {"CAUSE_EMOTIONS": a.cause_emotions}
+    extra = ({"EMOTION_FORMAT": getattr(a, "emotion_format", prompts.EMOTION_FORMAT)} if task == "emotion" else
+             {"CAUSE_EMOTIONS": a.cause_emotions, "CAUSE_LAYOUT": getattr(a, "cause_layout", prompts.CAUSE_LAYOUT)})
     return cls(DATA_PATH=a.data, CHECKPOINT_DIR=str(Path(getattr(a, "train_out", "") or a.out) / "ckpt"), MODEL=a.model, SEED=a.seed, SPLIT=a.split,
                TEST_PATH=getattr(a, "test_path", ""),
                EPOCHS=a.epochs, MAX_STEPS=a.max_steps, LEARNING_RATE=a.lr, BATCH_SIZE=a.batch_size,
@@ -102,7 +103,6 @@ def export(run: Path) -> Path:
     info = read_json(run / "quality.json")
     a = argparse.Namespace(**info["args"])
     task, cfg = a.task, _config(a, a.task)
-    prompts.set_emotion_format(getattr(a, "emotion_format", "compact"))  # the task record names it
     folder = artifacts.task_dir(cfg, task)
     rows = info.get("checkpoints") or []
     if not rows or not (folder / "adapter").is_dir():
@@ -116,7 +116,6 @@ def export(run: Path) -> Path:
     training_info = info.get("training", {})
     extra.update(train_tokens=last["tokens"], global_step=int(last["checkpoint"].split("-")[1]),
                  train_wall_s=training_info.get("train_wall_s"),
-                 **({"cause_layout": a.cause_layout} if task == "cause" else {}),
                  quality_run={"rule": NOTEBOOK_RULES[task], "val": rule["val"], "checkpoint": last["checkpoint"],
                               # files by name only: the record is shown in notebooks and rendered pages
                               "args": {k: Path(v).name if k in PATH_ARGS and v else v for k, v in info["args"].items()}})
@@ -143,8 +142,7 @@ def _train(task: str, cfg, train_convs: list[dict]) -> dict:
         train_ex = span_reads.span_examples(train_convs, tokenizer, cfg.MAX_LENGTH)
         task = "cause"  # the span-only adapter goes where notebook 04's would
     else:
-        make = examples.emotion_examples if task == "emotion" else examples.cause_examples
-        train_ex = make(train_convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
+        train_ex = examples.task_examples(cfg, task, train_convs, tokenizer)
     tcfg = dataclasses.replace(finetune.train_config(cfg, task), save_total_limit=None)
     result = training.train(cfg.MODEL, train_ex, None, tcfg)  # val is scored below, per checkpoint
     return {"train_tokens": result.train_tokens, "train_wall_s": result.wall_s, "tokens_per_s": result.tokens_per_s,
@@ -192,7 +190,8 @@ def emotion(a) -> dict:
         t0 = time.perf_counter()
         model = modeling.load_model(cfg.MODEL, adapter=ckpt)
         names = ("val", "test", "train") if a.label_train and ckpt == ckpts[-1] else ("val", "test")
-        lp = {name: predict.emotion_logprobs(model, tokenizer, data.strip_labels(splits[name]), cfg.MAX_LENGTH)
+        lp = {name: predict.emotion_logprobs(model, tokenizer, data.strip_labels(splits[name]), cfg.MAX_LENGTH,
+                                             fmt=cfg.EMOTION_FORMAT)
               for name in names}
         write_json_atomic(out / "scores" / ckpt.name / "logprobs.json", lp)
         val_lp, val_gold = _flat(splits["val"], lp["val"])
@@ -243,9 +242,9 @@ def _score(inputs: list[dict], probs: list[list], gold: list[dict], cut) -> dict
     return {k: s[k] for k in ("weighted_f1", "weighted_precision", "weighted_recall", "f1_pair", "n_pred_pairs")}
 
 
-def _cause_probs(model, tokenizer, convs: list[dict], max_length: int) -> dict:
+def _cause_probs(model, tokenizer, convs: list[dict], cfg) -> dict:
     return predict.predict_causes(model, tokenizer, [data.with_pairs(c, []) for c in convs],
-                                  "conversation", 8, None, max_length).probs
+                                  "conversation", 8, None, cfg.MAX_LENGTH, layout=cfg.CAUSE_LAYOUT).probs
 
 
 def cause(a) -> dict:
@@ -268,12 +267,12 @@ def cause(a) -> dict:
     for ckpt in _checkpoints(artifacts.task_dir(cfg, "cause")):
         t0 = time.perf_counter()
         model = modeling.load_model(cfg.MODEL, adapter=ckpt)
-        val_probs = _cause_probs(model, tokenizer, splits["val"], cfg.MAX_LENGTH)
+        val_probs = _cause_probs(model, tokenizer, splits["val"], cfg)
         rules = _cause_rules(splits["val"], val_probs)
         row = {"checkpoint": ckpt.name, "tokens": _tokens_seen(ckpt), "rules": {}}
         probs = {}
         for name, convs in test_sets.items():
-            probs[name] = _cause_probs(model, tokenizer, convs, cfg.MAX_LENGTH)
+            probs[name] = _cause_probs(model, tokenizer, convs, cfg)
         write_json_atomic(out / "scores" / ckpt.name / "probs.json", {"val": val_probs, **probs})
         for rule, cut in rules.items():
             row["rules"][rule] = {"cutoffs": cut, "val": _score(splits["val"], val_probs, splits["val"], cut),
@@ -437,8 +436,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[emocause] {export(Path(run))}", flush=True)
         return 0
     a = _args(argv)
-    prompts.CAUSE_LAYOUT = a.cause_layout  # training and inference in this process read the same layouts
-    prompts.set_emotion_format(a.emotion_format)
     Path(a.out).mkdir(parents=True, exist_ok=True)
     {"emotion": emotion, "cause": cause, "spans": spans}[a.task](a)
     return 0

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench import measure
+from utils.lm.training import LEARNING_RATE
 
 BASELINE, DEFAULT = "per_utterance", "conversation"
 # The default runs first in each stage: one-off first-run costs (kernel set-up, lazy imports, page
@@ -33,7 +34,7 @@ class BenchConfig:
     batch_size: int = 4  # training batch (both styles)
     eval_batch_size: int = 8  # inference batch (both styles)
     max_length: int = 1024  # both styles' token limit, as the notebooks' MAX_LENGTH
-    learning_rate: float = 2e-4
+    learning_rate: float = LEARNING_RATE  # the shared default (utils.lm.training_params)
     stages: tuple[str, ...] = STAGES
     cpu_bf16: bool = False  # bf16 autocast on CPUs with bf16 hardware
     quantize: bool = True  # CUDA: 4-bit NF4 QLoRA (the notebooks' default); False: bf16/fp16 LoRA

@@ -126,7 +126,7 @@ def test_four_bit_under_20_gib_or_for_a_model_that_would_fill_the_gpu(which, mem
                                                 ("A100", "full-precision", torch.bfloat16)])
 def test_the_strategy_follows_the_gpu_memory_and_the_model(monkeypatch, which, name, dtype):
     simulate_gpu(monkeypatch, which)
-    monkeypatch.setattr(plan, "model_shape", lambda model: TINYLLAMA)  # its config.json, offline
+    monkeypatch.setattr(sources, "model_shape", lambda model: TINYLLAMA)  # its config.json, offline
     s = modeling.choose_strategy(model=plan.GPU_MODEL)
     assert (s.name, s.device, s.torch_dtype, s.attn_implementation) == (name, "cuda", dtype, "sdpa")
     assert modeling.choose_strategy().name == "qlora-nf4"  # no model to measure: 4-bit, as before
@@ -194,8 +194,8 @@ def test_notebook_parameters_reach_the_plan(monkeypatch, tiny_model_dir):
     assert (tcfg.batch_size, tcfg.grad_accum, tcfg.gradient_checkpointing) == (6, 0, None)
     strategy = modeling.choose_strategy()
     examples = [{"input_ids": [1] * 1000, "labels": [-100] * 1000}]
-    assert training.memory_plan(cfg.MODEL, tcfg, strategy, examples).params == plan.model_shape(cfg.MODEL).params
-    monkeypatch.setattr(plan, "model_shape", lambda model: SMOLLM2)  # ~2 MB per token to train on a CPU
+    assert training.memory_plan(cfg.MODEL, tcfg, strategy, examples).params == sources.model_shape(cfg.MODEL).params
+    monkeypatch.setattr(sources, "model_shape", lambda model: SMOLLM2)  # ~2 MB per token to train on a CPU
     big, small = plan.Hardware("cpu", "CPU", 64.0), plan.Hardware("cpu", "CPU", 8.0)
     auto = training.memory_plan(cfg.MODEL, tcfg, strategy, examples, big)
     assert (auto.batch_size, auto.grad_accum, auto.gradient_checkpointing, auto.longest) == (6, 1, False, 1000)

@@ -38,9 +38,10 @@ def test_rendering_is_compact_and_carries_speakers_and_captions(tok, sample):
         assert f" {utt['speaker']}: {utt['text']}" in text and f"U{utt['utterance_ID']} " not in text
     assert "[video: a man points at the sofa]" in text and "[audio: a frightened voice]" in text
     # a line costs its words, the speaker and the marker: nothing per utterance beyond that
-    marker = len(prompts.encode(tok, prompts.EMOTION_MARKER))
+    header_text, marker_text, _ = prompts.EMOTION_FORMATS[prompts.EMOTION_FORMAT]
+    marker = len(prompts.encode(tok, marker_text))
     words = sum(len(prompts.encode(tok, f" {u['speaker']}: {prompts.utterance_text(u)}")) for u in conv["conversation"])
-    assert len(query.input_ids) <= len(prompts.header_ids(tok, prompts.EMOTION_HEADER)) + words + (marker + 1) * len(
+    assert len(query.input_ids) <= len(prompts.header_ids(tok, header_text)) + words + (marker + 1) * len(
         conv["conversation"]) + 1
     cause_text = tok.decode(prompts.cause_queries(conv, tok, 1024)[0].input_ids)
     assert f"U1 {conv['conversation'][0]['speaker']} fear:" in cause_text
@@ -63,7 +64,7 @@ def test_without_a_chat_template_the_prompt_is_plain_text(tok):
 
 def test_emotion_labels_are_read_at_each_lines_marker(tok, sample):
     label_ids = label_token_ids(tok, EMOTIONS)
-    marker = prompts.encode(tok, prompts.EMOTION_MARKER)
+    marker = prompts.encode(tok, prompts.EMOTION_FORMATS["compact"][1])
     for conv in sample:
         (query,) = prompts.emotion_queries(conv, tok, 2048)
         assert query.keys == [u["utterance_ID"] for u in conv["conversation"]]
@@ -228,18 +229,9 @@ def test_unknown_style_is_refused():
         prompts.check_style("generation")
 
 
-@pytest.fixture
-def keep_emotion_format(monkeypatch):
-    """set_emotion_format changes module state: put it back after the test."""
-    for name in ("EMOTION_HEADER", "EMOTION_MARKER", "EMOTION_LINE_END"):
-        monkeypatch.setattr(prompts, name, getattr(prompts, name))
-
-
-def test_the_marked_emotion_format(tok, sample, keep_emotion_format):
-    prompts.set_emotion_format("marked")
-    assert prompts.emotion_format() == "marked"
+def test_the_marked_emotion_format(tok, sample):
     conv = sample[0]
-    (query,) = prompts.emotion_queries(conv, tok, 2048)
+    (query,) = prompts.emotion_queries(conv, tok, 2048, fmt="marked")
     text = tok.decode(query.input_ids)
     lines = [f" {u['speaker']}: {u['text']} -> emotion:" for u in conv["conversation"]]
     assert text.replace(tok.bos_token or "", "", 1).startswith("Emotions:\n" + "\n".join(lines) + "\n")
@@ -247,36 +239,29 @@ def test_the_marked_emotion_format(tok, sample, keep_emotion_format):
     for p in query.positions:  # read at the marker's colon; the newline follows, then the next line
         assert tok.decode(query.input_ids[: p + 1]).endswith("-> emotion:")
         assert query.input_ids[p + 1: p + 1 + len(newline)] == newline
-    chunks = prompts.emotion_queries(max(sample, key=lambda c: len(c["conversation"])), tok, 70)
+    chunks = prompts.emotion_queries(max(sample, key=lambda c: len(c["conversation"])), tok, 70, fmt="marked")
     assert len(chunks) > 1 and all(len(q.input_ids) <= 70 for q in chunks)
-
-
-def test_the_cause_task_record_names_its_layout_and_inference_refuses_another(monkeypatch, tmp_path):
-    from utils.ecf import artifacts, config
-
-    cfg = config.CauseFinetuneConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
-    artifacts.write_task(cfg, "cause")
-    infer = config.CauseInferenceConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
-    assert artifacts.read_task(infer, "cause")["cause_layout"] == prompts.CAUSE_LAYOUT == "inline"
-    monkeypatch.setattr(prompts, "CAUSE_LAYOUT", "after")  # a session reading the grouped lines
-    with pytest.raises(ValueError, match="learnt the 'inline' cause layout.*CAUSE_LAYOUT='after'"):
-        artifacts.read_task(infer, "cause")
-
-
-def test_the_emotion_task_record_names_its_format_and_inference_refuses_another(tmp_path, keep_emotion_format):
-    from utils.ecf import artifacts, config
-
+    assert query.input_ids != prompts.emotion_queries(conv, tok, 2048)[0].input_ids  # the default is compact
     with pytest.raises(ValueError, match="emotion format 'long'.*'compact', 'marked'"):
-        prompts.set_emotion_format("long")
-    prompts.set_emotion_format("marked")
-    cfg = config.FinetuneConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
+        prompts.emotion_queries(conv, tok, 2048, fmt="long")
+
+
+def test_the_task_records_name_their_format_and_inference_builds_it(tmp_path):
+    """The format is a training parameter (02's EMOTION_FORMAT, 04's CAUSE_LAYOUT): the task record keeps it,
+    and inference builds what the record names, whatever another notebook of the session used."""
+    from utils.ecf import artifacts, config, predict
+
+    cfg = config.FinetuneConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path), EMOTION_FORMAT="marked")
     artifacts.write_task(cfg, "emotion")
-    infer = config.EmotionInferenceConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
-    assert artifacts.read_task(infer, "emotion")["emotion_format"] == "marked"
-    prompts.set_emotion_format("compact")
-    with pytest.raises(ValueError, match=r"learnt the 'marked' emotion format.*set_emotion_format\('marked'\)"):
-        artifacts.read_task(infer, "emotion")
-    prompts.EMOTION_MARKER = " feeling:"  # constants edited by hand: no named format, and not the record's
-    assert prompts.emotion_format() == "custom"
-    with pytest.raises(ValueError, match="this session builds 'custom'"):
-        artifacts.read_task(infer, "emotion")
+    cause = config.CauseFinetuneConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path), CAUSE_LAYOUT="after")
+    artifacts.write_task(cause, "cause")
+    task = artifacts.read_task(config.EmotionInferenceConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path)), "emotion")
+    assert task["emotion_format"] == "marked" and predict.recorded(task) == {"fmt": "marked"}
+    task = artifacts.read_task(config.CauseInferenceConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path)), "cause")
+    assert task["cause_layout"] == "after" and predict.recorded(task) == {"layout": "after"}
+    assert predict.recorded({"task": "emotion"}) == {"fmt": "compact"}  # records from before the field
+    assert predict.recorded({"task": "cause"}) == {"layout": "inline"}
+    with pytest.raises(ValueError, match="EMOTION_FORMAT|emotion format 'long'"):
+        config.FinetuneConfig(MODEL="smollm2", EMOTION_FORMAT="long")
+    with pytest.raises(ValueError, match="cause layout 'sideways'"):
+        config.CauseFinetuneConfig(MODEL="smollm2", CAUSE_LAYOUT="sideways")

@@ -88,10 +88,6 @@ def test_emotion_then_cause_runs_score_every_checkpoint(tiny_model_dir, tmp_path
 
 @pytest.mark.slow
 def test_a_cause_run_trains_on_the_emotion_runs_train_labels(tiny_model_dir, tmp_path, monkeypatch):
-    from utils.ecf import prompts
-
-    for name in ("EMOTION_HEADER", "EMOTION_MARKER", "EMOTION_LINE_END"):  # main sets the format: put it back
-        monkeypatch.setattr(prompts, name, getattr(prompts, name))
     emo, cause = tmp_path / "emotion", tmp_path / "cause"
     common = ["--model", str(tiny_model_dir), "--max-steps", "2", "--save-steps", "1", "--lr", "1e-2"]
     assert quality.main(["emotion", "--out", str(emo), "--emotion-format", "marked", *common]) == 0

@@ -84,7 +84,7 @@ def test_a_mistyped_parameter_stops_the_run_before_the_first_notebook(executed, 
 
 
 def test_bad_parameters_stop_a_smoke_run_before_the_tiny_model_is_built(monkeypatch):
-    monkeypatch.setattr(run, "smoke_model", lambda directory: pytest.fail("built the model"))
+    monkeypatch.setattr(run, "smoke_model", lambda books, folder: pytest.fail("built the model"))
     with pytest.raises(run.RunError, match="'LIMIT' must be int"):
         run.run_series({"LIMIT": "3"}, only=["02"], smoke=True)
 

@@ -219,7 +219,7 @@ def test_vllm_branch_labels_like_transformers(monkeypatch, tiny_model_dir, adapt
     label_calls = [c for c in llm.calls if c[1].allowed_token_ids]
     assert label_calls and all(lora.lora_path == str(adapter_dir) for _, _, lora in llm.calls)
     label_ids = label_token_ids(engine.tokenizer, EMOTIONS)
-    marker = prompts.encode(engine.tokenizer, prompts.EMOTION_MARKER)
+    marker = prompts.encode(engine.tokenizer, prompts.EMOTION_FORMATS[prompts.EMOTION_FORMAT][1])
     for requests, params, _ in label_calls:  # each request: a prefix ending at a line's marker, one label token allowed
         assert params.allowed_token_ids == label_ids and params.max_tokens == 1 and params.temperature == 0.0
         assert all(r["prompt_token_ids"][-len(marker):] == marker for r in requests)

@@ -153,6 +153,16 @@ class HostedConfig:
                                  '"": Drive (/content/drive/MyDrive/emocause) on Colab when mounted, '
                                  "/kaggle/working/emocause on Kaggle, else the repository")
 
+    @classmethod
+    def smoke_corpus(cls) -> tuple[str, list[str], tuple[str, ...]] | None:
+        """(name, texts, label words) the tiny random model of ``utils.run --smoke`` is built from for this
+        notebook's track (its tokenizer is trained on the texts, each label word one token); None: no model."""
+        return None
+
+    def check_series(self, configs: list) -> None:
+        """Refuse settings of the notebooks run together (``configs``, this one among them) that would fail
+        only later in the run; the tracks' configs say what they need of the notebooks before them."""
+
 
 # ---------------------------------------------------------------- notebook -> dataclass
 
@@ -376,27 +386,3 @@ if __name__ == "__main__":
     from utils.params import main as _main  # the module the configs import, not this __main__ copy
 
     sys.exit(_main())
-
-
-REPORT_TO = ("none", "tensorboard", "wandb")
-
-
-def check_schedule(report_to: str, epochs: float, max_steps: int) -> None:
-    """The checks every training config shares (both tracks' notebook parameters and lm.training.TrainConfig)."""
-    if report_to not in REPORT_TO:
-        raise ValueError(f"report_to (notebook parameter REPORT_TO) must be one of {list(REPORT_TO)}, "
-                         f"got {report_to!r}")
-    if max_steps <= 0 and epochs <= 0:
-        raise ValueError("set epochs > 0 or max_steps > 0 (notebook parameters EPOCHS, MAX_STEPS)")
-
-
-def check_training(cfg: Any) -> None:
-    """The checks both tracks' training notebooks share: schedule, report target, checkpointing and batch."""
-    from utils.lm import plan  # the memory plan reads the GPU; imported where a training config is checked
-
-    check_schedule(cfg.REPORT_TO, cfg.EPOCHS, cfg.MAX_STEPS)
-    plan.checkpointing(cfg.GRADIENT_CHECKPOINTING)
-    if cfg.BATCH_SIZE < 1 or cfg.GRAD_ACCUM < 0:
-        raise ValueError(f"BATCH_SIZE={cfg.BATCH_SIZE}, GRAD_ACCUM={cfg.GRAD_ACCUM}: need BATCH_SIZE >= 1 and "
-                         "GRAD_ACCUM >= 0 (0: the memory plan splits the batch)")
-

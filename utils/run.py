@@ -105,8 +105,6 @@ def plan(books: list[Path], params: dict[str, Any]) -> list[tuple[Path, dict[str
     if unknown:
         raise RunError(f"unknown parameter(s) {unknown}: no notebook in the run declares them; "
                        f"declared: {sorted(known)}")
-    from utils.ecf.config import check_series
-
     steps, built = [], []
     for book, cls in classes.items():
         given = {k: v for k, v in params.items() if k in fields[book]}
@@ -116,7 +114,8 @@ def plan(books: list[Path], params: dict[str, Any]) -> list[tuple[Path, dict[str
             raise RunError(f"{book.name}: {e}") from None
         steps.append((book, given))
     try:
-        check_series(built)  # settings that would fail only after earlier notebooks had run
+        for cfg in built:  # settings that would fail only after earlier notebooks had run
+            cfg.check_series(built)
     except ValueError as e:
         raise RunError(str(e)) from None
     return steps
@@ -144,15 +143,20 @@ def read_config(path: str | os.PathLike) -> dict[str, str]:
     return loaded
 
 
-def smoke_model(directory: Path) -> Path:
-    """Build (once) the tiny random Llama with a tokenizer trained on the bundled samples."""
-    from utils.ecf.data import SAMPLE_PATH, EMOTIONS, load_ecf
+def smoke_model(books: list[Path], folder: Path) -> Path | None:
+    """Build (once) the tiny random Llama of the first notebook whose track names a corpus for it
+    (``smoke_corpus``: a tokenizer trained on the track's bundled sample) in ``folder``/<its name>;
+    None where no notebook of the run loads a model."""
     from utils.lm.tiny import build_tiny_llama
 
+    corpus = next((c for c in (cls.smoke_corpus() for cls in config_classes(books).values()) if c), None)
+    if corpus is None:
+        return None
+    name, texts, words = corpus
+    directory = folder / name
     if (directory / "config.json").exists():
         return directory
-    texts = [u["text"] for c in load_ecf(SAMPLE_PATH) for u in c["conversation"]]
-    return build_tiny_llama(directory, texts, words=(*EMOTIONS, "yes", "no"))
+    return build_tiny_llama(directory, texts, words=words)
 
 
 def execute(book: Path, params: dict[str, Any], out_dir: Path, kernel: str = "python3") -> float:
@@ -189,7 +193,9 @@ def run_series(params: dict[str, Any], only: list[str] | None = None, track: str
         params = {**SMOKE_DEFAULTS, **params}
         if "MODEL" not in params:
             plan(books, params)  # a bad parameter stops the run before the tiny model is built
-            params["MODEL"] = str(smoke_model(resolve("checkpoints/tiny-llama")))
+            model = smoke_model(books, resolve("checkpoints"))
+            if model is not None:
+                params["MODEL"] = str(model)
     steps = plan(books, params)
     test_dir = output_dir(params)
     summary: dict[str, Any] = {"parameters": params, "notebooks": []}

@@ -74,9 +74,9 @@ def write_task(cfg: FinetuneConfig, task: str, extra: dict | None = None, folder
               "labels": list(EMOTIONS) if task == "emotion" else list(prompts.ANSWERS)}
     if task == "cause":
         record.update(window_before=cfg.CAUSE_WINDOW_BEFORE, window_after=cfg.CAUSE_WINDOW_AFTER,
-                      cause_emotions=cfg.CAUSE_EMOTIONS, cause_layout=prompts.CAUSE_LAYOUT)
+                      cause_emotions=cfg.CAUSE_EMOTIONS, cause_layout=cfg.CAUSE_LAYOUT)
     elif task == "emotion":
-        record.update(emotion_format=prompts.emotion_format())
+        record.update(emotion_format=cfg.EMOTION_FORMAT)
     record.update(extra or {})
     return write_json_atomic(Path(folder or task_dir(cfg, task)) / TASK_FILE, record)
 
@@ -93,15 +93,6 @@ def read_task(cfg: SeriesConfig, task: str) -> dict:
         raise ValueError(f"{path}: the adapter was trained on MODEL={record['model']!r}, this run has "
                          f"MODEL={cfg.MODEL!r}; use the same MODEL in every notebook (MODEL=\"auto\" picks by "
                          f"the hardware and the hub: set MODEL={record['model']!r} to load this adapter)")
-    layout = record.get("cause_layout", prompts.CAUSE_LAYOUT)  # records written before the field: the default
-    if layout != prompts.CAUSE_LAYOUT:
-        raise ValueError(f"{path}: the adapter learnt the {layout!r} cause layout, this session reads "
-                         f"utils.ecf.prompts.CAUSE_LAYOUT={prompts.CAUSE_LAYOUT!r}; set it to {layout!r} first")
-    if task == "emotion":
-        fmt = record.get("emotion_format", "compact")  # records written before the field: the only format then
-        if fmt != prompts.emotion_format():
-            raise ValueError(f"{path}: the adapter learnt the {fmt!r} emotion format, this session builds "
-                             f"{prompts.emotion_format()!r}; call utils.ecf.prompts.set_emotion_format({fmt!r}) first")
     return record
 
 

@@ -10,7 +10,8 @@ from utils.ecf import prompts
 from utils.ecf.data import SPLITS
 from utils.lm import plan
 from utils.lm.batch import ANSWER_WEIGHTINGS
-from utils.params import HostedConfig, check_training, param
+from utils.lm.training_params import ATTENTION_MLP, TrainingParams
+from utils.params import HostedConfig, param
 from utils.tracking import Tracked
 
 
@@ -21,6 +22,14 @@ CAUSE_EMOTION_SOURCES = ("gold", "predicted")
 CUTOFF_RULES = ("one", "per_distance")
 
 SMOKE_LIMIT, SMOKE_TEST_LIMIT, SMOKE_STEPS = 8, 4, 8
+
+
+def ecf_smoke_corpus() -> tuple[str, list[str], tuple[str, ...]]:
+    """The bundled ECF sample's utterances, the seven emotions and the cause answers: the ECF track's tiny model."""
+    from utils.ecf.data import SAMPLE_PATH, EMOTIONS, load_ecf
+
+    texts = [u["text"] for c in load_ecf(SAMPLE_PATH) for u in c["conversation"]]
+    return "tiny-llama", texts, (*EMOTIONS, *prompts.ANSWERS)
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,10 @@ class SeriesConfig(HostedConfig):
     SMOKE: bool = param(False, "tiny run for tests/CI: at most 8 train, 2 val and 4 test conversations "
                                "and 8 optimizer steps (config.apply_smoke)")
 
+    @classmethod
+    def smoke_corpus(cls) -> tuple[str, list[str], tuple[str, ...]]:
+        return ecf_smoke_corpus()
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "MODEL", plan.resolve_model(self.MODEL))  # "auto" -> this machine's model
         prompts.check_style(self.STYLE)
@@ -62,47 +75,39 @@ class LoggedConfig(SeriesConfig, Tracked):
 
 
 @dataclass(frozen=True)
-class FinetuneConfig(LoggedConfig):
-    """Notebook 02 (emotions); 04 adds the cause fields."""
+class TrainingNotebookConfig(TrainingParams, LoggedConfig):
+    """What notebooks 02 and 04 share: the training fields (``utils.lm.training_params``) and the ECF ones."""
+    LEARNING_RATE: float = param(1e-3, "peak learning rate of the LoRA weights (linear decay, 3% warm-up)")
+    MAX_LENGTH: int = param(1024, "tokens per sequence; longer conversations are split into chunks")
+    LORA_TARGETS: str = param(ATTENTION_MLP, "comma-separated module names that get adapters (attention and MLP: "
+                                             "measured in bench/RESULTS.md section 5)")
     VAL_LIMIT: int = param(0, "use only the first VAL_LIMIT val conversations for the eval loss "
                               "(0: all; LIMIT caps them too)")
-    EPOCHS: float = param(1.0, "passes over the training examples (ignored when MAX_STEPS > 0)")
-    MAX_STEPS: int = param(0, "> 0: stop after this many optimizer steps (overrides EPOCHS)")
-    LEARNING_RATE: float = param(1e-3, "peak learning rate of the LoRA weights (linear decay, 3% warm-up)")
-    BATCH_SIZE: int = param(4, "sequences per device and optimizer step")
-    GRAD_ACCUM: int = param(0, "0: the memory plan splits each BATCH_SIZE batch into the fewest passes that fit "
-                               "the device (the effective batch stays BATCH_SIZE x GPUs, whatever the GPU); "
-                               "> 0: BATCH_SIZE sequences per pass and this many accumulation steps "
-                               "(effective batch BATCH_SIZE x GRAD_ACCUM x GPUs)")
-    MAX_LENGTH: int = param(1024, "tokens per sequence; longer conversations are split into chunks")
-    LORA_R: int = param(16, "LoRA rank")
-    LORA_ALPHA: int = param(32, "LoRA scaling numerator (scale: alpha / r)")
-    LORA_DROPOUT: float = param(0.05, "dropout on the LoRA path")
-    LORA_TARGETS: str = param("q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj",
-                              "comma-separated module names that get adapters (attention and MLP: "
-                              "measured in bench/RESULTS.md section 5)")
     CLASS_WEIGHTING: str = param("none", 'loss weight of each label by its training frequency: "none", "sqrt" '
                                          '(1/sqrt(share)) or "inverse" (1/share); conversation style only')
-    REPORT_TO: str = param("none", '"none", "tensorboard" or "wandb"')
-    MERGE: bool = param(False, "also save the adapter merged into full base weights (<task dir>/merged)")
-    RESUME: bool = param(True, "continue from the last checkpoint in the task dir after a disconnect")
-    GRADIENT_CHECKPOINTING: str = param("auto", '"auto" (on only where the memory plan needs it), "on" or "off": '
-                                                "trades a third more compute for much less activation memory")
-    EVAL_STEPS: int = param(0, "evaluate every EVAL_STEPS steps (0: at the end of each epoch only)")
-    SAVE_STEPS: int = param(50, "checkpoint every SAVE_STEPS steps (what RESUME continues from)")
-    LOGGING_STEPS: int = param(5, "log the training loss every LOGGING_STEPS steps")
     SHOW_TEXT: bool = param(True, "print a training example with its text; False: the same format built from the "
                                   "bundled synthetic sample (the rendered pages of the ECF corpus use it)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_training(self)
         if self.CLASS_WEIGHTING not in ANSWER_WEIGHTINGS:
             raise ValueError(f"CLASS_WEIGHTING={self.CLASS_WEIGHTING!r}: use one of {list(ANSWER_WEIGHTINGS)}")
 
 
 @dataclass(frozen=True)
-class CauseFinetuneConfig(FinetuneConfig):
+class FinetuneConfig(TrainingNotebookConfig):
+    """Notebook 02."""
+    EMOTION_FORMAT: str = param(prompts.EMOTION_FORMAT, 'the emotion lines: "compact" (`` Speaker: text emotion:``) '
+                                                        'or "marked" (a header, `` -> emotion:`` and a newline; '
+                                                        "0.484 against 0.483 after an epoch: bench/RESULTS.md E6)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        prompts.check_emotion_format(self.EMOTION_FORMAT)
+
+
+@dataclass(frozen=True)
+class CauseFinetuneConfig(TrainingNotebookConfig):
     """Notebook 04."""
     CAUSE_EMOTIONS: str = param("gold", 'emotions shown to the cause model in training: "gold", or "predicted" '
                                         "(03's labels of the train split: turn on its LABEL_TRAIN; on real data 0.010 "
@@ -117,9 +122,21 @@ class CauseFinetuneConfig(FinetuneConfig):
                                      "epoch the reads beat the longest-clause rule by 0.01 strict F1 on real data, "
                                      "at about twice the cause training: bench/RESULTS.md section 5)")
 
+    CAUSE_LAYOUT: str = param(prompts.CAUSE_LAYOUT, 'where the cause lines go: "inline" (below the utterance each '
+                                                    'asks about) or "after" the conversation (bench/RESULTS.md '
+                                                    "section 5, C1 and C2)")
+
+    def check_series(self, configs: list) -> None:
+        """On predicted emotions 04 reads the train labels that 03 writes with LABEL_TRAIN only."""
+        labels_train = [c.LABEL_TRAIN for c in configs if isinstance(c, EmotionInferenceConfig)]
+        if self.CAUSE_EMOTIONS == "predicted" and labels_train and not any(labels_train):
+            raise ValueError("CAUSE_EMOTIONS='predicted': notebook 04 trains on the train split's labels that notebook "
+                             "03 writes only with LABEL_TRAIN=True; set it too, or use CAUSE_EMOTIONS='gold'")
+
     def __post_init__(self) -> None:
         super().__post_init__()
         check_emotion_source(self.CAUSE_EMOTIONS)
+        prompts.check_layout(self.CAUSE_LAYOUT)
         if self.CAUSE_CUTOFFS not in CUTOFF_RULES:
             raise ValueError(f"CAUSE_CUTOFFS={self.CAUSE_CUTOFFS!r}: use one of {list(CUTOFF_RULES)}")
 
@@ -160,16 +177,6 @@ class CauseInferenceConfig(LoggedConfig):
 class EvaluationConfig(SeriesConfig):
     """Notebook 06."""
     ERROR_ROWS: int = param(20, "error-table rows shown inline (the CSV files hold them all)")
-
-
-def check_series(configs: list) -> None:
-    """Refuse settings of notebooks run together that would fail only later in the run: 04 on predicted
-    emotions reads the train labels 03 writes with LABEL_TRAIN only."""
-    labels_train = [c.LABEL_TRAIN for c in configs if isinstance(c, EmotionInferenceConfig)]
-    wants_labels = any(isinstance(c, CauseFinetuneConfig) and c.CAUSE_EMOTIONS == "predicted" for c in configs)
-    if wants_labels and labels_train and not any(labels_train):
-        raise ValueError("CAUSE_EMOTIONS='predicted': notebook 04 trains on the train split's labels that notebook 03 "
-                         "writes only with LABEL_TRAIN=True; set it too, or use CAUSE_EMOTIONS='gold'")
 
 
 def check_emotion_source(source: str) -> str:

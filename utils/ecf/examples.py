@@ -12,12 +12,14 @@ from utils.lm.modeling import label_token_ids
 from utils.lm.training import tokenize_prompt_completion
 
 
-def emotion_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length: int) -> list[dict]:
-    """Pre-tokenized {"input_ids", "labels"} examples for the emotion model."""
+def emotion_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length: int,
+                     fmt: str = prompts.EMOTION_FORMAT) -> list[dict]:
+    """Pre-tokenized {"input_ids", "labels"} examples for the emotion model (``fmt``: the conversation style's
+    line format, one of prompts.EMOTION_FORMATS)."""
     if prompts.check_style(style) == "conversation":
         label_ids = label_token_ids(tokenizer, EMOTIONS)
         return [prompts.training_labels(q, prompts.emotion_answers(conv, q, label_ids))
-                for conv in convs for q in prompts.emotion_queries(conv, tokenizer, max_length)]
+                for conv in convs for q in prompts.emotion_queries(conv, tokenizer, max_length, fmt=fmt)]
 
     return [tokenize_prompt_completion(tokenizer, prompts.completion_prompt(tokenizer, user),
                                        prompts.per_utterance_emotion_answer(i, conv["conversation"][i - 1]["emotion"]),
@@ -26,17 +28,29 @@ def emotion_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_leng
 
 
 def cause_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length: int,
-                   before: int = prompts.WINDOW_BEFORE, after: int = prompts.WINDOW_AFTER) -> list[dict]:
-    """Pre-tokenized examples for the cause model (emotions as the conversations carry them)."""
+                   before: int = prompts.WINDOW_BEFORE, after: int = prompts.WINDOW_AFTER,
+                   layout: str = prompts.CAUSE_LAYOUT) -> list[dict]:
+    """Pre-tokenized examples for the cause model (emotions as the conversations carry them; ``layout``: where
+    the conversation style's cause lines go, one of prompts.CAUSE_LAYOUTS)."""
     if prompts.check_style(style) == "conversation":
         yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
         return [prompts.training_labels(q, prompts.cause_answers(conv, q, yes_no))
-                for conv in convs for q in prompts.cause_queries(conv, tokenizer, max_length, before, after)]
+                for conv in convs for q in prompts.cause_queries(conv, tokenizer, max_length, before, after,
+                                                                  layout=layout)]
 
     return [tokenize_prompt_completion(tokenizer, prompts.completion_prompt(tokenizer, user),
                                        prompts.per_utterance_cause_answer(i, prompts.gold_causes(conv, i)),
                                        max_length, loss_on="all")
             for conv in convs for i, _, user in prompts.per_utterance_cause_prompts(conv)]
+
+
+def task_examples(cfg: Any, task: str, convs: Sequence[dict], tokenizer: Any) -> list[dict]:
+    """``task``'s examples of ``convs`` as notebook 02's or 04's parameters build them (STYLE, MAX_LENGTH,
+    EMOTION_FORMAT; the cause window and CAUSE_LAYOUT)."""
+    if task == "emotion":
+        return emotion_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, fmt=cfg.EMOTION_FORMAT)
+    return cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE,
+                          cfg.CAUSE_WINDOW_AFTER, layout=cfg.CAUSE_LAYOUT)
 
 
 def example_stats(examples: Sequence[dict]) -> dict[str, int]:
@@ -85,8 +99,7 @@ def shown_example(cfg: Any, task: str, tokenizer: Any, first: dict, tail: int | 
     from utils.ecf.data import SAMPLE_PATH, load_ecf
 
     sample = load_ecf(SAMPLE_PATH)[:1]
-    build = emotion_examples if task == "emotion" else cause_examples
-    example = build(sample, tokenizer, cfg.STYLE, cfg.MAX_LENGTH)[0]
+    example = task_examples(cfg, task, sample, tokenizer)[0]
     text = preview(tokenizer, example)
     return (f"(SHOW_TEXT=False: the format on the bundled synthetic sample's first conversation, not {Path(cfg.DATA_PATH).name})\n"
             + (text[-tail:] if tail else text))

@@ -8,41 +8,34 @@ from typing import Any, Sequence
 import numpy as np
 
 from utils.ecf.artifacts import TASK_FILE, task_dir, write_task
-from utils.ecf.config import CauseFinetuneConfig, FinetuneConfig
+from utils.ecf.config import CauseFinetuneConfig, FinetuneConfig, TrainingNotebookConfig
 from utils.ecf.data import strip_labels, with_pairs
 from utils.ecf.decision import choose_cutoffs, tune_offsets
+from utils.ecf import prompts
 from utils.ecf.examples import answer_words
 from utils.ecf.predict import emotion_logprobs, predict_causes
 from utils.io import read_json, write_json_atomic
-from utils.lm.plan import checkpointing
-from utils.lm.modeling import LoraSettings, label_token_ids, load_model, load_tokenizer
+from utils.lm.modeling import label_token_ids, load_model, load_tokenizer
 from utils.lm.training import TrainConfig, TrainResult, train
 
 
-def answer_ids(cfg: FinetuneConfig, task: str) -> tuple[int, ...]:
+def answer_ids(cfg: TrainingNotebookConfig, task: str) -> tuple[int, ...]:
     """Token ids of ``answer_words`` under MODEL's tokenizer."""
     words = answer_words(cfg.STYLE, task)
     return tuple(label_token_ids(load_tokenizer(cfg.MODEL), words)) if words else ()
 
 
-def train_config(cfg: FinetuneConfig, task: str, out: str | Path | None = None) -> TrainConfig:
+def train_config(cfg: TrainingNotebookConfig, task: str, out: str | Path | None = None) -> TrainConfig:
     """training.TrainConfig for ``task`` from the notebook's parameters (output in ``out``, default ``task_dir``)."""
     ids = answer_ids(cfg, task)
     if cfg.CLASS_WEIGHTING != "none" and not ids:
         raise ValueError(f"CLASS_WEIGHTING={cfg.CLASS_WEIGHTING!r} needs STYLE='conversation' (the answers-only loss); "
                          f"STYLE={cfg.STYLE!r} trains on generated text")
-    return TrainConfig(
-        output_dir=str(out or task_dir(cfg, task)), epochs=cfg.EPOCHS,
-        max_steps=cfg.MAX_STEPS if cfg.MAX_STEPS > 0 else -1,
-        learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
-        max_length=cfg.MAX_LENGTH, seed=cfg.SEED, eval_steps=cfg.EVAL_STEPS or None, save_steps=cfg.SAVE_STEPS,
-        logging_steps=cfg.LOGGING_STEPS, report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), merge=cfg.MERGE,
-        resume=cfg.RESUME, gradient_checkpointing=checkpointing(cfg.GRADIENT_CHECKPOINTING), answer_ids=ids,
-        answer_weighting=cfg.CLASS_WEIGHTING if ids else "none",
-    )
+    return cfg.train_config(str(out or task_dir(cfg, task)), answer_ids=ids,
+                            answer_weighting=cfg.CLASS_WEIGHTING if ids else "none")
 
 
-def finetune(cfg: FinetuneConfig, task: str, train_examples: list[dict], val_examples: list[dict] | None,
+def finetune(cfg: TrainingNotebookConfig, task: str, train_examples: list[dict], val_examples: list[dict] | None,
              extra: dict | None = None, *, out: str | Path | None = None, strategy: Any = None,
              callbacks: Sequence[Any] = (), main_process: bool = True) -> TrainResult:
     """LoRA-train MODEL on the examples (resuming when RESUME), then record the task beside the adapter
@@ -63,10 +56,10 @@ def _record(folder: Path, **fields: Any) -> None:
 
 
 def tune_threshold(model: Any, tokenizer: Any, gold: list[dict], max_length: int, before: int, after: int,
-                   batch_size: int = 8, per_distance: bool = True) -> dict:
+                   batch_size: int = 8, per_distance: bool = True, layout: str = prompts.CAUSE_LAYOUT) -> dict:
     """``choose_cutoffs`` on the model's P(yes) for ``gold`` (val conversations, gold emotions)."""
     found = predict_causes(model, tokenizer, [with_pairs(c, []) for c in gold], "conversation", batch_size,
-                           None, max_length, 0.5, before, after)
+                           None, max_length, 0.5, before, after, layout=layout)
     return choose_cutoffs(gold, found.probs, per_distance)
 
 
@@ -79,7 +72,7 @@ def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dic
     folder = Path(out or task_dir(cfg, "cause"))
     model = load_model(cfg.MODEL, adapter=folder / "adapter")
     tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER,
-                            batch_size, per_distance=cfg.CAUSE_CUTOFFS == "per_distance")
+                            batch_size, per_distance=cfg.CAUSE_CUTOFFS == "per_distance", layout=cfg.CAUSE_LAYOUT)
     _record(folder, threshold=tuning["threshold"], threshold_tuning=tuning)
     return tuning
 
@@ -92,7 +85,7 @@ def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], b
         return None
     folder = Path(out or task_dir(cfg, "emotion"))
     model = load_model(cfg.MODEL, adapter=folder / "adapter")
-    rows = emotion_logprobs(model, tokenizer, strip_labels(val), cfg.MAX_LENGTH, batch_size)
+    rows = emotion_logprobs(model, tokenizer, strip_labels(val), cfg.MAX_LENGTH, batch_size, fmt=cfg.EMOTION_FORMAT)
     tuning = tune_offsets(np.array([r for conv in rows for r in conv]),
                           [u["emotion"] for conv in val for u in conv["conversation"]])
     tuning["conversations"] = len(val)
@@ -100,7 +93,7 @@ def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], b
     return tuning
 
 
-def tune_rule(cfg: FinetuneConfig, task: str, tokenizer: Any, val: list[dict], batch_size: int = 8,
+def tune_rule(cfg: TrainingNotebookConfig, task: str, tokenizer: Any, val: list[dict], batch_size: int = 8,
               out: str | Path | None = None) -> dict | None:
     """The decision rule notebook 02 (offsets) or 04 (cut-offs) chooses on val after training."""
     tune = tune_emotion_offsets if task == "emotion" else tune_cause_threshold

@@ -4,9 +4,8 @@
     accelerate launch --config_file configs/accelerate/ddp.yaml -m utils.ecf.launch --task emotion ...
 
 The flags are the parameters of notebooks 02/04 (``config.FinetuneConfig`` and
-``CauseFinetuneConfig``, read by transformers' ``HfArgumentParser``: type, default and help come
-from the dataclass) in lower case with dashes (``MAX_STEPS`` -> ``--max-steps``; booleans take
-``--merge``, ``--merge false`` or ``--no-resume``), plus ``--task``, ``--output-dir`` and ``--data``
+``CauseFinetuneConfig``: type, default and help come from the dataclass) in lower case with dashes
+(``MAX_STEPS`` -> ``--max-steps``; booleans take ``--merge``, ``--merge false`` or ``--no-resume``), plus ``--task``, ``--output-dir`` and ``--data``
 for ``DATA_PATH``. Under a launcher every process builds the same examples, the HF Trainer reads
 RANK / WORLD_SIZE / LOCAL_RANK, shards the batches and all-reduces the gradients; only rank 0
 writes files. From a notebook use ``notebook_launch`` (accelerate's fork launcher) or
@@ -16,6 +15,7 @@ notebook touched the GPU).
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import socket
@@ -25,8 +25,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
-
-from transformers import HfArgumentParser
 
 from utils import params
 from utils.ecf import artifacts, config, examples, finetune
@@ -57,41 +55,34 @@ def flag(name: str) -> str:
     return "--" + name.lower().replace("_", "-")
 
 
-class _Flags:
-    """Hands HfArgumentParser's ``add_argument`` calls for one field on to the parser, with the flag
-    names this command line has always had: ``--max-steps`` for ``--MAX_STEPS``/``--MAX-STEPS``,
-    ``--no-resume`` for ``--no_RESUME``/``--no-RESUME``, plus the field's ``ALIASES``."""
-
-    def __init__(self, parser: Any, name: str):
-        self.parser, self.name = parser, name
-
-    def add_argument(self, *options: str, **kwargs: Any) -> Any:
-        lower, negated = flag(self.name), "--no-" + flag(self.name)[2:]
-        spellings = {f"--{self.name}": lower, f"--{self.name.replace('_', '-')}": lower,
-                     f"--no_{self.name}": negated, f"--no-{self.name.replace('_', '-')}": negated}
-        names = [spellings.get(o, o) for o in options]
-        if lower in names:
-            names += ALIASES.get(self.name, ())
-        if "help" in kwargs:  # argparse formats help with %: "3% warm-up" must read "3%% warm-up"
-            kwargs["help"] = kwargs["help"].replace("%", "%%")
-        return self.parser.add_argument(*dict.fromkeys(names), **{**kwargs, "dest": self.name})
+def _boolean(text: str) -> bool:
+    return params.from_text("flag", text, bool)
 
 
-class FlagParser(HfArgumentParser):
-    """HfArgumentParser with the lower-case dashed flag names (types, defaults and help from the dataclass)."""
-
-    @staticmethod
-    def _parse_dataclass_field(parser: Any, field: dataclasses.Field) -> None:
-        HfArgumentParser._parse_dataclass_field(_Flags(parser, field.name), field)
+_boolean.__name__ = "bool"  # argparse names the type in its error: "invalid bool value: 'maybe'"
 
 
-def build_parser(task: str | None = None) -> FlagParser:
+def build_parser(task: str | None = None) -> argparse.ArgumentParser:
     """One flag per parameter of ``task``'s notebook config (every cause one when ``task`` is None, as
-    ``--help`` shows them), plus ``--task`` and ``--output-dir``."""
-    parser = FlagParser(config_class(task or "cause"), prog="python -m utils.ecf.launch",
-                        description=__doc__.split("\n\n")[0], allow_abbrev=False)  # no silent prefix typos
+    ``--help`` shows them): its type, default and help from the dataclass; booleans also take ``--no-<flag>``
+    and a bare ``--<flag>`` for true. Plus ``--task`` and ``--output-dir``."""
+    cls = config_class(task or "cause")
+    parser = argparse.ArgumentParser(prog="python -m utils.ecf.launch", description=__doc__.split("\n\n")[0],
+                                     allow_abbrev=False)  # no silent prefix typos
     parser.add_argument("--task", required=True, choices=TASKS, help="emotion (notebook 02) or cause (04)")
     parser.add_argument("--output-dir", default=None, help="default: CHECKPOINT_DIR/<task>/<style>")
+    for field in dataclasses.fields(cls):
+        kind = params.field_types(cls)[field.name]
+        names = [flag(field.name), *ALIASES.get(field.name, ())]
+        text = f"{params.help_of(field)} (default: {field.default})".replace("%", "%%")  # argparse %-formats help
+        if kind is bool:
+            parser.add_argument(*names, dest=field.name, type=_boolean, nargs="?", const=True, default=field.default,
+                                metavar="{true,false}", help=text)
+            parser.add_argument("--no-" + flag(field.name)[2:], dest=field.name, action="store_false",
+                                help=f"{flag(field.name)} false")
+        else:
+            parser.add_argument(*names, dest=field.name, type=kind, default=field.default, metavar=field.name,
+                                help=text)
     return parser
 
 
@@ -100,17 +91,19 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[str, Any, Path | None
     argv = list(sys.argv[1:] if argv is None else argv)
     task = build_parser().parse_known_args(argv)[0].task  # exits naming a missing or unknown --task
     parser = build_parser(task)
-    cfg, extra, unknown = parser.parse_args_into_dataclasses(argv, return_remaining_strings=True,
-                                                             look_for_args_file=False)
+    parsed, unknown = parser.parse_known_args(argv)
     given = {option.split("=")[0] for option in unknown}
+    emotion_fields = config_class("emotion").__dataclass_fields__
     cause_only = [f.name for f in dataclasses.fields(config.CauseFinetuneConfig)
-                  if f.name not in config.FinetuneConfig.__dataclass_fields__ and flag(f.name) in given]
+                  if f.name not in emotion_fields and flag(f.name) in given]
     if cause_only:
         raise params.ConfigError(f"{', '.join(cause_only)} ({', '.join(map(flag, cause_only))}): "
                                  f"a parameter of the cause task only, not of --task {task}")
     if unknown:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
-    return task, cfg, resolve(extra.output_dir) if extra.output_dir else None
+    cls = config_class(task)
+    cfg = cls(**{f.name: getattr(parsed, f.name) for f in dataclasses.fields(cls)})
+    return task, cfg, resolve(parsed.output_dir) if parsed.output_dir else None
 
 
 def to_argv(task: str, cfg: Any, output_dir: str | os.PathLike | None = None) -> list[str]:
@@ -146,14 +139,13 @@ def build_examples(task: str, cfg: Any, tokenizer: Any,
     splits = splits or artifacts.load_splits(cfg)
     span_train: list[dict] = []
     if task == "emotion":
-        train = examples.emotion_examples(splits["train"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
-        val = examples.emotion_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH)
+        train = examples.task_examples(cfg, task, splits["train"], tokenizer)
+        val = examples.task_examples(cfg, task, splits["val"], tokenizer)
     else:
-        window = (cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER)
         convs = artifacts.cause_training_convs(cfg, splits["train"])
         span_train, span_val = examples.span_training(cfg, splits, tokenizer)  # Subtask 1, same adapter
-        train = examples.cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window) + span_train
-        val = examples.cause_examples(splits["val"], tokenizer, cfg.STYLE, cfg.MAX_LENGTH, *window) + span_val
+        train = examples.task_examples(cfg, task, convs, tokenizer) + span_train
+        val = examples.task_examples(cfg, task, splits["val"], tokenizer) + span_val
     stats = {"train": examples.example_stats(train), "eval": examples.example_stats(val),
              "span_examples": len(span_train) if task == "cause" else 0}
     return train, val, stats

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from utils.scores import label_scores
 from utils.ecf.data import EMOTIONS, parse_cause
 
 EPS = 1e-8
@@ -297,19 +298,8 @@ def score_subtask1(pred_convs: Any, gold_convs: Any) -> dict[str, Any]:
 
 
 def emotion_scores(gold: Sequence[str], pred: Sequence[str], labels: Sequence[str] = EMOTIONS) -> dict[str, Any]:
-    """Accuracy, weighted/macro P/R/F1, the per-class report and the confusion matrix (sklearn)."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, precision_recall_fscore_support
-
-    if len(gold) != len(pred):
-        raise ValueError(f"{len(gold)} gold labels but {len(pred)} predictions")
-    labels = list(labels)
-    out: dict[str, Any] = {"n": len(gold), "labels": labels, "accuracy": float(accuracy_score(gold, pred))}
-    for avg in ("weighted", "macro"):
-        p, r, f, _ = precision_recall_fscore_support(gold, pred, labels=labels, average=avg, zero_division=0)
-        out.update({f"{avg}_precision": float(p), f"{avg}_recall": float(r), f"{avg}_f1": float(f)})
-    out["report"] = classification_report(gold, pred, labels=labels, output_dict=True, zero_division=0)
-    out["confusion_matrix"] = confusion_matrix(gold, pred, labels=labels).tolist()
-    return out
+    """``utils.scores.label_scores`` over the seven ECF emotions."""
+    return label_scores(gold, pred, labels)
 
 
 def emotion_scores_convs(pred_convs: list[dict], gold_convs: list[dict]) -> dict[str, Any]:

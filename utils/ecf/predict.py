@@ -104,12 +104,12 @@ def _stats(lm: LanguageModel, style: str, convs: list[dict], results: list[dict]
             "invalid_output_share": invalid / n_out if n_out else 0.0}
 
 
-def _emotion_rows(lm: LanguageModel, tokenizer: Any, batch: list[dict], max_length: int,
-                  batch_size: int) -> tuple[list[list[list[float]]], list[tuple[int, int]]]:
+def _emotion_rows(lm: LanguageModel, tokenizer: Any, batch: list[dict], max_length: int, batch_size: int,
+                  fmt: str = prompts.EMOTION_FORMAT) -> tuple[list[list[list[float]]], list[tuple[int, int]]]:
     """Per conversation of ``batch``: the seven label log-probs of each utterance (utterance order),
     and (sequences, prompt tokens) read for it."""
     label_ids = label_token_ids(tokenizer, EMOTIONS)
-    queries = [prompts.emotion_queries(conv, tokenizer, max_length) for conv in batch]
+    queries = [prompts.emotion_queries(conv, tokenizer, max_length, fmt=fmt) for conv in batch]
     flat = [q for qs in queries for q in qs]
     scores = iter(lm.label_logprobs([q.input_ids for q in flat], [q.positions for q in flat], label_ids, batch_size))
     rows, cost = [], []
@@ -124,22 +124,22 @@ def _emotion_rows(lm: LanguageModel, tokenizer: Any, batch: list[dict], max_leng
 
 
 def emotion_logprobs(model: Any, tokenizer: Any, convs: list[dict], max_length: int = 1024,
-                     batch_size: int = 8) -> list[list[list[float]]]:
+                     batch_size: int = 8, fmt: str = prompts.EMOTION_FORMAT) -> list[list[list[float]]]:
     """Per conversation, per utterance: the log-probs of the seven labels (EMOTIONS order)."""
     lm, out = reader(model, tokenizer), []
     for k in range(0, len(convs), batch_size):
-        out += _emotion_rows(lm, tokenizer, convs[k:k + batch_size], max_length, batch_size)[0]
+        out += _emotion_rows(lm, tokenizer, convs[k:k + batch_size], max_length, batch_size, fmt)[0]
     return out
 
 
 def _emotions_by_scoring(lm: LanguageModel, tokenizer: Any, max_length: int, batch_size: int,
-                         offsets: dict[str, float] | None = None):
+                         offsets: dict[str, float] | None = None, fmt: str = prompts.EMOTION_FORMAT):
     """fn(conversations) -> one record each: every utterance labelled in one pass (conversation style),
     the best of the seven labels after the val-chosen ``offsets`` (always a valid label)."""
     vec = offsets_vector(offsets)
 
     def fn(batch: list[dict]) -> list[dict]:
-        rows, cost = _emotion_rows(lm, tokenizer, batch, max_length, batch_size)
+        rows, cost = _emotion_rows(lm, tokenizer, batch, max_length, batch_size, fmt)
         return [{"emotions": decide(np.array(r), vec), "logprobs": r, "invalid": 0, "n_outputs": len(r),
                  "n_prompts": n, "prompt_tokens": t} for r, (n, t) in zip(rows, cost)]
     return fn
@@ -174,18 +174,19 @@ def _emotions_by_generation(lm: LanguageModel, tokenizer: Any, max_length: int, 
 def predict_emotions(model: Any, tokenizer: Any, convs: list[dict], style: str, batch_size: int = 8,
                      checkpoint_path: str | Path | None = None, max_length: int = 1024,
                      max_new_tokens: int = 16, offsets: dict[str, float] | None = None,
-                     constrained: bool = False) -> EmotionPrediction:
+                     constrained: bool = False, fmt: str = prompts.EMOTION_FORMAT) -> EmotionPrediction:
     """Label every utterance of ``convs``. ``model``: a transformers model or a ``serving.Engine``;
     ``offsets``: the per-emotion log-prob offsets chosen on val (conversation style; None: the plain
-    argmax); ``constrained`` (per_utterance on vLLM): every answer one of the valid ones."""
+    argmax); ``constrained`` (per_utterance on vLLM): every answer one of the valid ones; ``fmt``: the
+    line format the adapter learnt (its task record's, ``recorded``)."""
     lm = reader(model, tokenizer)
     if prompts.check_style(style) == "conversation":
-        fn = _emotions_by_scoring(lm, tokenizer, max_length, batch_size, offsets)
+        fn = _emotions_by_scoring(lm, tokenizer, max_length, batch_size, offsets, fmt)
     else:
         fn = _emotions_by_generation(lm, tokenizer, max_length, max_new_tokens, batch_size, constrained)
     start = time.perf_counter()
     settings = {"style": style, "max_length": max_length, "offsets": offsets, "max_new_tokens": max_new_tokens,
-                "constrained": constrained}
+                "constrained": constrained, **({"emotion_format": fmt} if fmt != prompts.EMOTION_FORMAT else {})}
     results = _resumable(convs, fn, checkpoint_path, batch_size, "emotions", lm, settings)
     stats = _stats(lm, style, convs, results, time.perf_counter() - start)
     if constrained:
@@ -201,12 +202,13 @@ def p_yes(yes: float, no: float) -> float:
     return 1.0 / (1.0 + math.exp(no - yes))
 
 
-def _causes_by_scoring(lm: LanguageModel, tokenizer: Any, max_length: int, batch_size: int, before: int, after: int):
+def _causes_by_scoring(lm: LanguageModel, tokenizer: Any, max_length: int, batch_size: int, before: int, after: int,
+                       layout: str = prompts.CAUSE_LAYOUT):
     """fn(conversations) -> P(yes) / (P(yes) + P(no)) of every (emotion utterance, candidate) query."""
     yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
 
     def fn(batch: list[dict]) -> list[dict]:
-        queries = [prompts.cause_queries(conv, tokenizer, max_length, before, after) for conv in batch]
+        queries = [prompts.cause_queries(conv, tokenizer, max_length, before, after, layout=layout) for conv in batch]
         flat = [q for qs in queries for q in qs]
         scores = iter(lm.label_logprobs([q.input_ids for q in flat], [q.positions for q in flat], yes_no, batch_size)
                       if flat else [])
@@ -245,16 +247,18 @@ def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, ba
                    checkpoint_path: str | Path | None = None, max_length: int = 1024,
                    threshold: float | dict[str, float] = 0.5,
                    before: int = prompts.WINDOW_BEFORE, after: int = prompts.WINDOW_AFTER,
-                   max_new_tokens: int = 48) -> CausePrediction:
+                   max_new_tokens: int = 48, layout: str = prompts.CAUSE_LAYOUT) -> CausePrediction:
     """Find the cause utterances of every emotional utterance (``model``: a transformers model or a
-    ``serving.Engine``), with the per-query probabilities in the conversation style."""
+    ``serving.Engine``), with the per-query probabilities in the conversation style (``layout``: the cause
+    lines the adapter learnt, its task record's: ``recorded``)."""
     lm = reader(model, tokenizer)
     if prompts.check_style(style) == "conversation":
-        fn = _causes_by_scoring(lm, tokenizer, max_length, batch_size, before, after)
+        fn = _causes_by_scoring(lm, tokenizer, max_length, batch_size, before, after, layout)
     else:
         fn = _causes_by_generation(lm, tokenizer, max_length, max_new_tokens, batch_size)
     start = time.perf_counter()
-    settings = {"style": style, "max_length": max_length, "window": [before, after], "max_new_tokens": max_new_tokens}
+    settings = {"style": style, "max_length": max_length, "window": [before, after], "max_new_tokens": max_new_tokens,
+                **({"cause_layout": layout} if layout != prompts.CAUSE_LAYOUT else {})}
     results = _resumable(convs, fn, checkpoint_path, batch_size, "causes", lm, settings)
     stats = _stats(lm, style, convs, results, time.perf_counter() - start)
     stats["threshold"] = threshold if style == "conversation" else None
@@ -262,6 +266,16 @@ def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, ba
             for conv, r in zip(convs, results)]
     probs = [[conv["conversation_ID"], *x] for conv, r in zip(convs, results) for x in r.get("probs", [])]
     return CausePrediction(pred, stats, probs)
+
+
+def recorded(task: dict) -> dict[str, str]:
+    """The prompt format an adapter's task record names, as the keyword predict_emotions (``fmt``) or
+    predict_causes (``layout``) takes it; a record written before the field: the format there was then."""
+    if task["task"] == "emotion":
+        fmt = task.get("emotion_format", "compact")
+        prompts.check_emotion_format(fmt)
+        return {"fmt": fmt}
+    return {"layout": prompts.check_layout(task.get("cause_layout", "inline"))}
 
 
 def emotion_offsets(cfg: EmotionInferenceConfig, task: dict) -> dict[str, float] | None:
@@ -284,7 +298,8 @@ def cause_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, convs: list
     from utils.ecf.artifacts import checkpoint_for, finish
 
     found = predict_causes(model, tokenizer, convs, cfg.STYLE, cfg.BATCH_SIZE, checkpoint_for(out), task["max_length"],
-                           cause_threshold(cfg, task), task["window_before"], task["window_after"], cfg.MAX_NEW_TOKENS)
+                           cause_threshold(cfg, task), task["window_before"], task["window_after"], cfg.MAX_NEW_TOKENS,
+                           **recorded(task))
     finish(out, found.convs)
     return found
 

@@ -31,18 +31,11 @@ from utils.lm.batch import IGNORE
 STYLES = ("conversation", "per_utterance")
 ANSWERS = ("yes", "no")  # the cause queries' answer words, in this order
 # Emotion sequences are `` Speaker: text emotion:`` lines with no header and no newline: the label is
-# read at the marker's colon. Measured (SmolLM2, 100 steps of 2 conversations, emotion weighted F1 on 60
-# test conversations): this format 0.476 at 180 k tokens per epoch (full split); newline-ended lines
-# read at the newline 0.445 / 0.435 (two seeds) at 174 k; the longer marker `` -> emotion:`` + newline
-# 0.513 at 207 k; the former chat-template format 0.511 at 290 k.
-# The named formats: (header, marker, line end); ``set_emotion_format`` sets the three constants below,
-# ``emotion_format`` names the ones in force (a trained adapter's task record keeps it, inference checks it).
-# "marked": +0.037 F1 at 100 steps for 15% more tokens, gone after a full epoch on the official evaluation
-# set (weighted F1 0.484 against the compact 0.483, bench/RESULTS.md E6): compact stays the default.
+# read at the marker's colon. The named formats: (header, marker, line end: the tokens after the read
+# position, before the next line). A run's format is its config's EMOTION_FORMAT (notebook 02), kept in the
+# adapter's task record, which inference reads it from. Measured: bench/RESULTS.md section 2 and E6.
 EMOTION_FORMATS = {"compact": ("", " emotion:", ""), "marked": ("Emotions:\n", " -> emotion:", "\n")}
-EMOTION_HEADER = ""
-EMOTION_MARKER = " emotion:"
-EMOTION_LINE_END = ""  # tokens after the read position, before the next line
+EMOTION_FORMAT = "compact"  # the default
 CAUSE_HEADER = "Causes:\n"
 NEWLINE = "\n"
 # Cause candidates U(i-5)..U(i+2): 98.2% of the ECF 2.0 training pairs have j - i in [-5, 2]
@@ -52,37 +45,24 @@ WINDOW_BEFORE = 5
 WINDOW_AFTER = 2
 # A cause line lists its candidates most likely first (offsets j - i by their ECF 2.0 frequency), so
 # the place in the line says what an offset would: the first is the utterance itself, the second
-# the one before. Measured (100 steps, 200 conversations, val pair F1 with gold emotions): this order
-# 0.590, the same ids in window order 0.544, ids with written offsets `U2 (-2)` 0.600 for 2.5x the
-# query tokens.
+# the one before (measured against window order and written offsets: bench/RESULTS.md section 2, cause stage).
 CANDIDATE_ORDER = (0, -1, -2, -3, 1, 2, -4, -5)
 # Where the cause lines go: "inline", each right below the utterance it asks about (the candidates after
-# it in a line after the conversation), so the lines a candidate id points at are the few just above the
-# question; or "after" the whole conversation (chunked when long). Measured (SmolLM2, LoRA q/k/v/o+MLP,
-# 150 steps of 4 conversations, gold emotions, pair weighted F1 with per-distance cut-offs, val / official
-# test / test end to end): inline 0.627 / 0.645 / 0.248, after 0.596 / 0.642 / 0.245 (9% more tokens);
-# within one distance the inline model separates causes from the rest (P(yes) ROC AUC for the utterance
-# itself 0.78 on the test against 0.60, the one before 0.61 against 0.49). A conversation whose inline
-# sequence does not fit MAX_LENGTH takes the "after" chunks.
+# it in a line after the conversation), or "after" the whole conversation (chunked when long). A conversation
+# whose inline sequence does not fit MAX_LENGTH takes the "after" chunks. A run's layout is its config's
+# CAUSE_LAYOUT (notebook 04), kept in the task record. Measured: bench/RESULTS.md section 5 (C1, C2).
 CAUSE_LAYOUTS = ("after", "inline")
-CAUSE_LAYOUT = "inline"
+CAUSE_LAYOUT = "inline"  # the default
 MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
 
 SYSTEM = "You are an expert annotator of emotions in conversations."  # per_utterance prompts
 
 
-def set_emotion_format(name: str) -> None:
-    """Use one of EMOTION_FORMATS for every emotion sequence this process builds (training and inference)."""
-    global EMOTION_HEADER, EMOTION_MARKER, EMOTION_LINE_END
+def check_emotion_format(name: str) -> tuple[str, str, str]:
+    """The (header, marker, line end) of one of EMOTION_FORMATS, or raise naming them."""
     if name not in EMOTION_FORMATS:
         raise ValueError(f"emotion format {name!r}: use one of {list(EMOTION_FORMATS)}")
-    EMOTION_HEADER, EMOTION_MARKER, EMOTION_LINE_END = EMOTION_FORMATS[name]
-
-
-def emotion_format() -> str:
-    """The name of the emotion format in force; "custom" when the three constants match none."""
-    now = (EMOTION_HEADER, EMOTION_MARKER, EMOTION_LINE_END)
-    return next((name for name, parts in EMOTION_FORMATS.items() if parts == now), "custom")
+    return EMOTION_FORMATS[name]
 
 
 class PromptError(ValueError):
@@ -177,10 +157,12 @@ def _text_ids(tokenizer: Any, utt: dict, cap: int) -> list[int]:
 
 
 def emotion_queries(conv: dict, tokenizer: Any, max_length: int,
-                    max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
-    """`` Speaker: text emotion:`` lines read at each marker's end; chunked to fit ``max_length``."""
-    header, marker = header_ids(tokenizer, EMOTION_HEADER), encode(tokenizer, EMOTION_MARKER)
-    line_end = encode(tokenizer, EMOTION_LINE_END) if EMOTION_LINE_END else []
+                    max_utterance_tokens: int = MAX_UTTERANCE_TOKENS, fmt: str = EMOTION_FORMAT) -> list[Query]:
+    """`` Speaker: text emotion:`` lines (``fmt``, one of EMOTION_FORMATS) read at each marker's end; chunked to
+    fit ``max_length``."""
+    header_text, marker_text, line_end_text = check_emotion_format(fmt)
+    header, marker = header_ids(tokenizer, header_text), encode(tokenizer, marker_text)
+    line_end = encode(tokenizer, line_end_text) if line_end_text else []
     # a chunk ends with one more token: the label of its last line is scored against position p + 1
     end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else encode(tokenizer, NEWLINE)
     room = max_length - len(header) - len(end)
@@ -228,10 +210,10 @@ def emotional_utterances(conv: dict) -> list[tuple[int, str]]:
 
 def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = WINDOW_BEFORE,
                   after: int = WINDOW_AFTER, max_utterance_tokens: int = MAX_UTTERANCE_TOKENS,
-                  layout: str | None = None) -> list[Query]:
+                  layout: str = CAUSE_LAYOUT) -> list[Query]:
     """The conversation with its emotions and ``U4 joy: U4 U3 U2 U1 U5 U6`` per emotional utterance
     (candidates most likely first), each read as yes/no at its last token; the lines go after the
-    conversation or inline (``layout``, default CAUSE_LAYOUT)."""
+    conversation or inline (``layout``, one of CAUSE_LAYOUTS)."""
     header = header_ids(tokenizer, CAUSE_HEADER)
     n = len(conv["conversation"])
     groups = []  # one line per emotional utterance, kept in one chunk
@@ -247,8 +229,7 @@ def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = WIN
     return grouped_queries(conv, tokenizer, max_length, header, groups, max_utterance_tokens)
 
 
-def check_layout(layout: str | None) -> str:
-    layout = CAUSE_LAYOUT if layout is None else layout
+def check_layout(layout: str) -> str:
     if layout not in CAUSE_LAYOUTS:
         raise ValueError(f"cause layout {layout!r}: use one of {list(CAUSE_LAYOUTS)}")
     return layout

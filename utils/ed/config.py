@@ -12,9 +12,10 @@ from utils.ed.data import CleaningReport, load_empathetic, split_by_conversation
 from utils.ed.prompts import TEXT_FIELD_CHOICES
 from utils.env import resolve, resolve_artifact
 from utils.lm import plan
-from utils.lm.modeling import LoraSettings, is_adapter
+from utils.lm.modeling import is_adapter
 from utils.lm.training import TrainConfig
-from utils.params import HostedConfig, check_training, param
+from utils.lm.training_params import TrainingParams
+from utils.params import HostedConfig, param
 from utils.tracking import Tracked
 
 MISSING_POLICIES = ("mode", "drop")
@@ -37,6 +38,13 @@ class EdDataConfig(HostedConfig):
     ED_LIMIT: int = param(0, "first N cleaned rows (07) or training and val rows (08, 09); 0: all")
     SEED: int = param(42, "split and LoRA initialisation")
     SMOKE: bool = param(False, "tiny run for tests: few rows, few steps, short generations")
+
+    @classmethod
+    def smoke_corpus(cls) -> tuple[str, list[str], tuple[str, ...]]:
+        """The bundled empathetic sample's situations, turns and replies, and its emotion labels."""
+        df, _ = load_empathetic(None)
+        texts = [str(t) for column in ("situation", "dialogue", "response") for t in df[column]]
+        return "tiny-llama-empathetic", texts, tuple(sorted(set(df["emotion"])))
 
     def __post_init__(self) -> None:
         choices = {"ED_FORMAT": ("auto", "kaggle", "original"), "MISSING": MISSING_POLICIES,
@@ -69,8 +77,8 @@ class EdEdaConfig(EdDataConfig):
 
 
 @dataclass(frozen=True)
-class EdTrainConfig(EdDataConfig, Tracked):
-    """What 08 (classification) and 09 (generation) share: model, split, LoRA training, tracking."""
+class EdModelConfig(EdDataConfig, Tracked):
+    """What 08 (classification) and 09 (generation) share besides training: model, split, tracking."""
 
     MODEL: str = param("auto", '"auto" (TinyLlama-1.1B-Chat from the hub on a CUDA GPU, 4-bit under 20 GiB; the '
                                'embedded SmolLM2 on a CPU or offline: the resolved model is printed and recorded), '
@@ -79,33 +87,25 @@ class EdTrainConfig(EdDataConfig, Tracked):
     TEST_FRAC: float = param(0.1, "share of conversations held out for evaluation")
     VAL_FRAC: float = param(0.1, "share of conversations for the eval loss")
     ED_TEST_LIMIT: int = param(0, "first N test rows to evaluate; 0: all")
-    EPOCHS: float = param(1.0, "passes over the training rows")
-    MAX_STEPS: int = param(0, "> 0: stop after this many optimizer steps (overrides EPOCHS)")
-    LEARNING_RATE: float = param(2e-4, "LoRA learning rate")
-    BATCH_SIZE: int = param(8, "sequences per optimizer step in training; per forward pass in inference")
-    GRAD_ACCUM: int = param(0, "0: the memory plan splits each BATCH_SIZE batch into the fewest passes that fit "
-                               "the device (the effective batch stays BATCH_SIZE); > 0: BATCH_SIZE per pass and "
-                               "this many accumulation steps")
-    GRADIENT_CHECKPOINTING: str = param("auto", '"auto" (on only where the memory plan needs it), "on" or "off"')
-    MAX_LENGTH: int = param(256, "tokens per example; the prompt is cut from the left, never the answer")
-    LORA_R: int = param(16, "LoRA rank")
-    LORA_ALPHA: int = param(32, "LoRA scaling")
-    LORA_DROPOUT: float = param(0.05, "LoRA dropout")
-    LORA_TARGETS: str = param("q_proj,k_proj,v_proj,o_proj", "comma-separated module names")
-    REPORT_TO: str = param("none", "none | tensorboard | wandb")
-    RESUME: bool = param(True, "continue from the last checkpoint after a disconnect")
-    SAVE_STEPS: int = param(200, "checkpoint every N steps")
-    LOGGING_STEPS: int = param(10, "log the loss every N steps")
-    EVAL_BASE: bool = param(True, "also evaluate the model before fine-tuning")
     TRACKING_DB: str = param("", "experiment log; empty: $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "MODEL", plan.resolve_model(self.MODEL))  # "auto" -> this machine's model
         super().__post_init__()
-        check_training(self)
         if not 0 < self.TEST_FRAC < 1 or not 0 <= self.VAL_FRAC < 1 - self.TEST_FRAC:
             raise ValueError(f"TEST_FRAC={self.TEST_FRAC}, VAL_FRAC={self.VAL_FRAC}: need 0 < TEST_FRAC, "
                              "0 <= VAL_FRAC and TEST_FRAC + VAL_FRAC < 1")
+
+
+@dataclass(frozen=True)
+class EdTrainConfig(TrainingParams, EdModelConfig):
+    """08 and 09: the model, the split and a LoRA training (the training fields: ``utils.lm.training_params``)."""
+
+    BATCH_SIZE: int = param(8, "sequences per optimizer step in training; per forward pass in inference")
+    MAX_LENGTH: int = param(256, "tokens per example; the prompt is cut from the left, never the answer")
+    SAVE_STEPS: int = param(200, "checkpoint every SAVE_STEPS steps (what RESUME continues from)")
+    LOGGING_STEPS: int = param(10, "log the training loss every LOGGING_STEPS steps")
+    EVAL_BASE: bool = param(True, "also evaluate the model before fine-tuning")
 
     def task_dir(self, task: str) -> Path:
         """CHECKPOINT_DIR/empathetic/<task>: the training output folder (adapter in ./adapter)."""
@@ -185,9 +185,4 @@ def splits_for(cfg: EdTrainConfig, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 def train_config(cfg: EdTrainConfig, task: str) -> TrainConfig:
     """utils.lm.training.TrainConfig for task 'emotion' or 'response' from the notebook's parameters."""
-    return TrainConfig(
-        output_dir=str(cfg.task_dir(task)), epochs=cfg.EPOCHS, max_steps=cfg.MAX_STEPS if cfg.MAX_STEPS > 0 else -1,
-        learning_rate=cfg.LEARNING_RATE, batch_size=cfg.BATCH_SIZE, grad_accum=cfg.GRAD_ACCUM,
-        max_length=cfg.MAX_LENGTH, seed=cfg.SEED, save_steps=cfg.SAVE_STEPS, logging_steps=cfg.LOGGING_STEPS,
-        report_to=cfg.REPORT_TO, lora=LoraSettings.from_config(cfg), resume=cfg.RESUME,
-        gradient_checkpointing=plan.checkpointing(cfg.GRADIENT_CHECKPOINTING))
+    return cfg.train_config(str(cfg.task_dir(task)))

@@ -18,7 +18,7 @@ from typing import Iterable, Literal
 
 import pandas as pd
 
-from utils.ecf.eda import STOPWORDS, words
+from utils.text import STOPWORDS, words
 from utils.env import ROOT
 
 EMOTIONS_32 = (

@@ -10,7 +10,7 @@ from typing import Callable
 
 import pandas as pd
 
-from utils.ecf.metric import emotion_scores
+from utils.scores import label_scores
 from utils.ed import textmetrics
 from utils.ed.config import EdClassifyConfig, EdGenerateConfig, EdTrainConfig
 from utils.ed.data import EMOTIONS_32
@@ -44,7 +44,7 @@ def _predict_resumable(rows: pd.DataFrame, fn: Callable[[list[dict]], list], cfg
 
 def classification_eval(lm, tokenizer, test: pd.DataFrame, cfg: EdClassifyConfig, stage: str,
                         adapter: str | os.PathLike | None = None) -> tuple[dict, pd.DataFrame]:
-    """Predict the test rows (resumable), score them with utils.ecf.metric, return (metrics, predictions)."""
+    """Predict the test rows (resumable), score them with utils.scores, return (metrics, predictions)."""
     def fn(batch: list[dict]) -> list[dict]:
         texts = [classifier_text(r, cfg.TEXT_FIELDS) for r in batch]
         return classify(lm, tokenizer, texts, cfg.MAX_LENGTH, cfg.BATCH_SIZE)
@@ -52,11 +52,11 @@ def classification_eval(lm, tokenizer, test: pd.DataFrame, cfg: EdClassifyConfig
     predictions = _predict_resumable(test, fn, cfg, f"classify_{stage}", adapter, f"classify ({stage})")
     table = test.assign(text=[classifier_text(r, cfg.TEXT_FIELDS) for r in test.to_dict("records")],
                         predicted=[p["label"] for p in predictions], confidence=[p["prob"] for p in predictions])
-    return emotion_scores(list(table["emotion"]), list(table["predicted"]), labels=EMOTIONS_32), table
+    return label_scores(list(table["emotion"]), list(table["predicted"]), labels=EMOTIONS_32), table
 
 
 def headline(scores: dict) -> dict:
-    """The scalar metrics of utils.ecf.metric.emotion_scores (no report, no matrix)."""
+    """The scalar metrics of utils.scores.label_scores (no report, no matrix)."""
     return {k: v for k, v in scores.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 

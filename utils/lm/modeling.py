@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from utils import env as env_module
-from utils.lm import plan
+from utils.lm import plan, sources
 from utils.lm.sources import local_source
 
 
@@ -91,7 +91,7 @@ def choose_strategy(
         return LoadStrategy("full-precision", "cpu", torch.float32, None, "sdpa", cpu_autocast=autocast)
     dtype = torch.bfloat16 if env.bf16 else torch.float16  # a T4 has no bf16
     if quantize is None:
-        quantize = model is None or plan.should_quantize(plan.hardware("cuda", env), plan.model_shape(model))
+        quantize = model is None or plan.should_quantize(plan.hardware("cuda", env), sources.model_shape(model))
     if not quantize:
         return LoadStrategy("full-precision", "cuda", dtype, None, "sdpa")
     from transformers import BitsAndBytesConfig

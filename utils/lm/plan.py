@@ -209,20 +209,6 @@ def shape_from_config(config: Any) -> ModelShape:
     )
 
 
-def model_shape(model: str) -> ModelShape | None:
-    """The shape of ``model`` from its config (a hub id reads config.json only); None where it cannot be read."""
-    from transformers import AutoConfig
-
-    from utils.lm.sources import local_source
-
-    try:
-        return shape_from_config(AutoConfig.from_pretrained(local_source(resolve_model(model))))
-    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
-        print(f"[emocause] memory plan: cannot read {model}'s config ({e.__class__.__name__}); "
-              "planning without its shape", flush=True)
-        return None
-
-
 def should_quantize(hw: Hardware, shape: ModelShape | None) -> bool:
     """4-bit NF4 on a GPU under QUANTIZE_BELOW_GIB, or where the 16-bit weights would fill more than
     QUANTIZE_SHARE of it, or where the model's size is unknown; 16-bit otherwise."""

