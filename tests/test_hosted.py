@@ -382,10 +382,18 @@ def test_a_fresh_hosted_runtime_installs_for_real_and_trains_with_auto(tmp_path,
 
 # ---------------------------------------------------------------- the README's links
 
+def hosted_links(notebook: str, repo_url: str = env.REPO_URL, ref: str = env.REPO_REF) -> dict[str, str]:
+    """The "Open in Colab" and "Open in Kaggle" links of ``notebook`` (a name in notebooks/)."""
+    owner_repo = repo_url.removeprefix("https://github.com/").removesuffix(".git").strip("/")
+    raw = f"https://raw.githubusercontent.com/{owner_repo}/{ref}/notebooks/{notebook}"
+    return {"colab": f"https://colab.research.google.com/github/{owner_repo}/blob/{ref}/notebooks/{notebook}",
+            "kaggle": f"https://kaggle.com/kernels/welcome?src={raw}"}
+
+
 def test_the_readme_opens_every_notebook_in_colab_and_kaggle_from_repo_url():
     readme = (env.ROOT / "README.md").read_text(encoding="utf-8")
     for path in params.notebooks():
-        links = env.hosted_links(path.name)
+        links = hosted_links(path.name)
         assert f"({links['colab']})" in readme and f"({links['kaggle']})" in readme, path.name
         assert links["colab"].startswith("https://colab.research.google.com/github/emocause/emocause/blob/main/")
     owner_repo = env.REPO_URL.removeprefix("https://github.com/")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import papermill
 import pytest
 
-from utils import bootstrap, params, run
+from utils import bootstrap, params
 from utils.params import param
 
 NOTEBOOKS = params.notebooks()
@@ -23,7 +24,7 @@ def test_every_parameters_cell_matches_its_dataclass(path):
 def test_papermill_reads_every_field_from_the_cell(path):
     # papermill skips a line it cannot parse (a second '=', say): utils.run would never inject it
     cls = params.config_class(path)
-    declared = run.declared_parameters(path)
+    declared = papermill.inspect_notebook(str(path))
     assert list(declared) == [f.name for f in dataclasses.fields(cls)]
     assert [info["help"] for info in declared.values()] == [params.help_of(f) for f in dataclasses.fields(cls)]
 
@@ -139,7 +140,7 @@ def test_write_rewrites_only_the_parameters_cell(tmp_path, monkeypatch):
     assert "".join(cell["source"]) == params.cell_source(Demo) and nb["cells"][0]["source"] == ["# Demo"]
     assert params.check([path]) == []
     assert params.write([path]) == ([], [])  # nothing differs: nothing written
-    assert list(run.declared_parameters(path)) == [f.name for f in dataclasses.fields(Demo)]
+    assert list(papermill.inspect_notebook(str(path))) == [f.name for f in dataclasses.fields(Demo)]
 
 
 def test_write_rewrites_a_stale_environment_cell_and_check_names_it(tmp_path, monkeypatch):

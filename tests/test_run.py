@@ -8,6 +8,7 @@ import json
 import re
 from functools import partialmethod
 
+import papermill
 import pytest
 
 from utils import bootstrap, env, params, progress, run
@@ -23,7 +24,7 @@ def test_committed_notebook_is_clean_and_parameterised(path):
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
     tagged = [i for i, c in enumerate(nb["cells"]) if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(tagged) == 1, "exactly one cell tagged 'parameters'"
-    params = run.declared_parameters(path)
+    params = papermill.inspect_notebook(str(path))
     assert params and all(info["help"] for info in params.values()), "every parameter has a trailing comment"
     following = "".join(nb["cells"][tagged[0] + 1]["source"])
     assert "env.setup(" in following, "the cell after the parameters is the environment cell"

@@ -326,11 +326,3 @@ def resolve_artifact(path: str | os.PathLike, root: Path | None = None) -> Path:
     as given, relative under ``root`` (default ``artifact_root()``: PERSIST_DIR's folder, else the repository)."""
     path = Path(path).expanduser()
     return path if path.is_absolute() else (root or artifact_root()) / path
-
-
-def hosted_links(notebook: str, repo_url: str = REPO_URL, ref: str = REPO_REF) -> dict[str, str]:
-    """The README's "Open in Colab" and "Open in Kaggle" links of ``notebook`` (a name in notebooks/)."""
-    owner_repo = repo_url.removeprefix("https://github.com/").removesuffix(".git").strip("/")
-    raw = f"https://raw.githubusercontent.com/{owner_repo}/{ref}/notebooks/{notebook}"
-    return {"colab": f"https://colab.research.google.com/github/{owner_repo}/blob/{ref}/notebooks/{notebook}",
-            "kaggle": f"https://kaggle.com/kernels/welcome?src={raw}"}

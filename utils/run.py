@@ -58,13 +58,6 @@ def discover(only: list[str] | None = None, track: str = "all", directory: Path 
     return books
 
 
-def declared_parameters(notebook: Path) -> dict[str, dict]:
-    """The parameters a notebook's cell declares, as papermill reads them (type, default, help)."""
-    import papermill
-
-    return papermill.inspect_notebook(str(notebook))
-
-
 def config_classes(books: list[Path]) -> dict[Path, type]:
     """Each notebook's parameters dataclass."""
     try:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from utils.ecf import prompts
 from utils.ecf.config import TASKS, CauseFinetuneConfig, CauseInferenceConfig, FinetuneConfig, SeriesConfig
-from utils.ecf.data import EMOTIONS, load_ecf, split_conversations, strip_labels, with_emotions, with_pairs
+from utils.ecf.data import EMOTIONS, load_ecf, split_conversations, with_emotions, with_pairs
 from utils.env import missing_artifact, resolve, resolve_artifact
 from utils.io import read_json, write_json_atomic
 
@@ -144,11 +144,6 @@ def cause_inputs(cfg: CauseInferenceConfig, test: list[dict]) -> list[dict]:
                              "use CAUSE_EMOTIONS='predicted'")
         labelled = gold_subset(test, labelled)
     return [with_pairs(c, []) for c in labelled]
-
-
-def strip_for_inference(convs: list[dict]) -> list[dict]:
-    """The unlabelled copies a model is run on."""
-    return strip_labels(convs)
 
 
 def checkpoint_for(output: str | Path) -> Path:

@@ -324,16 +324,3 @@ FIGURES: dict[str, Callable[..., Path]] = {
     "emotion_transitions": plot_transitions,
     "speakers": plot_speakers,
 }
-
-
-def render_all(convs: Sequence[dict], out_dir: str | os.PathLike, show: bool = True,
-               cfg: EdaConfig | None = None) -> dict[str, Path]:
-    """Compute the statistics and write every figure to out_dir/<name>.png."""
-    cfg = cfg or EdaConfig()
-    stats = compute_stats(convs, top_speakers=cfg.TOP_SPEAKERS, top_word_count=cfg.TOP_WORDS)
-    font = str(env.resolve(cfg.FONT_PATH)) if cfg.FONT_PATH else ""
-    paths = {}
-    for name, plot in FIGURES.items():
-        extra = {"font_path": font} if plot is plot_wordclouds else {}
-        paths[name] = plot(stats, Path(out_dir) / f"{name}.png", show=show, **extra)
-    return paths
