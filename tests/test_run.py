@@ -84,6 +84,21 @@ def test_a_mistyped_parameter_stops_the_run_before_the_first_notebook(executed, 
     assert "02_emotion_finetuning.ipynb: STYLE='prose'" in capsys.readouterr().err and executed == []
 
 
+def test_the_smoke_model_is_built_from_the_first_tracks_sample(monkeypatch, tmp_path):
+    from utils.ecf.data import EMOTIONS
+    from utils.ed.data import EMOTIONS_32
+    from utils.lm import tiny
+
+    built = []
+    monkeypatch.setattr(tiny, "build_tiny_llama", lambda directory, texts, words: built.append(
+        (directory.name, len(texts), tuple(words))) or directory)
+    assert run.smoke_model(run.discover(["01", "02"]), tmp_path) == tmp_path / "tiny-llama"
+    assert run.smoke_model(run.discover(["07", "08"], "all"), tmp_path) == tmp_path / "tiny-llama-empathetic"
+    assert run.smoke_model(run.discover(["01"]), tmp_path) is None  # no notebook of the run loads a model
+    (ecf_name, ecf_texts, ecf_words), (ed_name, ed_texts, ed_words) = built
+    assert ecf_words == (*EMOTIONS, "yes", "no") and ed_words == EMOTIONS_32 and ecf_texts > 0 and ed_texts > 0
+
+
 def test_bad_parameters_stop_a_smoke_run_before_the_tiny_model_is_built(monkeypatch):
     monkeypatch.setattr(run, "smoke_model", lambda books, folder: pytest.fail("built the model"))
     with pytest.raises(run.RunError, match="'LIMIT' must be int"):

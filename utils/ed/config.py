@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils.ed.data import CleaningReport, load_empathetic, split_by_conversation
+from utils.ed.data import EMOTIONS_32, CleaningReport, load_empathetic, split_by_conversation
 from utils.ed.prompts import TEXT_FIELD_CHOICES
 from utils.env import resolve, resolve_artifact
 from utils.lm import plan
@@ -44,7 +44,7 @@ class EdDataConfig(HostedConfig):
         """The bundled empathetic sample's situations, turns and replies, and its emotion labels."""
         df, _ = load_empathetic(None)
         texts = [str(t) for column in ("situation", "dialogue", "response") for t in df[column]]
-        return "tiny-llama-empathetic", texts, tuple(sorted(set(df["emotion"])))
+        return "tiny-llama-empathetic", texts, EMOTIONS_32
 
     def __post_init__(self) -> None:
         choices = {"ED_FORMAT": ("auto", "kaggle", "original"), "MISSING": MISSING_POLICIES,
