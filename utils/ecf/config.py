@@ -121,7 +121,6 @@ class CauseFinetuneConfig(TrainingNotebookConfig):
                                      "training file has spans; off: the span rule chosen on val (trained alone for an "
                                      "epoch the reads beat the longest-clause rule by 0.01 strict F1 on real data, "
                                      "at about twice the cause training: bench/RESULTS.md section 5)")
-
     CAUSE_LAYOUT: str = param(prompts.CAUSE_LAYOUT, 'where the cause lines go: "inline" (below the utterance each '
                                                     'asks about) or "after" the conversation (bench/RESULTS.md '
                                                     "section 5, C1 and C2)")
