@@ -105,39 +105,43 @@ def test_the_zip_reads_back_in_the_organisers_layout(tmp_path, sample):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("annotated", [True, False], ids=["annotated", "unannotated"])
-def test_the_series_with_a_separate_test_file_writes_both_prediction_files(tmp_path, tiny_model_dir, sample, annotated):
+def test_the_series_with_a_separate_test_file_writes_both_prediction_files(tmp_path, tiny_model_dir, sample):
+    """02-06 with an annotated test file (scored, the learnt span reads), then 03, 05 and 06 again on the same
+    conversations as the competition gives them, unannotated (predictions only), with the same adapters."""
     train, test = sample[:28], sample[28:]
     (tmp_path / "train.json").write_text(json.dumps(train))
     raw_test = json.loads(data.SAMPLE_PATH.read_text(encoding="utf-8"))[28:]  # Subtask 1 format, spans kept
-    if not annotated:
-        raw_test = [{"conversation_ID": c["conversation_ID"],
-                     "conversation": [{k: u[k] for k in ("utterance_ID", "text", "speaker")} for u in c["conversation"]]}
-                    for c in raw_test]
     (tmp_path / "test.json").write_text(json.dumps(raw_test))
-    out = tmp_path / "out"
-    params = {"MODEL": str(tiny_model_dir), "SMOKE": True, "DATA_PATH": str(tmp_path / "train.json"),
-              "TEST_PATH": str(tmp_path / "test.json"), "TRAIN_DIR": str(out / "results_train"),
-              "TEST_DIR": str(out / "results_test"), "CHECKPOINT_DIR": str(out / "checkpoints"), "LOGGING_STEPS": 1,
-              "CAUSE_SPANS": annotated}  # the learnt span reads in one run, the val-chosen rule in the other
-    run_series(params, only=["02", "03", "04", "05", "06"])
-    results = out / "results_test"
-    pred1 = json.loads((results / "Subtask_1_pred.json").read_text())
-    pred2 = json.loads((results / "Subtask_2_pred.json").read_text())
-    assert [c["conversation_ID"] for c in pred1] == [c["conversation_ID"] for c in pred2] == [c["conversation_ID"] for c in test][:4]
-    with zipfile.ZipFile(results / "submission.zip") as z:
-        assert sorted(z.namelist()) == ["Subtask_1_pred.json", "Subtask_2_pred.json"]
-    span_scores = json.loads((results / "subtask1_scores.json").read_text())
-    pair_scores = json.loads((results / "subtask2_scores.json").read_text())
-    assert pair_scores["test_set"]["source"] == str(tmp_path / "test.json")
-    if annotated:
-        assert "weighted_strict_f1" in span_scores and "weighted_f1" in pair_scores
-        assert span_scores["span_source"] == "model" and len(span_scores["baselines"]) == len(spans.RULES)
-        assert (results / "Subtask_1_gold.json").is_file() and (results / "Subtask_2_gold.json").is_file()
-    else:
-        assert span_scores["scored"] is False and pair_scores["scored"] is False
-        assert span_scores["span_source"].endswith(" rule")
-        assert not (results / "Subtask_1_gold.json").exists()
+    bare = [{"conversation_ID": c["conversation_ID"],
+             "conversation": [{k: u[k] for k in ("utterance_ID", "text", "speaker")} for u in c["conversation"]]}
+            for c in raw_test]
+    (tmp_path / "bare.json").write_text(json.dumps(bare))
+    common = {"MODEL": str(tiny_model_dir), "SMOKE": True, "DATA_PATH": str(tmp_path / "train.json"),
+              "CHECKPOINT_DIR": str(tmp_path / "checkpoints")}
+    training = {"LOGGING_STEPS": 1, "CAUSE_SPANS": True}  # the adapters learn the span reads too
+    for annotated, name, only in ((True, "test.json", ["02", "03", "04", "05", "06"]), (False, "bare.json", ["03", "05", "06"])):
+        out = tmp_path / name.split(".")[0]
+        params = {**common, **(training if annotated else {}), "TEST_PATH": str(tmp_path / name),
+                  "TRAIN_DIR": str(out / "results_train"), "TEST_DIR": str(out / "results_test")}
+        run_series(params, only=only)
+        results = out / "results_test"
+        pred1 = json.loads((results / "Subtask_1_pred.json").read_text())
+        pred2 = json.loads((results / "Subtask_2_pred.json").read_text())
+        assert [c["conversation_ID"] for c in pred1] == [c["conversation_ID"] for c in pred2] == [c["conversation_ID"] for c in test][:4]
+        with zipfile.ZipFile(results / "submission.zip") as z:
+            assert sorted(z.namelist()) == ["Subtask_1_pred.json", "Subtask_2_pred.json"]
+        span_scores = json.loads((results / "subtask1_scores.json").read_text())
+        pair_scores = json.loads((results / "subtask2_scores.json").read_text())
+        assert pair_scores["test_set"]["source"] == str(tmp_path / name)
+        assert span_scores["span_source"] == "model"  # the adapter learnt the span reads
+        if annotated:
+            assert "weighted_strict_f1" in span_scores and "weighted_f1" in pair_scores
+            assert len(span_scores["baselines"]) == len(spans.RULES)
+            assert (results / "Subtask_1_gold.json").is_file() and (results / "Subtask_2_gold.json").is_file()
+        else:
+            assert span_scores["scored"] is False and pair_scores["scored"] is False
+            assert not (results / "Subtask_1_gold.json").exists()
+            assert pred2 == json.loads((tmp_path / "test" / "results_test" / "Subtask_2_pred.json").read_text())
 
 
 def test_notebook_05_takes_the_learnt_spans_only_from_an_adapter_that_learnt_them(sample, tiny_model_dir, tmp_path, capsys):
