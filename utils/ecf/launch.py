@@ -5,8 +5,8 @@
 
 The flags are the parameters of notebooks 02/04 (``config.FinetuneConfig`` and
 ``CauseFinetuneConfig``: type, default and help come from the dataclass) in lower case with dashes
-(``MAX_STEPS`` -> ``--max-steps``; booleans take ``--merge``, ``--merge false`` or ``--no-resume``), plus ``--task``, ``--output-dir`` and ``--data``
-for ``DATA_PATH``. Under a launcher every process builds the same examples, the HF Trainer reads
+(``MAX_STEPS`` -> ``--max-steps``; booleans take ``--merge``, ``--merge false`` or ``--no-resume``), plus
+``--task``, ``--output-dir`` and ``--data`` for ``DATA_PATH``. Under a launcher every process builds the same examples, the HF Trainer reads
 RANK / WORLD_SIZE / LOCAL_RANK, shards the batches and all-reduces the gradients; only rank 0
 writes files. From a notebook use ``notebook_launch`` (accelerate's fork launcher) or
 ``subprocess_launch`` (``accelerate launch`` in a child process, which also works after the
@@ -71,8 +71,9 @@ def build_parser(task: str | None = None) -> argparse.ArgumentParser:
                                      allow_abbrev=False)  # no silent prefix typos
     parser.add_argument("--task", required=True, choices=TASKS, help="emotion (notebook 02) or cause (04)")
     parser.add_argument("--output-dir", default=None, help="default: CHECKPOINT_DIR/<task>/<style>")
+    kinds = params.field_types(cls)
     for field in dataclasses.fields(cls):
-        kind = params.field_types(cls)[field.name]
+        kind = kinds[field.name]
         names = [flag(field.name), *ALIASES.get(field.name, ())]
         text = f"{params.help_of(field)} (default: {field.default})".replace("%", "%%")  # argparse %-formats help
         if kind is bool:
