@@ -94,7 +94,7 @@ def test_the_nf4_model_labels_every_utterance(t4, tiny_model_dir):
 
     assert any(isinstance(m, bnb.nn.Linear4bit) for m in model.modules())
     convs = data.strip_labels(data.load_ecf(data.SAMPLE_PATH)[:3])
-    labelled, stats = predict.predict_emotions(model, tok, convs, "conversation", batch_size=2)
+    labelled, stats, _ = predict.predict_emotions(model, tok, convs, "conversation", batch_size=2)
     assert stats["invalid_outputs"] == 0
     assert all(u["emotion"] in data.EMOTIONS for c in labelled for u in c["conversation"])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from utils.ecf import config, data, decision, predict
+from utils.ecf import config, data, decision, predict, prompts
 from utils.ecf.data import EMOTIONS
 
 
@@ -97,3 +97,122 @@ def test_inference_takes_the_recorded_rules_unless_told_not_to():
         config.CauseFinetuneConfig(CAUSE_CUTOFFS="both")
     with pytest.raises(ValueError, match="SPLIT='episodes'"):
         config.SeriesConfig(SPLIT="episodes")
+
+
+# ---------------------------------------------------------------- the end-to-end rule
+
+def _conv(cid: int, emotions: list[str], pairs: list[tuple[int, int]]) -> dict:
+    utts = [{"utterance_ID": k + 1, "speaker": "AB"[k % 2], "text": f"words {k}", "emotion": e}
+            for k, e in enumerate(emotions)]
+    conv = {"conversation_ID": cid, "conversation": utts}
+    return data.with_pairs(conv, [(i, emotions[i - 1], j) for i, j in pairs])
+
+
+def _hesitant_logprobs(convs: list[dict], margin: float) -> dict:
+    """Log-probs that know every label but put neutral ``margin`` nats above each emotional utterance's
+    emotion: the emotion stage's argmax calls every one of them neutral."""
+    out = {}
+    for conv in convs:
+        rows = []
+        for utt in conv["conversation"]:
+            row = np.full(len(EMOTIONS), -6.0)
+            row[EMOTIONS.index(utt["emotion"])] = -1.0
+            if utt["emotion"] != "neutral":
+                row[0] = -1.0 + margin
+            rows.append(row.tolist())
+        out[conv["conversation_ID"]] = rows
+    return out
+
+
+def _oracle_cause_probs(gold: list[dict]):
+    """cause_probs for choose_end_to_end: every emotional utterance of the conversations it is given asks its
+    window; P(yes) is 0.9 for a gold pair and 0.1 otherwise (a perfect cause model), and the calls are counted."""
+    truth = {c["conversation_ID"]: {tuple(map(int, (e.split("_")[0], j))) for e, j in c["emotion-cause_pairs"]}
+             for c in gold}
+    calls = []
+
+    def probs(labelled: list[dict]) -> list[list]:
+        calls.append(labelled)
+        out = []
+        for conv in labelled:
+            for i, _ in prompts.emotional_utterances(conv):
+                for j in prompts.cause_candidates(i, len(conv["conversation"])):
+                    out.append([conv["conversation_ID"], i, j, 0.9 if (i, j) in truth[conv["conversation_ID"]] else 0.1])
+        return out
+    return probs, calls
+
+
+def test_the_end_to_end_rule_reads_more_emotions_when_the_emotion_stage_hesitates():
+    gold = [_conv(k, ["neutral", "joy", "neutral", "anger", "sadness"], [(2, 1), (4, 4), (5, 4)]) for k in range(6)]
+    logprobs = _hesitant_logprobs(gold, margin=0.8)  # every emotional utterance read neutral at shift 0
+    cause_probs, calls = _oracle_cause_probs(gold)
+    rule = decision.choose_end_to_end(gold, logprobs, None, cause_probs, shifts=(0.0, -0.5, -1.0),
+                                      stage_cutoffs=0.5)
+    assert len(calls) == 3  # one cause pass per shift, the fallbacks and cut-offs are rescoring
+    assert len(rule["table"]) == 3 * len(decision.FALLBACKS)
+    assert rule["neutral_shift"] == -1.0  # the only shift that makes the emotional utterances emotional
+    assert rule["offsets"]["neutral"] == -1.0 and rule["offsets"]["joy"] == 0.0
+    assert rule["weighted_f1"] == pytest.approx(1.0, abs=1e-6)
+    assert rule["emotion_weighted_f1"] == pytest.approx(1.0)
+    assert rule["stage_wise"]["weighted_f1"] == pytest.approx(0.0) and rule["stage_wise"]["emotion_weighted_f1"] < 0.5
+    assert rule["fallback"] == "none"  # ties go to no fallback
+    shift_0 = [r for r in rule["table"] if r["neutral_shift"] == 0.0]
+    assert {r["emotional_share"] for r in shift_0} == {0.0}
+
+
+def test_the_end_to_end_rule_keeps_the_stage_emotions_when_they_are_right():
+    gold = [_conv(k, ["neutral", "joy", "neutral", "anger"], [(2, 2), (4, 3)]) for k in range(5)]
+    logprobs = _hesitant_logprobs(gold, margin=-2.0)  # confident and right: shifting only adds false emotions
+    cause_probs, _ = _oracle_cause_probs(gold)
+    rule = decision.choose_end_to_end(gold, logprobs, None, cause_probs, shifts=(0.5, 0.0, -3.0, -6.0))
+    assert rule["neutral_shift"] == 0.0 and rule["weighted_f1"] == pytest.approx(1.0, abs=1e-6)
+    assert rule["stage_wise"] is None  # no stage cut-offs given
+
+
+def test_fallback_pairs_go_only_to_emotional_utterances_left_with_none():
+    conv = _conv(1, ["neutral", "joy", "anger", "neutral"], [(3, 2)])  # 3 has a pair, 2 has none
+    assert decision.with_fallback([conv], "none") == [conv]
+    self_only = decision.with_fallback([conv], "self")[0]["emotion-cause_pairs"]
+    assert self_only == [["3_anger", "2"], ["2_joy", "2"]]
+    both = decision.with_fallback([conv], "self_previous")[0]["emotion-cause_pairs"]
+    assert both == [["3_anger", "2"], ["2_joy", "2"], ["2_joy", "1"]]
+    first = _conv(2, ["surprise", "neutral"], [])
+    assert decision.with_fallback([first], "self_previous")[0]["emotion-cause_pairs"] == [["1_surprise", "1"]]
+    with pytest.raises(ValueError, match="fallback 'all'"):
+        decision.with_fallback([conv], "all")
+
+
+def test_relabel_decides_again_and_names_the_conversation_it_cannot():
+    conv = _conv(7, ["neutral", "joy"], [])
+    lp = {7: [[-0.1] + [-5.0] * 6, [-0.5, -5.0, -5.0, -5.0, -0.9, -5.0, -5.0]]}  # joy 0.4 nats below neutral
+    assert [u["emotion"] for u in decision.relabel([conv], lp, None)[0]["conversation"]] == ["neutral", "neutral"]
+    shifted = decision.relabel([conv], lp, decision.shifted({"joy": 0.1}, -0.5))
+    assert [u["emotion"] for u in shifted[0]["conversation"]] == ["neutral", "joy"]
+    with pytest.raises(ValueError, match="conversation 7: 1 rows of emotion log-probs for 2 utterances"):
+        decision.relabel([conv], {7: lp[7][:1]}, None)
+    with pytest.raises(ValueError, match="conversation 7: none"):
+        decision.relabel([conv], {}, None)
+
+
+def test_notebook_05_takes_the_end_to_end_rule_only_where_it_applies():
+    import dataclasses
+
+    conv = data.with_pairs(_conv(3, ["neutral", "neutral"], []), [])
+    lp = {3: [[-0.1] + [-5.0] * 6, [-0.5, -5.0, -5.0, -5.0, -0.9, -5.0, -5.0]]}
+    e2e = {"neutral_shift": -1.0, "offsets": decision.shifted(None, -1.0), "threshold": {"0": 0.2, "-1": 0.4,
+           "-2": 0.6, "other": 0.9}, "fallback": "self", "weighted_f1": 0.31, "stage_wise": {"weighted_f1": 0.25}}
+    task = {"threshold": 0.45, "end_to_end": e2e}
+    cfg = config.CauseInferenceConfig()
+    rule = predict.cause_rule(cfg, task, [conv], lp)
+    assert rule.name == "end_to_end" and rule.fallback == "self" and rule.threshold == e2e["threshold"]
+    assert [u["emotion"] for u in rule.inputs[0]["conversation"]] == ["neutral", "joy"]
+    assert "0.3100 against 0.2500 stage-wise" in rule.note
+    for changes, why in (({"DECISION_RULE": "stage_wise"}, "DECISION_RULE"), ({"CAUSE_EMOTIONS": "gold"}, "gold"),
+                         ({"USE_VAL_THRESHOLD": False}, "USE_VAL_THRESHOLD")):
+        other = predict.cause_rule(dataclasses.replace(cfg, **changes), task, [conv], lp)
+        assert other.name == "stage_wise" and why in other.note and other.fallback == "none"
+        assert other.inputs == [conv]
+    assert predict.cause_rule(cfg, {"threshold": 0.45}, [conv], lp).threshold == 0.45
+    assert "log-probs" in predict.cause_rule(cfg, task, [conv], None).note
+    with pytest.raises(ValueError, match="DECISION_RULE='best'"):
+        config.CauseInferenceConfig(DECISION_RULE="best")

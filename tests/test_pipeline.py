@@ -90,7 +90,7 @@ def test_a_short_finetune_beats_the_majority_baseline(learnable_model_dir, tmp_p
     result = finetune.finetune(cfg, "emotion", exs, None)
     assert result.train_loss_last < result.train_loss_first / 3
     model = load_model(cfg.MODEL, adapter=artifacts.adapter_dir(cfg, "emotion"))
-    labelled, stats = predict.predict_emotions(model, tokenizer, data.strip_labels(test), cfg.STYLE, 8, None, 512)
+    labelled, stats, _ = predict.predict_emotions(model, tokenizer, data.strip_labels(test), cfg.STYLE, 8, None, 512)
     model_f1 = emotion_scores_convs(labelled, test)["weighted_f1"]
     majority_f1 = emotion_scores_convs(majority_emotion(train, test), test)["weighted_f1"]
     # measured: 0.50 vs 0.16; with the answer labels shifted by one token the same run scores 0.16
@@ -121,7 +121,7 @@ def test_generation_prompt_matches_the_training_prompt(tok, sample):
 
 
 def test_constrained_outputs_are_always_valid(tiny, tok, sample):
-    labelled, stats = predict.predict_emotions(tiny, tok, data.strip_labels(sample), "conversation", 4)
+    labelled, stats, _ = predict.predict_emotions(tiny, tok, data.strip_labels(sample), "conversation", 4)
     assert stats["invalid_output_share"] == 0.0 and stats["n_outputs"] == data.summary(sample)["utterances"]
     data.validate_conversations(labelled)  # every utterance carries one of the seven labels
     gold_emotions = [data.with_pairs(c, []) for c in sample]
@@ -151,7 +151,7 @@ def test_unparsable_generations_are_counted_and_fall_back(tok, sample, monkeypat
                 for n in (_asked(tokenizer, ids) for ids in prompt_ids)]
 
     monkeypatch.setattr(inference, "generate", answer_odd_ones)
-    labelled, stats = predict.predict_emotions(None, tok, convs, "per_utterance", 4)
+    labelled, stats, _ = predict.predict_emotions(None, tok, convs, "per_utterance", 4)
     utts = [u for c in labelled for u in c["conversation"]]
     assert [u["emotion"] for u in utts] == ["joy" if u["utterance_ID"] % 2 else "neutral" for u in utts]
     even = sum(1 for u in utts if u["utterance_ID"] % 2 == 0)
@@ -173,7 +173,7 @@ def test_unparsable_generations_are_counted_and_fall_back(tok, sample, monkeypat
 
 
 def test_the_untrained_recipe_produces_invalid_outputs_that_are_counted(tiny, tok, sample):
-    labelled, stats = predict.predict_emotions(tiny, tok, data.strip_labels(sample[:2]), "per_utterance", 8,
+    labelled, stats, _ = predict.predict_emotions(tiny, tok, data.strip_labels(sample[:2]), "per_utterance", 8,
                                                 max_new_tokens=6)
     assert stats["invalid_output_share"] == 1.0  # a random model never writes "utterance_N :: label"
     assert all(u["emotion"] == "neutral" for c in labelled for u in c["conversation"])
@@ -271,7 +271,7 @@ def test_cause_training_reads_predicted_emotions_and_keeps_gold_pairs(sample, tm
 def test_smollm2_labels_a_sample_conversation(smollm2, sample):
     tokenizer = load_tokenizer(str(smollm2))
     model = load_model(str(smollm2))
-    labelled, stats = predict.predict_emotions(model, tokenizer, data.strip_labels(sample[:1]), "conversation")
+    labelled, stats, _ = predict.predict_emotions(model, tokenizer, data.strip_labels(sample[:1]), "conversation")
     assert [u["utterance_ID"] for u in labelled[0]["conversation"]] == [u["utterance_ID"] for u in sample[0]["conversation"]]
     assert all(u["emotion"] in EMOTIONS for u in labelled[0]["conversation"])
     assert stats["n_prompts"] == 1 and stats["invalid_output_share"] == 0.0 and stats["prompt_tokens"] > 50

@@ -109,6 +109,35 @@ def test_pair_predictions_are_official_and_scored(series):
         assert OFFICIAL_PAIR_KEYS <= set(scores["model_gold_emotions"])
 
 
+def test_the_end_to_end_rule_is_chosen_on_val_and_used_on_test(series):
+    out, _, style = series
+    cause_task = json.loads((out / "checkpoints" / "cause" / style / "task.json").read_text(encoding="utf-8"))
+    scores = json.loads((out / "results_test" / "subtask2_scores.json").read_text(encoding="utf-8"))
+    if style != "conversation":  # the recipe generates: no log-probs, no cut-offs, the stage-wise rule
+        assert "end_to_end" not in cause_task and scores["inference"]["decision_rule"] == "stage_wise"
+        return
+    from utils.ecf import decision
+
+    val_lp = artifacts.read_logprobs(out / "checkpoints" / "emotion" / style / artifacts.LOGPROBS_FILE)  # 02's
+    rule = cause_task["end_to_end"]
+    assert len(rule["table"]) == len(decision.NEUTRAL_SHIFTS) * len(decision.FALLBACKS)
+    assert rule["conversations"] == len(val_lp)
+    assert rule["weighted_f1"] == max(r["weighted_f1"] for r in rule["table"])
+    assert rule["weighted_f1"] >= rule["stage_wise"]["weighted_f1"]  # the stage-wise rule is one of its candidates
+    assert (out / "results_train" / "figures" / "cause_val_end_to_end.png").stat().st_size > 1000
+    # 05 decided the cause stage's emotions again from 03's test log-probs with the rule's offsets
+    labelled = json.loads((out / "results_test" / "emotion_labelled_data.json").read_text(encoding="utf-8"))
+    test_lp = artifacts.read_logprobs(out / "results_test" / artifacts.LOGPROBS_FILE)
+    assert [len(test_lp[c["conversation_ID"]]) for c in labelled] == [len(c["conversation"]) for c in labelled]
+    pred = json.loads((out / "results_test" / "Subtask_2_pred.json").read_text(encoding="utf-8"))
+    want = decision.relabel(labelled, test_lp, rule["offsets"])
+    assert [[u["emotion"] for u in c["conversation"]] for c in pred] == [[u["emotion"] for u in c["conversation"]] for c in want]
+    assert scores["inference"]["decision_rule"] == "end_to_end" and scores["inference"]["fallback"] == rule["fallback"]
+    stage = json.loads((out / "results_test" / "Subtask_2_pred_stage_wise.json").read_text(encoding="utf-8"))
+    assert [[u["emotion"] for u in c["conversation"]] for c in stage] == [[u["emotion"] for u in c["conversation"]] for c in labelled]
+    assert OFFICIAL_PAIR_KEYS <= set(scores["model_stage_wise"]) and "emotion_weighted_f1" in scores
+
+
 def test_evaluation_wrote_tables_and_figures(series):
     out, _, style = series
     folder = out / "results_test"
@@ -117,8 +146,9 @@ def test_evaluation_wrote_tables_and_figures(series):
         assert next(csv.reader(f)) == ["conversation", "utterance", "speaker", "text", "gold", "predicted"]
     summary = json.loads((folder / "evaluation_summary.json").read_text(encoding="utf-8"))
     assert {"pairs", "emotions", "inference"} <= set(summary)
-    # predicted emotions: the model and self + previous on them, and both again on gold emotions
-    assert len(summary["pairs"]) == (4 if style == "conversation" else 2)
+    # predicted emotions (the end-to-end rule): the model and self + previous on them, both again on 03's emotions
+    # (the stage-wise rule) and on gold emotions
+    assert len(summary["pairs"]) == (6 if style == "conversation" else 2)
     executed = folder / "executed" / "06_evaluation.ipynb"
     assert executed.is_file()
     from utils import tracking

@@ -193,8 +193,8 @@ def test_backend_choice(monkeypatch):
 def test_transformers_fallback_is_the_pipeline_path(tiny_model_dir, adapter_dir, convs):
     engine = serving.load_engine(str(tiny_model_dir), adapter_dir)  # auto: no vLLM here
     assert engine.backend == "transformers" and engine.lora_request is None
-    labelled, stats = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs), "conversation")
-    direct, _ = predict.predict_emotions(engine.model, engine.tokenizer, strip_labels(convs), "conversation")
+    labelled, stats, _ = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs), "conversation")
+    direct, _, _ = predict.predict_emotions(engine.model, engine.tokenizer, strip_labels(convs), "conversation")
     assert labelled == direct and stats["backend"] == "transformers" and stats["invalid_outputs"] == 0
     assert {u["emotion"] for c in labelled for u in c["conversation"]} <= set(EMOTIONS)
     pred, cause_stats, _ = predict.predict_causes(engine, engine.tokenizer, [with_pairs(c, []) for c in convs], "conversation")
@@ -204,7 +204,7 @@ def test_transformers_fallback_is_the_pipeline_path(tiny_model_dir, adapter_dir,
 @pytest.mark.parametrize("generation", ["new", "old"])
 def test_vllm_branch_labels_like_transformers(monkeypatch, tiny_model_dir, adapter_dir, convs, generation):
     reference = serving.load_engine(str(tiny_model_dir), adapter_dir, prefer="transformers")
-    want, _ = predict.predict_emotions(reference, reference.tokenizer, strip_labels(convs), "conversation")
+    want, _, _ = predict.predict_emotions(reference, reference.tokenizer, strip_labels(convs), "conversation")
     want_pairs, want_stats, _ = predict.predict_causes(reference, reference.tokenizer, [with_pairs(c, []) for c in convs], "conversation")
 
     _install_fake_vllm(monkeypatch, generation)
@@ -214,7 +214,7 @@ def test_vllm_branch_labels_like_transformers(monkeypatch, tiny_model_dir, adapt
     assert llm.kwargs["enable_lora"] and llm.kwargs["enable_prefix_caching"] and llm.kwargs["max_lora_rank"] == 8
     assert llm.kwargs.get("logprobs_mode") == (None if generation == "new" else "processed_logprobs")
 
-    got, stats = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs), "conversation")
+    got, stats, _ = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs), "conversation")
     assert got == want and stats["backend"] == "vllm" and stats["invalid_outputs"] == 0
     label_calls = [c for c in llm.calls if c[1].allowed_token_ids]
     assert label_calls and all(lora.lora_path == str(adapter_dir) for _, _, lora in llm.calls)
@@ -233,7 +233,7 @@ def test_vllm_branch_labels_like_transformers(monkeypatch, tiny_model_dir, adapt
 def test_vllm_constrained_choice_and_adapter_checks(monkeypatch, tiny_model_dir, adapter_dir, convs, tmp_path):
     _install_fake_vllm(monkeypatch, "new")
     engine = serving.load_engine(str(tiny_model_dir), adapter_dir, prefer="vllm")
-    labelled, stats = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs[:2]), "per_utterance", constrained=True)
+    labelled, stats, _ = predict.predict_emotions(engine, engine.tokenizer, strip_labels(convs[:2]), "per_utterance", constrained=True)
     (requests, params, _), = FakeLLM.instances[-1].calls
     assert len(requests) == len(params) == sum(len(c["conversation"]) for c in convs[:2])
     first = convs[0]["conversation"][0]["utterance_ID"]

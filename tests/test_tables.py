@@ -61,3 +61,42 @@ def test_the_gold_emotion_run_is_skipped_where_it_adds_nothing():
     assert predict.gold_emotion_run(CauseInferenceConfig(GOLD_EMOTION_RUN=False), None, None, [], {}, "x") is None
     unannotated = [{"conversation_ID": 1, "conversation": [{"utterance_ID": 1, "text": "hi", "speaker": "A"}]}]
     assert predict.gold_emotion_run(CauseInferenceConfig(), None, None, unannotated, {}, "x") is None
+
+
+def test_the_end_to_end_rule_is_scored_beside_the_stage_wise_one():
+    from utils.ecf import data
+
+    gold = [data.with_pairs({"conversation_ID": 1, "conversation": [
+        {"utterance_ID": k, "speaker": "A", "text": "x", "emotion": e} for k, e in ((1, "neutral"), (2, "joy"), (3, "anger"))]},
+        [(2, "joy", 2), (3, "anger", 2)])]
+    stage_inputs = [data.with_pairs(data.with_emotions(gold[0], ["neutral", "neutral", "anger"]), [])]
+    e2e_inputs = [data.with_pairs(gold[0], [])]  # the shifted offsets found utterance 2's joy
+    stage_pred = [data.with_pairs(stage_inputs[0], [(3, "anger", 2)])]
+    e2e_pred = [data.with_pairs(e2e_inputs[0], [(2, "joy", 2), (3, "anger", 2)])]
+    scores = report.cause_metrics(e2e_pred, e2e_inputs, gold, "predicted", {"decision_rule": "end_to_end"},
+                                  stage_wise=(stage_pred, stage_inputs))
+    assert scores["weighted_f1"] > scores["model_stage_wise"]["weighted_f1"] > 0
+    assert scores["emotion_weighted_f1"] == 1.0 > scores["model_stage_wise"]["emotion_weighted_f1"]
+    rows = report.cause_systems(scores, "conversation")
+    assert list(rows) == ["model (conversation), predicted emotions (end-to-end rule)",
+                          "self + previous, predicted emotions (end-to-end rule)",
+                          "model (conversation), 03's emotions (stage-wise rule)", "self + previous, 03's emotions",
+                          "self + previous, gold emotions"]
+    said = report.cause_verdict(scores)
+    assert "with the end-to-end rule (emotions and cut-offs chosen together on val)" in said
+    assert (f"The stage-wise rule (03's emotions, cut-offs chosen on gold emotions) scores "
+            f"{scores['model_stage_wise']['weighted_f1']:.3f}") in said
+    assert "score 1.000 emotion weighted F1 against" in said
+    stage_only = report.cause_metrics(stage_pred, stage_inputs, gold, "predicted", {"decision_rule": "stage_wise"})
+    assert "model_stage_wise" not in stage_only and "stage-wise rule" not in report.cause_verdict(stage_only)
+    assert list(report.cause_systems(stage_only, "conversation"))[0] == "model (conversation), predicted emotions"
+
+
+def test_the_end_to_end_table_has_one_row_per_shift():
+    rule = {"neutral_shift": -1.0, "fallback": "self", "table": [
+        {"neutral_shift": s, "fallback": f, "weighted_f1": 0.3 + 0.01 * k, "emotion_weighted_f1": 0.48,
+         "emotional_share": 0.4512} for k, (s, f) in enumerate((x, y) for x in (0.0, -1.0) for y in ("none", "self"))]}
+    table = report.end_to_end_table(rule)
+    assert [r["neutral shift"] for r in table] == [0.0, -1.0]
+    assert table[1] == {"neutral shift": -1.0, "emotion weighted F1": 0.48, "emotional utterances": "45.1%",
+                        "pair F1, fallback none": 0.32, "pair F1, fallback self": 0.33}

@@ -146,6 +146,30 @@ def cause_inputs(cfg: CauseInferenceConfig, test: list[dict]) -> list[dict]:
     return [with_pairs(c, []) for c in labelled]
 
 
+LOGPROBS_FILE = "emotion_logprobs.json"  # beside emotion_labelled_data.json (03), and the val split's in 02's task dir
+
+
+def write_logprobs(path: str | Path, convs: list[dict], logprobs: list[list[list[float]]]) -> Path:
+    """The emotion label log-probs each utterance's label was decided from, per conversation (EMOTIONS order):
+    what the end-to-end rule (04, 05) decides again with its own offsets."""
+    if len(convs) != len(logprobs):
+        raise ValueError(f"{path}: {len(logprobs)} rows of log-probs for {len(convs)} conversations")
+    return write_json_atomic(path, {"labels": list(EMOTIONS),
+                                    "conversations": [{"conversation_ID": c["conversation_ID"], "logprobs": rows}
+                                                      for c, rows in zip(convs, logprobs)]})
+
+
+def read_logprobs(path: str | Path) -> dict | None:
+    """conversation_ID -> per-utterance log-probs from ``write_logprobs``'s file; None where there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    record = read_json(path)
+    if record.get("labels") != list(EMOTIONS):
+        raise ValueError(f"{path}: labels {record.get('labels')} are not {list(EMOTIONS)}")
+    return {c["conversation_ID"]: c["logprobs"] for c in record["conversations"]}
+
+
 def checkpoint_for(output: str | Path) -> Path:
     """The JSONL checkpoint of a resumable run, beside its output file."""
     output = Path(output)

@@ -21,6 +21,8 @@ CAUSE_EMOTION_SOURCES = ("gold", "predicted")
 
 CUTOFF_RULES = ("one", "per_distance")
 
+DECISION_RULES = ("end_to_end", "stage_wise")
+
 SMOKE_LIMIT, SMOKE_TEST_LIMIT, SMOKE_STEPS = 8, 4, 8
 
 
@@ -162,12 +164,20 @@ class CauseInferenceConfig(LoggedConfig):
     GOLD_EMOTION_RUN: bool = param(True, "with predicted emotions and an annotated test file, also run the cause "
                                          "model on the gold emotions (one more inference pass): the cause model "
                                          "alone, beside self + previous on the same gold emotions")
+    DECISION_RULE: str = param("end_to_end", '"end_to_end": the emotions the cause model reads, its cut-offs and a '
+                                             "fallback pair, chosen together on val in 04 for the pair score (03's "
+                                             'log-probs relabelled); "stage_wise": 03\'s emotions, 04\'s cut-offs on gold '
+                                             "emotions")
+    STAGE_WISE_RUN: bool = param(True, "with the end-to-end DECISION_RULE, also run the stage-wise rule on the same "
+                                       "test conversations (one more inference pass): both rules side by side")
     BATCH_SIZE: int = param(8, "sequences per forward pass")
     MAX_NEW_TOKENS: int = param(48, "generation budget per answer (per_utterance style only)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_emotion_source(self.CAUSE_EMOTIONS)
+        if self.DECISION_RULE not in DECISION_RULES:
+            raise ValueError(f"DECISION_RULE={self.DECISION_RULE!r}: use one of {list(DECISION_RULES)}")
         if not 0.0 < self.CAUSE_THRESHOLD < 1.0:
             raise ValueError(f"CAUSE_THRESHOLD={self.CAUSE_THRESHOLD}: use a probability in (0, 1)")
 

@@ -1,4 +1,5 @@
-"""Decision rules chosen on the val split: per-emotion offsets on the label log-probabilities.
+"""Decision rules chosen on the val split: per-emotion offsets on the label log-probabilities, the cause
+cut-offs, and the end-to-end rule that chooses both for the pair score.
 
 The emotion model reads seven log-probabilities per utterance; its argmax follows the training
 label prior (44% neutral), which the held-out conversations do not share and which weighted F1
@@ -15,7 +16,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
-from utils.ecf.data import EMOTIONS, with_pairs
+from utils.ecf.data import EMOTIONS, with_emotions, with_pairs
 from utils.ecf.metric import score_subtask2
 
 OFFSET_GRID = tuple(float(x) for x in np.round(np.arange(-1.0, 3.01, 0.25), 2))
@@ -138,34 +139,39 @@ def _above(inputs: list[dict], by_conv: dict[Any, list], threshold: float | dict
     return [with_pairs(c, pairs_above(c, by_conv.get(c["conversation_ID"], []), threshold)) for c in inputs]
 
 
-def with_pairs_above(inputs: list[dict], probs: list[list], threshold: float | dict[str, float]) -> list[dict]:
-    """``inputs`` with the pairs whose P(yes) passes ``threshold`` (probs as predict_causes returns them)."""
-    return _above(inputs, _probs_by_conversation(probs), threshold)
+def with_pairs_above(inputs: list[dict], probs: list[list], threshold: float | dict[str, float],
+                     fallback: str = "none") -> list[dict]:
+    """``inputs`` with the pairs whose P(yes) passes ``threshold`` (probs as predict_causes returns them), and
+    ``fallback``'s pairs for an emotional utterance left with none (``with_fallback``)."""
+    return with_fallback(_above(inputs, _probs_by_conversation(probs), threshold), fallback)
 
 
 def pair_scores(inputs: list[dict], probs: list[list], gold: list[dict],
-                threshold: float | dict[str, float]) -> dict:
+                threshold: float | dict[str, float], fallback: str = "none") -> dict:
     """Official Subtask 2 scores of the pairs above ``threshold`` (probs as predict_causes returns them)."""
-    return score_subtask2(with_pairs_above(inputs, probs, threshold), gold)
+    return score_subtask2(with_pairs_above(inputs, probs, threshold, fallback), gold)
 
 
 def threshold_sweep(inputs: list[dict], probs: list[list], gold: list[dict],
-                    grid: Sequence[float] = THRESHOLDS) -> list[dict]:
+                    grid: Sequence[float] = THRESHOLDS, fallback: str = "none") -> list[dict]:
     """Weighted pair P/R/F1 of the pairs above each single cut-off."""
     table = []
     for t in grid:
-        s = pair_scores(inputs, probs, gold, t)
+        s = pair_scores(inputs, probs, gold, t, fallback)
         table.append({"threshold": t, **{k: s[k] for k in ("weighted_f1", "weighted_precision", "weighted_recall")},
                       "n_pred_pairs": s["n_pred_pairs"]})
     return table
 
 
-def choose_cutoffs(gold: list[dict], probs: list[list], per_distance: bool = True) -> dict:
-    """From P(yes) of ``gold``'s candidates (probs as predict_causes returns them): the single cut-off
-    with the best weighted pair F1 (ties: nearer 0.5) and, with ``per_distance``, one cut-off per
-    distance bucket chosen from it (``decision.tune_cutoffs``)."""
-    inputs = [with_pairs(c, []) for c in gold]
-    table = threshold_sweep(inputs, probs, gold)
+def choose_cutoffs(gold: list[dict], probs: list[list], per_distance: bool = True,
+                   inputs: list[dict] | None = None, fallback: str = "none") -> dict:
+    """From P(yes) of the candidates (probs as predict_causes returns them) of ``inputs`` (default: ``gold``'s
+    conversations, gold emotions; else the same conversations with the emotions the cause model read): the
+    single cut-off with the best weighted pair F1 against ``gold`` (ties: nearer 0.5) and, with
+    ``per_distance``, one cut-off per distance bucket chosen from it (``decision.tune_cutoffs``)."""
+    inputs = [with_pairs(c, []) for c in (gold if inputs is None else inputs)]
+    check_fallback(fallback)
+    table = threshold_sweep(inputs, probs, gold, fallback=fallback)
     best = max(table, key=lambda row: (row["weighted_f1"], -abs(row["threshold"] - 0.5)))
     out = {"threshold": best["threshold"], "weighted_f1": best["weighted_f1"], "conversations": len(gold),
            "table": table}
@@ -173,8 +179,113 @@ def choose_cutoffs(gold: list[dict], probs: list[list], per_distance: bool = Tru
         by_conv = _probs_by_conversation(probs)  # grouped once: the ascent scores ~170 rules
 
         def score(cut: float | dict[str, float]) -> float:
-            return score_subtask2(_above(inputs, by_conv, cut), gold)["weighted_f1"]
+            return score_subtask2(with_fallback(_above(inputs, by_conv, cut), fallback), gold)["weighted_f1"]
 
         cutoffs = tune_cutoffs(score, best["threshold"])
         out.update(threshold=cutoffs, single_threshold=best["threshold"], weighted_f1=score(cutoffs))
     return out
+
+
+# ---------------------------------------------------------------- the end-to-end rule
+
+# The ranked score is the pair F1 on predicted emotions, and a pair counts only when its emotion
+# utterance was found emotional with the right emotion. Rules tuned stage by stage (offsets for
+# emotion weighted F1, cut-offs on gold emotions) do not maximise it: the emotion stage calls too
+# many emotional utterances neutral, and each one loses all its pairs. The end-to-end rule chooses
+# on val, for the pair score: a shift of the neutral offset for the emotions the cause stage reads
+# (negative: more utterances emotional), the cut-offs on those emotions, and a fallback for an
+# emotional utterance the cut-offs leave with no cause (its self pair, or self and previous: the
+# heuristic's guess). Each shift needs one cause pass over val; the rest is rescoring.
+NEUTRAL_SHIFTS = (0.5, 0.0, -0.5, -1.0, -1.5, -2.0, -3.0)
+FALLBACKS = ("none", "self", "self_previous")
+
+
+def check_fallback(fallback: str) -> str:
+    if fallback not in FALLBACKS:
+        raise ValueError(f"fallback {fallback!r}: use one of {list(FALLBACKS)}")
+    return fallback
+
+
+def with_fallback(convs: list[dict], fallback: str) -> list[dict]:
+    """``convs`` where each emotional utterance with no predicted pair gets ``fallback``'s pairs: none, its
+    self pair, or its self pair and the one before (as ``baselines.self_and_previous_causes`` guesses)."""
+    if check_fallback(fallback) == "none":
+        return convs
+    out = []
+    for conv in convs:
+        pairs = [(int(e.split("_", 1)[0]), e.split("_", 1)[1], int(str(c).split("_", 1)[0]))
+                 for e, c in conv["emotion-cause_pairs"]]
+        found = {i for i, _, _ in pairs}
+        for utt in conv["conversation"]:
+            i, emotion = utt["utterance_ID"], utt.get("emotion", "neutral")
+            if emotion != "neutral" and i not in found:
+                pairs.append((i, emotion, i))
+                if fallback == "self_previous" and i > 1:
+                    pairs.append((i, emotion, i - 1))
+        out.append(with_pairs(conv, pairs))
+    return out
+
+
+def shifted(offsets: dict[str, float] | None, shift: float, labels: Sequence[str] = EMOTIONS) -> dict[str, float]:
+    """``offsets`` (None: all 0) with ``shift`` added to the first label's (neutral's)."""
+    out = {label: float((offsets or {}).get(label, 0.0)) for label in labels}
+    out[labels[0]] += float(shift)
+    return out
+
+
+def relabel(convs: list[dict], logprobs: dict[Any, list[list[float]]], offsets: dict[str, float] | None) -> list[dict]:
+    """``convs`` with every utterance's emotion decided again from its label log-probs (``logprobs``:
+    conversation_ID -> one row per utterance, as notebook 02 and 03 save them) after ``offsets``."""
+    vec, out = offsets_vector(offsets), []
+    for conv in convs:
+        rows = logprobs.get(conv["conversation_ID"])
+        if rows is None or len(rows) != len(conv["conversation"]):
+            found = "none" if rows is None else f"{len(rows)} rows"
+            raise ValueError(f"conversation {conv['conversation_ID']}: {found} of emotion log-probs for "
+                             f"{len(conv['conversation'])} utterances")
+        out.append(with_emotions(conv, decide(np.array(rows), vec)))
+    return out
+
+
+def emotion_weighted_f1(pred: list[dict], gold: list[dict]) -> float:
+    """Weighted F1 over the seven labels of ``pred``'s utterances against ``gold``'s (same conversations)."""
+    by_id = {c["conversation_ID"]: c for c in pred}
+    g = [u["emotion"] for c in gold for u in c["conversation"]]
+    p = [u["emotion"] for c in gold for u in by_id[c["conversation_ID"]]["conversation"]]
+    return _objective(g, p, "weighted_f1", EMOTIONS)
+
+
+def choose_end_to_end(gold: list[dict], logprobs: dict[Any, list[list[float]]], offsets: dict[str, float] | None,
+                      cause_probs: Callable[[list[dict]], list[list]], per_distance: bool = True,
+                      shifts: Sequence[float] = NEUTRAL_SHIFTS, stage_cutoffs: float | dict[str, float] | None = None) -> dict:
+    """The end-to-end rule on ``gold`` (the val conversations): for each neutral shift, the emotions decided
+    from ``logprobs`` after ``offsets`` (notebook 02's) and the shift, the cause model's P(yes) on them
+    (``cause_probs``: conversations -> probs as predict_causes returns them), then for each fallback the
+    cut-offs with the best pair weighted F1. Returns the best rule (ties: the shift nearer 0, then the
+    fallback earlier in FALLBACKS) and one table row per shift and fallback with the emotion weighted F1 each
+    gives; with ``stage_cutoffs`` (04's on gold emotions) the stage-wise rule's val score as well."""
+    table, stage_wise = [], None
+    for shift in shifts:
+        labelled = [with_pairs(c, []) for c in relabel(gold, logprobs, shifted(offsets, shift))]
+        probs = cause_probs(labelled)
+        emotion_f1 = emotion_weighted_f1(labelled, gold)
+        emotional = sum(u["emotion"] != "neutral" for c in labelled for u in c["conversation"])
+        share = emotional / max(1, sum(len(c["conversation"]) for c in labelled))
+        if shift == 0 and stage_cutoffs is not None:
+            stage_wise = {"threshold": stage_cutoffs, "emotion_weighted_f1": emotion_f1,
+                          **_summary(pair_scores(labelled, probs, gold, stage_cutoffs))}
+        for fallback in FALLBACKS:
+            tuned = choose_cutoffs(gold, probs, per_distance, inputs=labelled, fallback=fallback)
+            s = pair_scores(labelled, probs, gold, tuned["threshold"], fallback)
+            table.append({"neutral_shift": float(shift), "fallback": fallback, "threshold": tuned["threshold"],
+                          **_summary(s), "emotion_weighted_f1": emotion_f1, "emotional_share": share})
+    best = max(table, key=lambda r: (round(r["weighted_f1"], 12), -abs(r["neutral_shift"]),
+                                     -FALLBACKS.index(r["fallback"])))
+    return {"neutral_shift": best["neutral_shift"], "offsets": shifted(offsets, best["neutral_shift"]),
+            "threshold": best["threshold"], "fallback": best["fallback"], "weighted_f1": best["weighted_f1"],
+            "emotion_weighted_f1": best["emotion_weighted_f1"], "conversations": len(gold),
+            "stage_wise": stage_wise, "table": table}
+
+
+def _summary(s: dict) -> dict:
+    return {k: s[k] for k in ("weighted_f1", "weighted_precision", "weighted_recall", "n_pred_pairs")}

@@ -7,10 +7,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from utils.ecf.artifacts import TASK_FILE, task_dir, write_task
+from utils.ecf.artifacts import LOGPROBS_FILE, TASK_FILE, read_logprobs, task_dir, write_logprobs, write_task
 from utils.ecf.config import CauseFinetuneConfig, FinetuneConfig, TrainingNotebookConfig
 from utils.ecf.data import strip_labels, with_pairs
-from utils.ecf.decision import choose_cutoffs, tune_offsets
+from utils.ecf.decision import choose_cutoffs, choose_end_to_end, tune_offsets
 from utils.ecf import prompts
 from utils.ecf.examples import answer_words
 from utils.ecf.predict import emotion_logprobs, predict_causes
@@ -65,16 +65,58 @@ def tune_threshold(model: Any, tokenizer: Any, gold: list[dict], max_length: int
 
 def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8,
                          out: str | Path | None = None) -> dict | None:
-    """Choose the cut-off(s) on the val split with the new adapter and record them in task.json
-    (conversation style only: the original recipe generates its answers, it has no cut-off)."""
+    """Choose the cut-off(s) on the val split with the new adapter (gold emotions: the stage-wise rule) and,
+    where notebook 02 saved its val log-probs, the end-to-end rule (``tune_end_to_end``); both are recorded in
+    task.json (conversation style only: the original recipe generates its answers, it has no cut-off)."""
     if cfg.STYLE != "conversation" or not val:
         return None
     folder = Path(out or task_dir(cfg, "cause"))
     model = load_model(cfg.MODEL, adapter=folder / "adapter")
+    per_distance = cfg.CAUSE_CUTOFFS == "per_distance"
     tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER,
-                            batch_size, per_distance=cfg.CAUSE_CUTOFFS == "per_distance", layout=cfg.CAUSE_LAYOUT)
+                            batch_size, per_distance=per_distance, layout=cfg.CAUSE_LAYOUT)
     _record(folder, threshold=tuning["threshold"], threshold_tuning=tuning)
+    tuning["end_to_end"] = tune_end_to_end(cfg, model, tokenizer, val, tuning["threshold"], batch_size, folder)
     return tuning
+
+
+def emotion_val_record(cfg: TrainingNotebookConfig, val: list[dict]) -> tuple[dict | None, str]:
+    """(02's task record with its val log-probs under "val_logprobs", "") where 02 saved them for these val
+    conversations with this MODEL, else (None, why not)."""
+    folder = task_dir(cfg, "emotion")
+    path = folder / LOGPROBS_FILE
+    logprobs = read_logprobs(path)
+    if logprobs is None:
+        return None, f"no {path}: run notebook 02 (conversation style) first"
+    task = read_json(folder / TASK_FILE)
+    if task.get("model") != cfg.MODEL:
+        return None, f"{path} is from MODEL={task.get('model')!r}, this run has MODEL={cfg.MODEL!r}"
+    missing = [c["conversation_ID"] for c in val if c["conversation_ID"] not in logprobs]
+    if missing:
+        return None, (f"{path} has no log-probs for val conversation(s) {missing[:5]}: notebook 02 ran with another "
+                      "DATA_PATH, SEED, VAL_FRAC or LIMIT")
+    return {**task, "val_logprobs": logprobs}, ""
+
+
+def tune_end_to_end(cfg: CauseFinetuneConfig, model: Any, tokenizer: Any, val: list[dict],
+                    stage_cutoffs: float | dict[str, float], batch_size: int = 8,
+                    out: str | Path | None = None) -> dict | None:
+    """The end-to-end rule (``decision.choose_end_to_end``) on the val split: 02's val log-probs and offsets,
+    this cause adapter's P(yes) on the emotions each neutral shift gives; recorded in task.json as
+    "end_to_end". None (with the reason printed) where 02's val log-probs are missing or do not match."""
+    emotion_task, why = emotion_val_record(cfg, val)
+    if emotion_task is None:
+        print(f"[emocause] no end-to-end rule: {why}; notebook 05 uses the stage-wise rule")
+        return None
+
+    def cause_probs(labelled: list[dict]) -> list[list]:
+        return predict_causes(model, tokenizer, labelled, "conversation", batch_size, None, cfg.MAX_LENGTH, 0.5,
+                              cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER, layout=cfg.CAUSE_LAYOUT).probs
+
+    rule = choose_end_to_end(val, emotion_task["val_logprobs"], emotion_task.get("offsets"), cause_probs,
+                             per_distance=cfg.CAUSE_CUTOFFS == "per_distance", stage_cutoffs=stage_cutoffs)
+    _record(Path(out or task_dir(cfg, "cause")), end_to_end=rule)
+    return rule
 
 
 def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8,
@@ -86,6 +128,7 @@ def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], b
     folder = Path(out or task_dir(cfg, "emotion"))
     model = load_model(cfg.MODEL, adapter=folder / "adapter")
     rows = emotion_logprobs(model, tokenizer, strip_labels(val), cfg.MAX_LENGTH, batch_size, fmt=cfg.EMOTION_FORMAT)
+    write_logprobs(folder / LOGPROBS_FILE, val, rows)  # what 04 chooses the end-to-end rule from
     tuning = tune_offsets(np.array([r for conv in rows for r in conv]),
                           [u["emotion"] for conv in val for u in conv["conversation"]])
     tuning["conversations"] = len(val)

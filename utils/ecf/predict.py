@@ -19,7 +19,7 @@ import numpy as np
 from utils.ecf import prompts
 from utils.ecf.config import CauseInferenceConfig, EmotionInferenceConfig
 from utils.ecf.data import EMOTIONS, with_emotions, with_pairs
-from utils.ecf.decision import decide, offsets_vector, pairs_above
+from utils.ecf.decision import decide, offsets_vector, pairs_above, relabel, with_fallback
 from utils.lm import inference
 from utils.lm.modeling import label_token_ids, weights_digest
 
@@ -29,6 +29,8 @@ class EmotionPrediction(NamedTuple):
 
     convs: list[dict]  # the conversations with every utterance labelled (and no pairs)
     stats: dict  # throughput and validity of this call
+    logprobs: list[list[list[float]]]  # per conversation, per utterance: the seven label log-probs (EMOTIONS
+    # order) the labels were decided from; [] for per_utterance, which generates its answers
 
 
 class CausePrediction(NamedTuple):
@@ -192,7 +194,7 @@ def predict_emotions(model: Any, tokenizer: Any, convs: list[dict], style: str, 
     if constrained:
         stats["constrained"] = True
     labelled = [with_pairs(with_emotions(conv, r["emotions"]), []) for conv, r in zip(convs, results)]
-    return EmotionPrediction(labelled, stats)
+    return EmotionPrediction(labelled, stats, [r["logprobs"] for r in results] if style == "conversation" else [])
 
 
 def p_yes(yes: float, no: float) -> float:
@@ -291,28 +293,85 @@ def cause_threshold(cfg: CauseInferenceConfig, task: dict) -> float | dict[str, 
     return cfg.CAUSE_THRESHOLD
 
 
-def cause_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, convs: list[dict], task: dict,
+@dataclass(frozen=True)
+class CauseRule:
+    """How notebook 05 turns the cause model's P(yes) into pairs: on which emotions, with which cut-offs."""
+
+    name: str  # "end_to_end" (chosen on val for the pair score) or "stage_wise" (03's emotions, 04's cut-offs)
+    inputs: list[dict]  # the conversations with the emotions the cause model reads (and no pairs)
+    threshold: float | dict[str, float]  # the P(yes) cut-off(s)
+    fallback: str  # what an emotional utterance left with no pair gets (decision.FALLBACKS)
+    note: str  # one line: which rule this is and why
+
+
+def stage_wise_rule(cfg: CauseInferenceConfig, task: dict, convs: list[dict], why: str = "") -> CauseRule:
+    """The emotions of ``convs`` as they are, 04's cut-off(s) on gold emotions (or CAUSE_THRESHOLD), no fallback."""
+    threshold = cause_threshold(cfg, task)
+    return CauseRule("stage_wise", convs, threshold, "none",
+                     f"stage-wise rule: the emotions as given, cut-off(s) {threshold}" + (f" ({why})" if why else ""))
+
+
+def cause_rule(cfg: CauseInferenceConfig, task: dict, convs: list[dict],
+               logprobs: dict[Any, list[list[float]]] | None) -> CauseRule:
+    """The rule DECISION_RULE selects for ``convs`` (03's labelled test conversations): "end_to_end" relabels
+    them from 03's log-probs (``logprobs``, conversation_ID -> rows) with the offsets 04 chose on val for the
+    pair score, with its cut-offs and fallback; the stage-wise rule where that cannot apply, saying why."""
+    if cfg.DECISION_RULE == "stage_wise":
+        return stage_wise_rule(cfg, task, convs, "DECISION_RULE='stage_wise'")
+    if cfg.CAUSE_EMOTIONS == "gold":
+        return stage_wise_rule(cfg, task, convs, "gold emotions: nothing to choose for the emotion stage")
+    rule = task.get("end_to_end")
+    if not rule or not cfg.USE_VAL_THRESHOLD:
+        why = ("USE_VAL_THRESHOLD=False" if rule else
+               "notebook 04 recorded no end-to-end rule: it needs 02's val log-probs, conversation style")
+        return stage_wise_rule(cfg, task, convs, why)
+    if not logprobs:
+        return stage_wise_rule(cfg, task, convs, "notebook 03 saved no emotion log-probs (conversation style only)")
+    inputs = [with_pairs(c, []) for c in relabel(convs, logprobs, rule["offsets"])]
+    shift = rule["neutral_shift"]
+    return CauseRule("end_to_end", inputs, rule["threshold"], rule["fallback"],
+                     f"end-to-end rule chosen on val in 04: neutral offset {shift:+g} on 02's offsets for the emotions "
+                     f"the cause model reads, cut-off(s) {rule['threshold']}, fallback {rule['fallback']!r} "
+                     f"(val pair weighted F1 {rule['weighted_f1']:.4f}"
+                     + (f" against {rule['stage_wise']['weighted_f1']:.4f} stage-wise)" if rule.get("stage_wise") else ")"))
+
+
+def cause_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, rule: CauseRule, task: dict,
               out: str | Path) -> CausePrediction:
-    """Notebook 05's cause run over ``convs`` with the settings notebook 04 recorded in ``task``: resumable
-    beside ``out``, the pairs written there in the official format when it finishes."""
+    """Notebook 05's cause run over ``rule.inputs`` with the settings notebook 04 recorded in ``task`` and
+    ``rule``'s cut-offs and fallback: resumable beside ``out``, the pairs written there in the official format
+    when it finishes."""
     from utils.ecf.artifacts import checkpoint_for, finish
 
-    found = predict_causes(model, tokenizer, convs, cfg.STYLE, cfg.BATCH_SIZE, checkpoint_for(out), task["max_length"],
-                           cause_threshold(cfg, task), task["window_before"], task["window_after"], cfg.MAX_NEW_TOKENS,
-                           **recorded(task))
-    finish(out, found.convs)
-    return found
+    found = predict_causes(model, tokenizer, rule.inputs, cfg.STYLE, cfg.BATCH_SIZE, checkpoint_for(out),
+                           task["max_length"], rule.threshold, task["window_before"], task["window_after"],
+                           cfg.MAX_NEW_TOKENS, **recorded(task))
+    pred = with_fallback(found.convs, rule.fallback) if cfg.STYLE == "conversation" else found.convs
+    stats = {**found.stats, "decision_rule": rule.name, "fallback": rule.fallback}
+    finish(out, pred)
+    return CausePrediction(pred, stats, found.probs)
 
 
 def gold_emotion_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, test: list[dict], task: dict,
                      out: str | Path) -> CausePrediction | None:
-    """The cause model on the test split's gold emotions (``out``): the row that isolates the cause model, beside
-    self + previous on the same gold emotions; None where the run already uses gold emotions, GOLD_EMOTION_RUN
-    is off or the test file has no annotations."""
+    """The cause model on the test split's gold emotions (``out``), with 04's cut-offs on gold emotions: the row
+    that isolates the cause model, beside self + previous on the same gold emotions; None where the run already
+    uses gold emotions, GOLD_EMOTION_RUN is off or the test file has no annotations."""
     from dataclasses import replace
 
     from utils.ecf.artifacts import annotated, cause_inputs
 
     if cfg.CAUSE_EMOTIONS == "gold" or not cfg.GOLD_EMOTION_RUN or not annotated(test):
         return None
-    return cause_run(cfg, model, tokenizer, cause_inputs(replace(cfg, CAUSE_EMOTIONS="gold"), test), task, out)
+    gold = cause_inputs(replace(cfg, CAUSE_EMOTIONS="gold"), test)
+    return cause_run(cfg, model, tokenizer, stage_wise_rule(cfg, task, gold), task, out)
+
+
+def stage_wise_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, convs: list[dict], rule: CauseRule,
+                   task: dict, out: str | Path) -> CausePrediction | None:
+    """With the end-to-end rule, the stage-wise one on the same test conversations (``convs``: 03's emotions) as
+    well (``out``), so both rules are scored side by side; None where ``rule`` is stage-wise or STAGE_WISE_RUN
+    is off."""
+    if rule.name != "end_to_end" or not cfg.STAGE_WISE_RUN:
+        return None
+    return cause_run(cfg, model, tokenizer, stage_wise_rule(cfg, task, convs), task, out)

@@ -10,6 +10,7 @@ import matplotlib.pyplot as plt
 from utils.ecf.artifacts import gold_subset, unscored
 from utils.ecf.baselines import majority_emotion, self_and_previous_causes
 from utils.ecf.data import emotion_pairs, strip_labels
+from utils.ecf.decision import emotion_weighted_f1
 from utils.ecf import spans
 from utils.ecf.metric import emotion_scores_convs, score_subtask1, score_subtask2
 from utils.plots import save_figure
@@ -40,6 +41,35 @@ def plot_thresholds(table: list[dict], path: str | Path, title: str, chosen: flo
     elif chosen is not None:
         ax.axvline(chosen, color="grey", linestyle="--", label=f"cut-off {chosen:g}")
     ax.set(title=title, xlabel="P(yes) cut-off", ylabel="weighted pair score", ylim=(0, 1))
+    ax.legend(fontsize="small")
+    return save_figure(fig, path, show)
+
+
+def end_to_end_table(rule: dict) -> list[dict]:
+    """One row per neutral shift of the end-to-end rule's val table: the pair weighted F1 of each fallback (its
+    cut-offs chosen on val), the emotion weighted F1 and the share of utterances the cause model reads as emotional."""
+    rows: dict[float, dict] = {}
+    for r in rule["table"]:
+        row = rows.setdefault(r["neutral_shift"], {"neutral shift": r["neutral_shift"],
+                                                   "emotion weighted F1": round(r["emotion_weighted_f1"], 4),
+                                                   "emotional utterances": f"{r['emotional_share']:.1%}"})
+        row[f"pair F1, fallback {r['fallback']}"] = round(r["weighted_f1"], 4)
+    return sorted(rows.values(), key=lambda row: -row["neutral shift"])
+
+
+def plot_end_to_end(rule: dict, path: str | Path, title: str, show: bool = True) -> Path:
+    """Val pair weighted F1 (one line per fallback) and emotion weighted F1 against the neutral shift, the
+    chosen rule marked: where the two objectives part."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for k, fallback in enumerate(dict.fromkeys(r["fallback"] for r in rule["table"])):
+        points = sorted((r["neutral_shift"], r["weighted_f1"]) for r in rule["table"] if r["fallback"] == fallback)
+        ax.plot(*zip(*points), "-o", markersize=3, color=f"C{k}", label=f"pair F1, fallback {fallback}")
+    emotion = sorted({(r["neutral_shift"], r["emotion_weighted_f1"]) for r in rule["table"]})
+    ax.plot(*zip(*emotion), "--s", markersize=3, color="grey", label="emotion weighted F1")
+    ax.axvline(rule["neutral_shift"], color="black", linestyle=":",
+               label=f"chosen: {rule['neutral_shift']:+g}, {rule['fallback']}")
+    ax.set(title=title, xlabel="shift of the neutral offset (negative: more utterances emotional)",
+           ylabel="weighted F1 on val")
     ax.legend(fontsize="small")
     return save_figure(fig, path, show)
 
@@ -80,18 +110,29 @@ def emotion_metrics(pred: list[dict], gold_split: list[dict], train: list[dict],
 
 
 def cause_metrics(pred: list[dict], inputs: list[dict], gold_split: list[dict], cause_emotions: str,
-                  inference_stats: dict | None = None, gold_emotion_pred: list[dict] | None = None) -> dict:
+                  inference_stats: dict | None = None, gold_emotion_pred: list[dict] | None = None,
+                  stage_wise: tuple[list[dict], list[dict]] | None = None) -> dict:
     """Official Subtask 2 scores of the model (top level) and of the self+previous baseline, both with
     the emotions the model saw and with gold emotions; ``gold_emotion_pred``: the model's pairs when it is
-    given the gold emotions (``model_gold_emotions``), beside the heuristic on the same."""
+    given the gold emotions (``model_gold_emotions``), beside the heuristic on the same; ``stage_wise``: (pairs,
+    inputs) of the stage-wise rule on 03's emotions when ``pred`` used the end-to-end rule (``model_stage_wise``,
+    beside the heuristic on 03's emotions). With predicted emotions, the emotion weighted F1 of each set of
+    emotions the cause model read."""
     gold = gold_subset(gold_split, pred)
     out = score_subtask2(pred, gold)
     out["baselines"] = {
         f"self_and_previous_{cause_emotions}_emotions": score_subtask2(self_and_previous_causes(inputs), gold),
         "self_and_previous_gold_emotions": score_subtask2(self_and_previous_causes(gold), gold),
     }
+    if cause_emotions != "gold":
+        out["emotion_weighted_f1"] = emotion_weighted_f1(inputs, gold)
     if gold_emotion_pred is not None and cause_emotions != "gold":
         out["model_gold_emotions"] = score_subtask2(gold_emotion_pred, gold)
+    if stage_wise is not None:
+        stage_pred, stage_inputs = stage_wise
+        out["model_stage_wise"] = {**score_subtask2(stage_pred, gold),
+                                   "emotion_weighted_f1": emotion_weighted_f1(stage_inputs, gold)}
+        out["baselines"]["self_and_previous_stage_wise"] = score_subtask2(self_and_previous_causes(stage_inputs), gold)
     out["cause_emotions"] = cause_emotions
     out["inference"] = inference_stats or {}
     return out
@@ -100,9 +141,14 @@ def cause_metrics(pred: list[dict], inputs: list[dict], gold_split: list[dict], 
 def cause_systems(scores: dict, style: str) -> dict[str, dict]:
     """The pair-score rows notebooks 05 and 06 show, each model beside the heuristic on the same emotions."""
     emotions = scores["cause_emotions"]
-    rows = {f"model ({style}), {emotions} emotions": scores}
+    rule = scores.get("inference", {}).get("decision_rule")
+    tag = " (end-to-end rule)" if rule == "end_to_end" else ""
+    rows = {f"model ({style}), {emotions} emotions{tag}": scores}
     baselines = dict(scores.get("baselines", {}))
-    rows[f"self + previous, {emotions} emotions"] = baselines.pop(f"self_and_previous_{emotions}_emotions", None)
+    rows[f"self + previous, {emotions} emotions{tag}"] = baselines.pop(f"self_and_previous_{emotions}_emotions", None)
+    if "model_stage_wise" in scores:
+        rows[f"model ({style}), 03's emotions (stage-wise rule)"] = scores["model_stage_wise"]
+        rows["self + previous, 03's emotions"] = baselines.pop("self_and_previous_stage_wise", None)
     if "model_gold_emotions" in scores:
         rows[f"model ({style}), gold emotions"] = scores["model_gold_emotions"]
     rows.update({name.replace("self_and_previous_", "self + previous, ").replace("_emotions", " emotions"): s
@@ -122,14 +168,23 @@ def cause_verdict(scores: dict, key: str = "weighted_f1") -> str:
                     f"{heuristic_gold:.3f} for self + previous ({model_gold - heuristic_gold:+.3f}): it "
                     f"{'beats' if model_gold > heuristic_gold else 'does not beat'} the heuristic on its own task.")
     heuristic_e2e = base.get("self_and_previous_predicted_emotions", {}).get(key)
+    end_to_end = scores.get("inference", {}).get("decision_rule") == "end_to_end"
     if scores.get("cause_emotions") == "predicted" and heuristic_e2e is not None:
         model = scores[key]
-        sentence = (f"End to end, on notebook 03's emotions, it scores {model:.3f} against {heuristic_e2e:.3f} for self + "
+        where = ("with the end-to-end rule (emotions and cut-offs chosen together on val)" if end_to_end
+                 else "on notebook 03's emotions")
+        sentence = (f"End to end, {where}, it scores {model:.3f} against {heuristic_e2e:.3f} for self + "
                     f"previous on the same emotions ({model - heuristic_e2e:+.3f})")
         if model_gold is not None:
             sentence += (f"; the predicted emotions cost the model {model_gold - model:.3f} and the heuristic "
                          f"{heuristic_gold - heuristic_e2e:.3f}, so the emotion stage sets the end-to-end score")
         said.append(sentence + ".")
+    stage = scores.get("model_stage_wise")
+    if stage is not None and end_to_end:
+        said.append(f"The stage-wise rule (03's emotions, cut-offs chosen on gold emotions) scores {stage[key]:.3f} "
+                    f"({scores[key] - stage[key]:+.3f} for the end-to-end rule); the emotions the cause model read "
+                    f"score {scores.get('emotion_weighted_f1', float('nan')):.3f} emotion weighted F1 against "
+                    f"{stage['emotion_weighted_f1']:.3f} for 03's.")
     return " ".join(said)
 
 

@@ -4,7 +4,7 @@ An ``Engine`` makes the two reads inference needs, whatever its backend, so ``ut
 takes one in place of a model and a notebook switches backends with one parameter:
 
     engine = serving.load_engine("smollm2", "checkpoints/emotion/conversation/adapter", prefer="auto")
-    labelled, stats = predict.predict_emotions(engine, engine.tokenizer, convs, "conversation")
+    labelled, stats, _ = predict.predict_emotions(engine, engine.tokenizer, convs, "conversation")
 
 ``label_logprobs`` on vLLM: the label read at position p (a line's newline, a candidate's last
 token) is the one token generated after the prefix ``ids[:p + 1]`` with ``allowed_token_ids`` = the
