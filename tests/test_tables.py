@@ -58,6 +58,13 @@ def test_the_gold_emotion_run_is_skipped_where_it_adds_nothing():
     from utils.ecf import predict
 
     assert predict.gold_emotion_run(CauseInferenceConfig(CAUSE_EMOTIONS="gold"), None, None, [], {}, "x") is None
+    e2e = predict.CauseRule("end_to_end", [], 0.5, "self", "")
+    bare = [{"conversation_ID": 1, "conversation": [{"utterance_ID": 1, "speaker": "A", "text": "x"}]}]
+    assert predict.stage_wise_run(CauseInferenceConfig(), None, None, bare, bare, e2e, {}, "x") is None  # nothing to score
+    gold = [{"conversation_ID": 1, "conversation": [{"utterance_ID": 1, "speaker": "A", "text": "x", "emotion": "joy"}]}]
+    assert predict.stage_wise_run(CauseInferenceConfig(STAGE_WISE_RUN=False), None, None, gold, gold, e2e, {}, "x") is None
+    stage = predict.CauseRule("stage_wise", [], 0.5, "none", "")
+    assert predict.stage_wise_run(CauseInferenceConfig(), None, None, gold, gold, stage, {}, "x") is None
     assert predict.gold_emotion_run(CauseInferenceConfig(GOLD_EMOTION_RUN=False), None, None, [], {}, "x") is None
     unannotated = [{"conversation_ID": 1, "conversation": [{"utterance_ID": 1, "text": "hi", "speaker": "A"}]}]
     assert predict.gold_emotion_run(CauseInferenceConfig(), None, None, unannotated, {}, "x") is None

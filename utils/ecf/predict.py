@@ -367,11 +367,13 @@ def gold_emotion_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, test
     return cause_run(cfg, model, tokenizer, stage_wise_rule(cfg, task, gold), task, out)
 
 
-def stage_wise_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, convs: list[dict], rule: CauseRule,
-                   task: dict, out: str | Path) -> CausePrediction | None:
+def stage_wise_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, test: list[dict], convs: list[dict],
+                   rule: CauseRule, task: dict, out: str | Path) -> CausePrediction | None:
     """With the end-to-end rule, the stage-wise one on the same test conversations (``convs``: 03's emotions) as
-    well (``out``), so both rules are scored side by side; None where ``rule`` is stage-wise or STAGE_WISE_RUN
-    is off."""
-    if rule.name != "end_to_end" or not cfg.STAGE_WISE_RUN:
+    well (``out``), so both rules are scored side by side; None where ``rule`` is stage-wise, STAGE_WISE_RUN
+    is off or the test file (``test``) has no annotations to score them against."""
+    from utils.ecf.artifacts import annotated
+
+    if rule.name != "end_to_end" or not cfg.STAGE_WISE_RUN or not annotated(test):
         return None
     return cause_run(cfg, model, tokenizer, stage_wise_rule(cfg, task, convs), task, out)
