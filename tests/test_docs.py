@@ -84,10 +84,10 @@ def test_source_notebooks_carry_no_outputs_and_the_pages_do():
         cells = [c for c in json.loads(book.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
         assert all(c["outputs"] == [] and c["execution_count"] is None for c in cells), book.name
     pages = sorted((ROOT / "docs").glob("*.ipynb"))
-    plotted = {"01_eda.ipynb": 3, "02_emotion_finetuning.ipynb": 1, "04_cause_finetuning.ipynb": 2,
+    plotted = {"01_eda.ipynb": 3, "02_emotion_finetuning.ipynb": 1, "04_cause_finetuning.ipynb": 3,
                "06_evaluation.ipynb": 2, "07_empathetic_eda.ipynb": 3}  # 03 and 05 show tables
-    # the pages rendered so far (04-06 need a cause adapter trained on the official file: README, Rendered pages)
     assert {p.name for p in pages} >= {"01_eda.ipynb", "02_emotion_finetuning.ipynb", "03_emotion_inference.ipynb",
+                                       "04_cause_finetuning.ipynb", "05_cause_inference.ipynb", "06_evaluation.ipynb",
                                        "07_empathetic_eda.ipynb"}
     recorded = {p["notebook"]: p for p in json.loads((ROOT / "docs" / "rendered.json").read_text())["pages"]}
     for page in pages:
@@ -137,9 +137,12 @@ def test_the_pages_read_well():
                 assert "<td" in html, (path.name, "an empty table")
         shown[path.name] = "\n".join(docs.output_texts(page))
     assert "synthetic sample" in shown["07_empathetic_eda.ipynb"]
-    for name in {"05_cause_inference.ipynb", "06_evaluation.ipynb"} & set(shown):
+    for name in ("05_cause_inference.ipynb", "06_evaluation.ipynb"):
         assert "With gold emotions the cause model scores" in shown[name] and "End to end" in shown[name], name
         assert "model (conversation), gold emotions" in shown[name], name
+        assert "The stage-wise rule" in shown[name] and "03's emotions (stage-wise rule)" in shown[name], name
+    assert "end-to-end rule chosen on val in 04" in shown["05_cause_inference.ipynb"]
+    assert "chosen: neutral shift" in shown["04_cause_finetuning.ipynb"]
 
 
 def _output_types(page_text: str) -> set[str]:

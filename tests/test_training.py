@@ -128,7 +128,7 @@ def test_train_lowers_loss_changes_only_lora_and_writes_artifacts(tmp_path, tiny
     assert any("eval_loss" in h for h in summary["log_history"])
 
 
-def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_unbroken_one(tmp_path, tiny_model_dir, tok):
+def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_unbroken_one(tmp_path, tiny_model_dir, tok, capsys):
     examples = _examples(tok, 24, seed=1)
 
     def cfg(name):
@@ -149,8 +149,13 @@ def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_unbroken_one(tm
     b = load_file(tmp_path / "killed" / "adapter" / "adapter_model.safetensors")
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4)
+    capsys.readouterr()
     again = training.train(str(tiny_model_dir), examples, None, cfg("killed"))  # a finished run stays finished
     assert again.global_step == 8 and again.resumed_from.endswith("checkpoint-8") and again.session_tokens == 0
+    # its record keeps the run's own training time as the trainer logged it, not the seconds the restore took
+    logged = [h["train_runtime"] for h in again.log_history if "train_runtime" in h]
+    assert logged and again.wall_s == pytest.approx(logged[-1], abs=1e-3) and again.peak_memory_kind.endswith(", restore only")
+    assert "restored the finished run from checkpoint-8: nothing trained in this session" in capsys.readouterr().out
 
 
 def test_a_run_resumes_only_its_own_complete_checkpoints(tmp_path, tiny_model_dir, tok, capsys):

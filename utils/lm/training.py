@@ -384,6 +384,15 @@ def _restore_finished(trainer, checkpoint: str) -> None:
     trainer.state = TrainerState.load_from_json(str(Path(checkpoint) / "trainer_state.json"))
 
 
+def _logged_runtime(history: list[dict], wall: float, tokens_per_s: float) -> tuple[float, float]:
+    """(training seconds, tokens per second) of a finished run from the last log entry that has them (the
+    trainer logs its session's running time with each loss); ``wall``, ``tokens_per_s`` where none does."""
+    for entry in reversed(history):
+        if "train_runtime" in entry:
+            return float(entry["train_runtime"]), float(entry.get("train_tokens_per_second", tokens_per_s))
+    return wall, tokens_per_s
+
+
 def _peak_memory(device: str) -> tuple[float, str]:
     """Peak CUDA allocation, or the process's max RSS on the CPU, in MiB."""
     import torch
@@ -498,7 +507,8 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
     if strategy.device == "cuda" and torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
     start = time.perf_counter()
-    if resumed_from and saved["global_step"] >= total_steps(cfg, len(train_ds), trainer.args.world_size):
+    restored = bool(resumed_from) and saved["global_step"] >= total_steps(cfg, len(train_ds), trainer.args.world_size)
+    if restored:
         _restore_finished(trainer, resumed_from)  # a rerun of a finished run: nothing left to train
     else:
         trainer.train(resume_from_checkpoint=resumed_from)
@@ -514,7 +524,14 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
     session_tokens = tokens - tokens_before
     peak, kind = _peak_memory(strategy.device)
     planned = None if memory.estimate_gib is None else round(memory.estimate_gib * 1024, 1)
-    if main_process:
+    tokens_per_s = round(session_tokens / wall, 2) if wall > 0 else 0.0
+    if restored:  # this session trained nothing: report the run's own time, as the trainer logged it
+        wall, tokens_per_s = _logged_runtime(history, wall, tokens_per_s)
+        kind += ", restore only"  # the peak of loading the run back, not of training it
+        if main_process:
+            print(f"[emocause] restored the finished run from {Path(resumed_from).name}: nothing trained in this "
+                  f"session ({tokens:,} tokens in {wall:,.0f} s of training, as the run logged it)", flush=True)
+    elif main_process:
         against = f" vs {planned / 1024:.2f} GiB planned" if planned is not None else ""
         print(f"[emocause] peak memory {peak / 1024:.2f} GiB measured ({kind}){against}", flush=True)
     result = TrainResult(
@@ -533,7 +550,7 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
         session_tokens=session_tokens,
         session_samples=trainer.session_samples,
         wall_s=round(wall, 3),
-        tokens_per_s=round(session_tokens / wall, 2) if wall > 0 else 0.0,
+        tokens_per_s=tokens_per_s,
         samples_per_s=round(trainer.session_samples / wall, 4) if wall > 0 else 0.0,
         peak_memory_mb=round(peak, 1),
         peak_memory_kind=kind,
