@@ -241,6 +241,21 @@ def test_a_rerun_with_another_adapter_never_keeps_the_first_ones_labels(tiny, ti
     assert resumed == fresh != base and "written by another run" in capsys.readouterr().out
 
 
+def test_a_cause_run_on_other_emotions_never_keeps_the_first_ones_probabilities(tiny, tok, sample, tmp_path,
+                                                                               monkeypatch, capsys):
+    """Switching DECISION_RULE after a kill gives the cause stage other emotions: the checkpoint is not resumed."""
+    first = [data.with_pairs(c, []) for c in sample[:8]]
+    other = [data.with_pairs(data.with_emotions(c, ["joy"] * len(c["conversation"])), []) for c in sample[:8]]
+    out = tmp_path / "Subtask_2_pred.json"
+    with monkeypatch.context() as patch:
+        _interrupt_after(patch, "label_logprobs", 2)
+        with pytest.raises(KeyboardInterrupt):
+            predict.predict_causes(tiny, tok, first, "conversation", 2, artifacts.checkpoint_for(out))
+    resumed = predict.predict_causes(tiny, tok, other, "conversation", 2, artifacts.checkpoint_for(out))
+    fresh = predict.predict_causes(tiny, tok, other, "conversation", 2)
+    assert resumed.probs == fresh.probs and "written by another run" in capsys.readouterr().out
+
+
 def test_configs_validate_and_smoke_shrinks(tmp_path):
     with pytest.raises(ValueError, match="per_utterance"):
         config.FinetuneConfig(STYLE="generation")
