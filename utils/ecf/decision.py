@@ -16,8 +16,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 from sklearn.metrics import f1_score
 
-from utils.ecf.data import EMOTIONS, with_emotions, with_pairs
-from utils.ecf.metric import score_subtask2
+from utils.ecf.data import EMOTIONS, emotion_pairs, with_emotions, with_pairs
+from utils.ecf.metric import emotion_scores_convs, score_subtask2
 
 OFFSET_GRID = tuple(float(x) for x in np.round(np.arange(-1.0, 3.01, 0.25), 2))
 OBJECTIVES = ("weighted_f1", "macro_f1")
@@ -213,8 +213,7 @@ def with_fallback(convs: list[dict], fallback: str) -> list[dict]:
         return convs
     out = []
     for conv in convs:
-        pairs = [(int(e.split("_", 1)[0]), e.split("_", 1)[1], int(str(c).split("_", 1)[0]))
-                 for e, c in conv["emotion-cause_pairs"]]
+        pairs = emotion_pairs(conv)
         found = {i for i, _, _ in pairs}
         for utt in conv["conversation"]:
             i, emotion = utt["utterance_ID"], utt.get("emotion", "neutral")
@@ -248,11 +247,8 @@ def relabel(convs: list[dict], logprobs: dict[Any, list[list[float]]], offsets: 
 
 
 def emotion_weighted_f1(pred: list[dict], gold: list[dict]) -> float:
-    """Weighted F1 over the seven labels of ``pred``'s utterances against ``gold``'s (same conversations)."""
-    by_id = {c["conversation_ID"]: c for c in pred}
-    g = [u["emotion"] for c in gold for u in c["conversation"]]
-    p = [u["emotion"] for c in gold for u in by_id[c["conversation_ID"]]["conversation"]]
-    return _objective(g, p, "weighted_f1", EMOTIONS)
+    """The emotion weighted F1 of ``pred``'s utterances against ``gold``'s, as notebook 03 reports it."""
+    return float(emotion_scores_convs(pred, gold)["weighted_f1"])
 
 
 def choose_end_to_end(gold: list[dict], logprobs: dict[Any, list[list[float]]], offsets: dict[str, float] | None,

@@ -72,9 +72,8 @@ def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dic
         return None
     folder = Path(out or task_dir(cfg, "cause"))
     model = load_model(cfg.MODEL, adapter=folder / "adapter")
-    per_distance = cfg.CAUSE_CUTOFFS == "per_distance"
     tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER,
-                            batch_size, per_distance=per_distance, layout=cfg.CAUSE_LAYOUT)
+                            batch_size, per_distance=cfg.CAUSE_CUTOFFS == "per_distance", layout=cfg.CAUSE_LAYOUT)
     _record(folder, threshold=tuning["threshold"], threshold_tuning=tuning)
     tuning["end_to_end"] = tune_end_to_end(cfg, model, tokenizer, val, tuning["threshold"], batch_size, folder)
     return tuning
