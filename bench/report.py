@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-SCORE_NAMES = {"emotion": "emotion weighted F1", "cause": "pair weighted F1 (gold emotions)"}
+SCORE_NAMES = {"emotion": "emotion weighted F1", "cause": "pair weighted F1 (gold emotions)",
+               "both": "pair weighted F1 (end to end)"}
 
 
 def fmt(value: Any, digits: int = 1, suffix: str = "") -> str:
@@ -86,6 +87,15 @@ def ratios_table(record: dict) -> str:
     return table(["per_utterance ÷ conversation", *stages, "both stages"], rows)
 
 
+def fused_table(record: dict) -> str:
+    """per_utterance (both stages) ÷ fused."""
+    f = record["fused"]
+    rows = [["training tokens ÷", fmt(f["train_tokens_ratio"], 2, "×")],
+            ["inference speed-up", fmt(f["inference_speedup"], 2, "×")],
+            ["valid share, fused", fmt(f["valid_output_share"], 3)]]
+    return table(["per_utterance ÷ fused", "both stages"], rows)
+
+
 def markdown(record: dict) -> str:
     """All tables with a header naming the machine, model, data and command."""
     m, d = record["machine"], record["data"]
@@ -115,6 +125,8 @@ def markdown(record: dict) -> str:
     if record["variants"] and "inference" in record["variants"][0]:
         lines += ["", "### Inference and scores", "", inference_table(record)]
     lines += ["", "### Ratios", "", ratios_table(record), ""]
+    if record.get("fused"):
+        lines += ["### Fused (one adapter, one read) against per_utterance, both stages", "", fused_table(record), ""]
     if record["variants"] and "train" in record["variants"][0]:
         lines.append(f"Peak memory: {record['variants'][0]['train']['memory_kind']}; Δ is the growth over the "
                      "phase's start (CPU RSS is process-wide: freed heap is returned and the peak mark reset "

@@ -13,7 +13,8 @@ from typing import Any, Callable
 from bench import measure
 from utils.lm.training import LEARNING_RATE
 
-BASELINE, DEFAULT = "per_utterance", "conversation"
+BASELINE, DEFAULT, FUSED = "per_utterance", "conversation", "fused"
+BOTH = "both"  # the fused variant's stage: one adapter, one read, both answers
 # The default runs first in each stage: one-off first-run costs (kernel set-up, lazy imports, page
 # faults) then slow the default down, never the baseline, so the speed ratios err against us.
 RUN_ORDER = (DEFAULT, BASELINE)
@@ -40,6 +41,7 @@ class BenchConfig:
     quantize: bool = True  # CUDA: 4-bit NF4 QLoRA (the notebooks' default); False: bf16/fp16 LoRA
     peak_tflops: float = 790.0  # the accelerator's dense peak, for MFU (CUDA only)
     tokens_only: bool = False  # count training tokens only: no training, no inference
+    fused: bool = True  # with both stages: also the fused style (one adapter, one read for both stages)
     inference: bool = True  # False: train only (speed and memory rows of big shapes)
     shape: str = ""  # random weights of a published shape (bench.shapes.SHAPES), tokenizer of ``model``
     smoke: bool = False
@@ -113,10 +115,27 @@ def strategy_for(cfg: BenchConfig):
 
 # ---------------------------------------------------------------- one variant
 
+def _fused_examples(train: list[dict], tokenizer: Any, style: str, max_length: int) -> list[dict]:
+    from utils.ecf.examples import fused_examples
+
+    return fused_examples(train, tokenizer, max_length)
+
+
+def _fused_predict(lm: Any, tokenizer: Any, inputs: list[dict], style: str, batch_size: int, max_length: int):
+    """The fused one read over conversations without labels: emotions (plain argmax) and causes on them."""
+    from utils.ecf.data import strip_labels
+    from utils.ecf.predict import predict_causes
+
+    return predict_causes(lm, tokenizer, strip_labels(inputs), FUSED, batch_size, max_length=max_length,
+                          decide_offsets={})
+
+
 def stage_fns(stage: str) -> tuple[Callable, Callable]:
-    """(example builder, predictor) of a stage."""
+    """(example builder, predictor) of a stage ("both": the fused style's)."""
     from utils.ecf import examples, predict
 
+    if stage == BOTH:
+        return _fused_examples, _fused_predict
     if stage == "emotion":
         return examples.emotion_examples, predict.predict_emotions
     return examples.cause_examples, predict.predict_causes
@@ -145,7 +164,7 @@ def answer_vocabulary(tokenizer: Any, stage: str, style: str, loss: str = "answe
     from utils.lm.modeling import label_token_ids
     from utils.ecf.examples import answer_words
 
-    words = answer_words(style, stage) if loss == "answers" else ()
+    words = answer_words(style, "emotion" if stage == BOTH else stage) if loss == "answers" else ()
     return tuple(label_token_ids(tokenizer, words)) if words else ()
 
 
@@ -206,11 +225,12 @@ def inference_inputs(stage: str, gold: list[dict]) -> list[dict]:
     """What a model is run on: no emotions (emotion stage) or gold emotions without pairs (cause stage)."""
     from utils.ecf.data import strip_labels, with_pairs
 
-    return strip_labels(gold) if stage == "emotion" else [with_pairs(c, []) for c in gold]
+    return strip_labels(gold) if stage in ("emotion", BOTH) else [with_pairs(c, []) for c in gold]
 
 
 def score(stage: str, pred: list[dict], gold: list[dict]) -> float:
-    """Emotion weighted F1, or the official Subtask 2 weighted pair F1."""
+    """Emotion weighted F1, or the official Subtask 2 weighted pair F1 (the fused variant: end to end, on the
+    emotions it predicted)."""
     from utils.ecf.metric import emotion_scores_convs, score_subtask2
 
     if stage == "emotion":
@@ -224,6 +244,10 @@ def baseline_score(stage: str, train: list[dict], gold: list[dict]) -> dict[str,
 
     if stage == "emotion":
         return {"name": "majority", "value": score(stage, majority_emotion(train, inference_inputs(stage, gold)), gold)}
+    if stage == BOTH:  # the same heuristic on the majority emotion: what end to end means with no model
+        labelled = majority_emotion(train, inference_inputs(stage, gold))
+        return {"name": "self_and_previous_majority_emotions",
+                "value": score(stage, self_and_previous_causes(labelled), gold)}
     return {"name": "self_and_previous_gold_emotions",
             "value": score(stage, self_and_previous_causes(inference_inputs(stage, gold)), gold)}
 
@@ -252,6 +276,24 @@ def stage_ratios(base: dict, dflt: dict) -> dict[str, Any]:
             valid_output_share=dflt["inference"]["valid_output_share"],
             valid_output_share_per_utterance=base["inference"]["valid_output_share"],
             score_difference=dflt["score"]["value"] - base["score"]["value"])
+    return out
+
+
+def fused_headline(variants: list[dict]) -> dict[str, Any] | None:
+    """The fused style against per_utterance, both stages together: token ratio, inference speed-up, valid share;
+    None where the fused variant was not run."""
+    fused = next((v for v in variants if v["style"] == FUSED), None)
+    recipe = [v for v in variants if v["style"] == BASELINE]
+    if fused is None or len(recipe) != len(STAGES):
+        return None
+    tokens = sum(v["tokens"] for v in recipe)
+    out: dict[str, Any] = {"train_tokens": fused["tokens"], "train_tokens_ratio": _ratio(tokens, fused["tokens"]),
+                           "inference_wall_s": None, "inference_speedup": None, "valid_output_share": None}
+    if "inference" in fused and all("inference" in v for v in recipe):
+        inf = fused["inference"]
+        out.update(inference_wall_s=inf["wall_s"],
+                   inference_speedup=_ratio(sum(v["inference"]["wall_s"] for v in recipe), inf["wall_s"]),
+                   valid_output_share=inf["valid_output_share"])
     return out
 
 
@@ -332,6 +374,9 @@ def run_bench(cfg: BenchConfig, command: str, log: Callable[[str], None] = print
         for stage in cfg.stages:
             baseline = baseline_score(stage, data["train"], data["eval"]) if cfg.inference else None
             variants += [measure_variant(b, stage, style, baseline) for style in RUN_ORDER]
+        if cfg.fused and set(cfg.stages) == set(STAGES):
+            baseline = baseline_score(BOTH, data["train"], data["eval"]) if cfg.inference else None
+            variants.append(measure_variant(b, BOTH, FUSED, baseline))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     by = {(v["stage"], v["style"]): v for v in variants}
@@ -344,6 +389,7 @@ def run_bench(cfg: BenchConfig, command: str, log: Callable[[str], None] = print
         "data": {"train_conversations": len(data["train"]), "eval_conversations": len(data["eval"]),
                  "eval_utterances": sum(len(c["conversation"]) for c in data["eval"])},
         **headline(variants),
+        "fused": fused_headline(variants),
         "ratios": {stage: stage_ratios(by[stage, BASELINE], by[stage, DEFAULT]) for stage in cfg.stages},
         "variants": variants,
     })

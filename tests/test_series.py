@@ -19,7 +19,9 @@ EMOTION_KEYS = {"accuracy", "weighted_f1", "macro_f1", "report", "confusion_matr
 # per_utterance: the original recipe, whose untrained outputs never parse, so every emotion falls back to
 # neutral and the cause model needs gold emotions (in 04 and 05) to have anything to work on; its 03 keeps
 # LABEL_TRAIN at its default (off)
-STYLES = [("conversation", "predicted"), ("per_utterance", "gold")]
+# fused: one adapter (02) reads both stages, 04 trains nothing, 05 reads the test conversations again with the
+# end-to-end rule's offsets
+STYLES = [("conversation", "predicted"), ("per_utterance", "gold"), ("fused", "predicted")]
 
 
 @pytest.fixture(scope="module", params=STYLES, ids=[s for s, _ in STYLES])
@@ -30,7 +32,7 @@ def series(request, tiny_model_dir, tmp_path_factory):
     params = {"MODEL": str(tiny_model_dir), "SMOKE": True, "STYLE": style, "TRAIN_DIR": str(out / "results_train"),
               "TEST_DIR": str(out / "results_test"), "CHECKPOINT_DIR": str(out / "checkpoints"),
               "LEARNING_RATE": 1e-2, "LOGGING_STEPS": 1, "CAUSE_EMOTIONS": cause_emotions}
-    if cause_emotions == "predicted":  # 04 trains on 03's labels of the train split
+    if style == "conversation":  # 04 trains on 03's labels of the train split
         params["LABEL_TRAIN"] = True
     summary = run.run_series(params, only=["02", "03", "04", "05", "06"])
     return out, summary, style
@@ -55,6 +57,14 @@ def test_series_ran_every_notebook_in_order(series):
 def test_training_lowered_the_loss_and_saved_the_adapter(series, task):
     out, _, style = series
     folder = out / "checkpoints" / task / style
+    if style == "fused" and task == "cause":  # nothing trained: the record points at 02's adapter
+        record = json.loads((folder / "task.json").read_text(encoding="utf-8"))
+        assert record["task"] == "cause" and record["style"] == "fused" and record["cause_layout"] == "fused"
+        assert record["adapter"] == str(out / "checkpoints" / "emotion" / "fused" / "adapter")
+        assert record["train_tokens"] == json.loads((out / "checkpoints" / "emotion" / "fused" / "task.json")
+                                                    .read_text(encoding="utf-8"))["train_tokens"]
+        assert not (folder / "adapter").exists() and "threshold" in record and "end_to_end" in record
+        return
     summary = json.loads((folder / "train_summary.json").read_text(encoding="utf-8"))
     assert summary["global_step"] == 8 and summary["train_tokens"] > 0
     assert summary["train_loss_last"] < summary["train_loss_first"]
@@ -85,7 +95,7 @@ def test_emotion_files_hold_a_valid_label_for_every_utterance(series):
     assert metrics["n"] == data.summary(gold)["utterances"]
     inference = metrics["inference"]
     assert inference["invalid_output_share"] == inference["invalid_outputs"] / inference["n_outputs"]
-    if style == "conversation":  # only generation can fail to parse
+    if style != "per_utterance":  # only generation can fail to parse
         assert inference["invalid_outputs"] == 0
 
 
@@ -113,7 +123,7 @@ def test_the_end_to_end_rule_is_chosen_on_val_and_used_on_test(series):
     out, _, style = series
     cause_task = json.loads((out / "checkpoints" / "cause" / style / "task.json").read_text(encoding="utf-8"))
     scores = json.loads((out / "results_test" / "subtask2_scores.json").read_text(encoding="utf-8"))
-    if style != "conversation":  # the recipe generates: no log-probs, no cut-offs, the stage-wise rule
+    if style == "per_utterance":  # the recipe generates: no log-probs, no cut-offs, the stage-wise rule
         assert "end_to_end" not in cause_task and scores["inference"]["decision_rule"] == "stage_wise"
         return
     from utils.ecf import decision
@@ -130,7 +140,17 @@ def test_the_end_to_end_rule_is_chosen_on_val_and_used_on_test(series):
     test_lp = artifacts.read_logprobs(out / "results_test" / artifacts.LOGPROBS_FILE)
     assert [len(test_lp[c["conversation_ID"]]) for c in labelled] == [len(c["conversation"]) for c in labelled]
     pred = json.loads((out / "results_test" / "Subtask_2_pred.json").read_text(encoding="utf-8"))
-    want = decision.relabel(labelled, test_lp, rule["offsets"])
+    if style == "fused":  # the one read ran again with the rule's offsets: it decided these emotions
+        from utils.ecf import predict
+        from utils.lm.modeling import load_model, load_tokenizer
+
+        model_dir = json.loads((out / "results_test" / "executed" / "05_cause_inference.ipynb").read_text(
+            encoding="utf-8"))["metadata"]["papermill"]["parameters"]["MODEL"]
+        model = load_model(model_dir, adapter=out / "checkpoints" / "emotion" / "fused" / "adapter")
+        want = predict.predict_causes(model, load_tokenizer(model_dir), data.strip_labels(labelled), "fused",
+                                      decide_offsets=rule["offsets"]).convs
+    else:
+        want = decision.relabel(labelled, test_lp, rule["offsets"])
     assert [[u["emotion"] for u in c["conversation"]] for c in pred] == [[u["emotion"] for u in c["conversation"]] for c in want]
     assert scores["inference"]["decision_rule"] == "end_to_end" and scores["inference"]["fallback"] == rule["fallback"]
     stage = json.loads((out / "results_test" / "Subtask_2_pred_stage_wise.json").read_text(encoding="utf-8"))
@@ -148,7 +168,7 @@ def test_evaluation_wrote_tables_and_figures(series):
     assert {"pairs", "emotions", "inference"} <= set(summary)
     # predicted emotions (the end-to-end rule): the model and self + previous on them, both again on 03's emotions
     # (the stage-wise rule) and on gold emotions
-    assert len(summary["pairs"]) == (6 if style == "conversation" else 2)
+    assert len(summary["pairs"]) == (2 if style == "per_utterance" else 6)
     executed = folder / "executed" / "06_evaluation.ipynb"
     assert executed.is_file()
     from utils import tracking

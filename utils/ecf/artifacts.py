@@ -63,8 +63,8 @@ def task_dir(cfg: SeriesConfig, task: str) -> Path:
 
 
 def adapter_dir(cfg: SeriesConfig, task: str) -> Path:
-    """Where notebook 02/04 saves the adapter that 03/05 loads."""
-    return task_dir(cfg, task) / "adapter"
+    """Where notebook 02/04 saves the adapter that 03/05 loads (STYLE="fused": 02's, for both tasks)."""
+    return task_dir(cfg, "emotion" if cfg.STYLE == "fused" else task) / "adapter"
 
 
 def write_task(cfg: FinetuneConfig, task: str, extra: dict | None = None, folder: str | Path | None = None) -> Path:
@@ -117,8 +117,9 @@ def with_predicted_emotions(gold: list[dict], labelled: list[dict]) -> list[dict
 
 
 def cause_training_convs(cfg: CauseFinetuneConfig, train: list[dict]) -> list[dict]:
-    """Training conversations for the cause model: gold emotions, or 03's predicted train emotions."""
-    if cfg.CAUSE_EMOTIONS == "gold":
+    """Training conversations for the cause model: gold emotions, or 03's predicted train emotions (STYLE="fused":
+    02 trained the one adapter on gold emotions; these are what 04 shows)."""
+    if cfg.CAUSE_EMOTIONS == "gold" or cfg.STYLE == "fused":
         return train
     path = resolve_artifact(cfg.TRAIN_DIR) / "emotion_labelled_data.json"
     if not path.is_file():

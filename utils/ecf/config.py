@@ -44,8 +44,10 @@ class SeriesConfig(HostedConfig):
     MODEL: str = param("auto", '"auto" (TinyLlama-1.1B-Chat from the hub on a CUDA GPU, 4-bit under 20 GiB; the '
                                'bundled SmolLM2 on a CPU or offline: the resolved model is printed and recorded), '
                                '"smollm2" (bundled GGUF), a .gguf file, a local folder or a hub id')
-    STYLE: str = param("conversation", '"conversation" (one pass per conversation) or "per_utterance" '
-                                       "(original MECPE recipe)")
+    STYLE: str = param("conversation", '"conversation" (one pass per conversation and stage, an adapter each), '
+                                       '"fused" (one adapter, one read of each conversation for both stages: 02 '
+                                       'trains it, 04 has nothing to train; bench/RESULTS.md section 8) or '
+                                       '"per_utterance" (original MECPE recipe)')
     SEED: int = param(42, "split and training seed")
     TEST_FRAC: float = param(0.1, "share of conversations held out as the test split")
     VAL_FRAC: float = param(0.1, "share of the remaining conversations held out for validation")
@@ -130,7 +132,7 @@ class CauseFinetuneConfig(TrainingNotebookConfig):
     def check_series(self, configs: list) -> None:
         """On predicted emotions 04 reads the train labels that 03 writes with LABEL_TRAIN only."""
         labels_train = [c.LABEL_TRAIN for c in configs if isinstance(c, EmotionInferenceConfig)]
-        if self.CAUSE_EMOTIONS == "predicted" and labels_train and not any(labels_train):
+        if self.STYLE != "fused" and self.CAUSE_EMOTIONS == "predicted" and labels_train and not any(labels_train):
             raise ValueError("CAUSE_EMOTIONS='predicted': notebook 04 trains on the train split's labels that notebook "
                              "03 writes only with LABEL_TRAIN=True; set it too, or use CAUSE_EMOTIONS='gold'")
 

@@ -253,17 +253,24 @@ def emotion_weighted_f1(pred: list[dict], gold: list[dict]) -> float:
 
 def choose_end_to_end(gold: list[dict], logprobs: dict[Any, list[list[float]]], offsets: dict[str, float] | None,
                       cause_probs: Callable[[list[dict]], list[list]], per_distance: bool = True,
-                      shifts: Sequence[float] = NEUTRAL_SHIFTS, stage_cutoffs: float | dict[str, float] | None = None) -> dict:
+                      shifts: Sequence[float] = NEUTRAL_SHIFTS, stage_cutoffs: float | dict[str, float] | None = None,
+                      read: Callable[[dict[str, float]], tuple[list[dict], list[list]]] | None = None) -> dict:
     """The end-to-end rule on ``gold`` (the val conversations): for each neutral shift, the emotions decided
     from ``logprobs`` after ``offsets`` (notebook 02's) and the shift, the cause model's P(yes) on them
     (``cause_probs``: conversations -> probs as predict_causes returns them), then for each fallback the
     cut-offs with the best pair weighted F1. Returns the best rule (ties: the shift nearer 0, then the
     fallback earlier in FALLBACKS) and one table row per shift and fallback with the emotion weighted F1 each
-    gives; with ``stage_cutoffs`` (04's on gold emotions) the stage-wise rule's val score as well."""
+    gives; with ``stage_cutoffs`` (04's on gold emotions) the stage-wise rule's val score as well. ``read`` (the
+    fused style: offsets -> (conversations with the emotions it decided, probs)) replaces the relabelling and the
+    cause pass: one read decides the emotions and reads the causes on them."""
     table, stage_wise = [], None
     for shift in shifts:
-        labelled = [with_pairs(c, []) for c in relabel(gold, logprobs, shifted(offsets, shift))]
-        probs = cause_probs(labelled)
+        if read is None:
+            labelled = [with_pairs(c, []) for c in relabel(gold, logprobs, shifted(offsets, shift))]
+            probs = cause_probs(labelled)
+        else:
+            decided, probs = read(shifted(offsets, shift))
+            labelled = [with_pairs(c, []) for c in decided]
         emotion_f1 = emotion_weighted_f1(labelled, gold)
         emotional = sum(u["emotion"] != "neutral" for c in labelled for u in c["conversation"])
         share = emotional / max(1, sum(len(c["conversation"]) for c in labelled))

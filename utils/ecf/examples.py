@@ -44,9 +44,22 @@ def cause_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length
             for conv in convs for i, _, user in prompts.per_utterance_cause_prompts(conv)]
 
 
+def fused_examples(convs: Sequence[dict], tokenizer: Any, max_length: int,
+                   before: int = prompts.WINDOW_BEFORE) -> list[dict]:
+    """Examples of the fused style: one sequence per conversation (chunked when long) that trains the emotion
+    reads and the cause reads together (``prompts.fused_queries``, gold emotions)."""
+    label_ids = label_token_ids(tokenizer, EMOTIONS)
+    yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
+    return [prompts.training_labels(q, prompts.fused_answers(conv, q, label_ids, yes_no))
+            for conv in convs for q in prompts.fused_queries(conv, tokenizer, max_length, label_ids, before)]
+
+
 def task_examples(cfg: Any, task: str, convs: Sequence[dict], tokenizer: Any) -> list[dict]:
     """``task``'s examples of ``convs`` as notebook 02's or 04's parameters build them (STYLE, MAX_LENGTH,
-    EMOTION_FORMAT; the cause window and CAUSE_LAYOUT)."""
+    EMOTION_FORMAT; the cause window and CAUSE_LAYOUT). STYLE="fused": 02's examples train both stages and 04
+    has none (it trains nothing)."""
+    if cfg.STYLE == "fused":
+        return fused_examples(convs, tokenizer, cfg.MAX_LENGTH) if task == "emotion" else []
     if task == "emotion":
         return emotion_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, fmt=cfg.EMOTION_FORMAT)
     return cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE,
@@ -74,8 +87,10 @@ def preview(tokenizer: Any, example: dict, limit: int = 1500) -> str:
 def answer_words(style: str, task: str) -> tuple[str, ...]:
     """The conversation style's answer vocabulary (the seven label words, or yes/no): its loss is a
     softmax over these only, exactly what inference reads; () for per_utterance (the recipe's LM loss)."""
-    if prompts.check_style(style) != "conversation":
+    if prompts.check_style(style) == "per_utterance":
         return ()
+    if style == "fused":  # one softmax over both answer sets: each read is scored among the nine words
+        return (*EMOTIONS, *prompts.ANSWERS)
     return tuple(EMOTIONS) if task == "emotion" else prompts.ANSWERS
 
 

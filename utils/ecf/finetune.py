@@ -7,13 +7,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from utils.ecf.artifacts import LOGPROBS_FILE, TASK_FILE, read_logprobs, task_dir, write_logprobs, write_task
+from utils.ecf.artifacts import (LOGPROBS_FILE, TASK_FILE, adapter_dir, read_logprobs, task_dir, write_logprobs,
+                                 write_task)
 from utils.ecf.config import CauseFinetuneConfig, FinetuneConfig, TrainingNotebookConfig
 from utils.ecf.data import strip_labels, with_pairs
 from utils.ecf.decision import choose_cutoffs, choose_end_to_end, tune_offsets
 from utils.ecf import prompts
 from utils.ecf.examples import answer_words
-from utils.ecf.predict import emotion_logprobs, predict_causes
+from utils.ecf.predict import emotion_logprobs, predict_causes, predict_emotions
 from utils.io import read_json, write_json_atomic
 from utils.lm.modeling import label_token_ids, load_model, load_tokenizer
 from utils.lm.training import TrainConfig, TrainResult, train
@@ -56,9 +57,10 @@ def _record(folder: Path, **fields: Any) -> None:
 
 
 def tune_threshold(model: Any, tokenizer: Any, gold: list[dict], max_length: int, before: int, after: int,
-                   batch_size: int = 8, per_distance: bool = True, layout: str = prompts.CAUSE_LAYOUT) -> dict:
+                   batch_size: int = 8, per_distance: bool = True, layout: str = prompts.CAUSE_LAYOUT,
+                   style: str = "conversation") -> dict:
     """``choose_cutoffs`` on the model's P(yes) for ``gold`` (val conversations, gold emotions)."""
-    found = predict_causes(model, tokenizer, [with_pairs(c, []) for c in gold], "conversation", batch_size,
+    found = predict_causes(model, tokenizer, [with_pairs(c, []) for c in gold], style, batch_size,
                            None, max_length, 0.5, before, after, layout=layout)
     return choose_cutoffs(gold, found.probs, per_distance)
 
@@ -68,12 +70,12 @@ def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dic
     """Choose the cut-off(s) on the val split with the new adapter (gold emotions: the stage-wise rule) and,
     where notebook 02 saved its val log-probs, the end-to-end rule (``tune_end_to_end``); both are recorded in
     task.json (conversation style only: the original recipe generates its answers, it has no cut-off)."""
-    if cfg.STYLE != "conversation" or not val:
+    if cfg.STYLE == "per_utterance" or not val:
         return None
     folder = Path(out or task_dir(cfg, "cause"))
-    model = load_model(cfg.MODEL, adapter=folder / "adapter")
-    tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER,
-                            batch_size, per_distance=cfg.CAUSE_CUTOFFS == "per_distance", layout=cfg.CAUSE_LAYOUT)
+    model = load_model(cfg.MODEL, adapter=adapter_dir(cfg, "cause") if cfg.STYLE == "fused" else folder / "adapter")
+    tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, *windows(cfg), batch_size,
+                            per_distance=cfg.CAUSE_CUTOFFS == "per_distance", layout=cfg.CAUSE_LAYOUT, style=cfg.STYLE)
     _record(folder, threshold=tuning["threshold"], threshold_tuning=tuning)
     tuning["end_to_end"] = tune_end_to_end(cfg, model, tokenizer, val, tuning["threshold"], batch_size, folder)
     return tuning
@@ -112,21 +114,61 @@ def tune_end_to_end(cfg: CauseFinetuneConfig, model: Any, tokenizer: Any, val: l
         return predict_causes(model, tokenizer, labelled, "conversation", batch_size, None, cfg.MAX_LENGTH, 0.5,
                               cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER, layout=cfg.CAUSE_LAYOUT).probs
 
+    def one_read(offsets: dict[str, float]) -> tuple[list[dict], list[list]]:  # fused: the emotions its read decides
+        found = predict_causes(model, tokenizer, strip_labels(val), "fused", batch_size, None, cfg.MAX_LENGTH, 0.5,
+                               decide_offsets=offsets)
+        return found.convs, found.probs
+
     rule = choose_end_to_end(val, emotion_task["val_logprobs"], emotion_task.get("offsets"), cause_probs,
-                             per_distance=cfg.CAUSE_CUTOFFS == "per_distance", stage_cutoffs=stage_cutoffs)
+                             per_distance=cfg.CAUSE_CUTOFFS == "per_distance", stage_cutoffs=stage_cutoffs,
+                             read=one_read if cfg.STYLE == "fused" else None)
     _record(Path(out or task_dir(cfg, "cause")), end_to_end=rule)
     return rule
+
+
+def windows(cfg: CauseFinetuneConfig) -> tuple[int, int]:
+    """The candidate window (before, after) of the cause reads: CAUSE_WINDOW_* or, fused, the one read's (up to
+    five before, none after: ``prompts.fused_candidates``)."""
+    if cfg.STYLE == "fused":
+        return prompts.WINDOW_BEFORE, 0
+    return cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER
+
+
+def trains(cfg: TrainingNotebookConfig, task: str) -> bool:
+    """Whether ``task`` trains an adapter of its own: not the cause task of STYLE="fused" (02's adapter reads the
+    causes in the same pass as the emotions)."""
+    return not (cfg.STYLE == "fused" and task == "cause")
+
+
+def fused_cause_task(cfg: CauseFinetuneConfig, out: str | Path | None = None) -> dict:
+    """STYLE="fused", notebook 04: nothing to train. Records the cause task beside 02's adapter's record (the
+    adapter, its training counts, the one read's window) for 05, and returns it; raises naming 02 when 02 has
+    not trained the fused adapter."""
+    from utils.ecf.artifacts import read_task
+
+    emotion = read_task(cfg, "emotion")
+    folder = Path(out or task_dir(cfg, "cause"))
+    before, after = windows(cfg)
+    record = {key: emotion[key] for key in ("fingerprint", "train_tokens", "train_wall_s", "global_step",
+                                            "train_conversations") if key in emotion}
+    write_task(cfg, "cause", {**record, "trained_by": "02 (STYLE='fused': one adapter for both stages)",
+                              "adapter": str(adapter_dir(cfg, "cause")), "window_before": before,
+                              "window_after": after, "cause_layout": "fused", "cause_emotions": "gold"}, folder)
+    return read_json(folder / TASK_FILE)
 
 
 def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8,
                          out: str | Path | None = None) -> dict | None:
     """Choose per-emotion log-prob offsets on the val split with the new adapter (weighted F1, the
     headline metric) and record them in task.json (conversation style only: the recipe generates)."""
-    if cfg.STYLE != "conversation" or not val:
+    if cfg.STYLE not in ("conversation", "fused") or not val:
         return None
     folder = Path(out or task_dir(cfg, "emotion"))
     model = load_model(cfg.MODEL, adapter=folder / "adapter")
-    rows = emotion_logprobs(model, tokenizer, strip_labels(val), cfg.MAX_LENGTH, batch_size, fmt=cfg.EMOTION_FORMAT)
+    if cfg.STYLE == "fused":  # the one read with no offsets: each marker sees the emotions the model chose before it
+        rows = predict_emotions(model, tokenizer, strip_labels(val), "fused", batch_size, max_length=cfg.MAX_LENGTH).logprobs
+    else:
+        rows = emotion_logprobs(model, tokenizer, strip_labels(val), cfg.MAX_LENGTH, batch_size, fmt=cfg.EMOTION_FORMAT)
     write_logprobs(folder / LOGPROBS_FILE, val, rows)  # what 04 chooses the end-to-end rule from
     tuning = tune_offsets(np.array([r for conv in rows for r in conv]),
                           [u["emotion"] for conv in val for u in conv["conversation"]])

@@ -182,7 +182,9 @@ def predict_emotions(model: Any, tokenizer: Any, convs: list[dict], style: str, 
     argmax); ``constrained`` (per_utterance on vLLM): every answer one of the valid ones; ``fmt``: the
     line format the adapter learnt (its task record's, ``recorded``)."""
     lm = reader(model, tokenizer)
-    if prompts.check_style(style) == "conversation":
+    if prompts.check_style(style) == "fused":
+        fn = _fused_free(lm, tokenizer, max_length, offsets)
+    elif style == "conversation":
         fn = _emotions_by_scoring(lm, tokenizer, max_length, batch_size, offsets, fmt)
     else:
         fn = _emotions_by_generation(lm, tokenizer, max_length, max_new_tokens, batch_size, constrained)
@@ -194,7 +196,41 @@ def predict_emotions(model: Any, tokenizer: Any, convs: list[dict], style: str, 
     if constrained:
         stats["constrained"] = True
     labelled = [with_pairs(with_emotions(conv, r["emotions"]), []) for conv, r in zip(convs, results)]
-    return EmotionPrediction(labelled, stats, [r["logprobs"] for r in results] if style == "conversation" else [])
+    return EmotionPrediction(labelled, stats, [r["logprobs"] for r in results] if style != "per_utterance" else [])
+
+
+def _transformers_model(lm: LanguageModel) -> Any:
+    """The transformers model behind ``lm``: the fused read feeds its own KV cache, which an engine does not expose."""
+    if not isinstance(lm, Reader):
+        raise ValueError(f"STYLE='fused' reads through a transformers model (its KV cache); backend {lm.backend!r} "
+                         "serves the conversation and per_utterance styles")
+    return lm.model
+
+
+def _fused_record(read: Any) -> dict:
+    return {"emotions": read.emotions, "logprobs": read.logprobs, "probs": read.probs, "invalid": 0,
+            "n_outputs": len(read.emotions) + len(read.probs), "n_prompts": read.forwards, "prompt_tokens": read.tokens}
+
+
+def _fused_free(lm: LanguageModel, tokenizer: Any, max_length: int, offsets: dict[str, float] | None,
+                before: int = prompts.WINDOW_BEFORE):
+    """fn(conversations) -> one record each: the fused one-read (``fused.read_free``): emotions decided after
+    ``offsets`` and the causes read on them, from one KV cache per conversation."""
+    from utils.ecf import fused
+
+    model = _transformers_model(lm)
+    return lambda batch: [_fused_record(r) for r in fused.read_free_batch(model, tokenizer, batch, max_length, offsets,
+                                                                          before)]
+
+
+def _fused_forced(lm: LanguageModel, tokenizer: Any, max_length: int, batch_size: int,
+                  before: int = prompts.WINDOW_BEFORE):
+    """fn(conversations) -> one record each: the fused sequence with the conversations' own emotions inserted."""
+    from utils.ecf import fused
+
+    model = _transformers_model(lm)
+    return lambda batch: [_fused_record(r) for r in fused.read_forced(model, tokenizer, batch, max_length, batch_size,
+                                                                      before)]
 
 
 def p_yes(yes: float, no: float) -> float:
@@ -258,22 +294,31 @@ def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, ba
                    checkpoint_path: str | Path | None = None, max_length: int = 1024,
                    threshold: float | dict[str, float] = 0.5,
                    before: int = prompts.WINDOW_BEFORE, after: int = prompts.WINDOW_AFTER,
-                   max_new_tokens: int = 48, layout: str = prompts.CAUSE_LAYOUT) -> CausePrediction:
+                   max_new_tokens: int = 48, layout: str = prompts.CAUSE_LAYOUT,
+                   decide_offsets: dict[str, float] | None = None) -> CausePrediction:
     """Find the cause utterances of every emotional utterance (``model``: a transformers model or a
     ``serving.Engine``), with the per-query probabilities in the conversation style (``layout``: the cause
-    lines the adapter learnt, its task record's: ``recorded``)."""
+    lines the adapter learnt, its task record's: ``recorded``). STYLE="fused": on the conversations' own
+    emotions (a forced read), or with ``decide_offsets`` the one read that decides the emotions itself after
+    those offsets (the returned conversations then carry the emotions it read)."""
     lm = reader(model, tokenizer)
-    if prompts.check_style(style) == "conversation":
+    if prompts.check_style(style) == "fused":
+        fn = (_fused_forced(lm, tokenizer, max_length, batch_size, before) if decide_offsets is None
+              else _fused_free(lm, tokenizer, max_length, decide_offsets, before))
+    elif style == "conversation":
         fn = _causes_by_scoring(lm, tokenizer, max_length, batch_size, before, after, layout)
     else:
         fn = _causes_by_generation(lm, tokenizer, max_length, max_new_tokens, batch_size)
     start = time.perf_counter()
     settings = {"style": style, "max_length": max_length, "window": [before, after], "max_new_tokens": max_new_tokens,
                 **({"cause_layout": layout} if layout != prompts.CAUSE_LAYOUT else {}),
-                "emotions": _emotions_digest(convs)}  # a checkpoint made on other emotions (another rule) is not resumed
+                "emotions": _emotions_digest(convs),  # a checkpoint made on other emotions (another rule) is not resumed
+                **({"decide_offsets": decide_offsets} if decide_offsets is not None else {})}
     results = _resumable(convs, fn, checkpoint_path, batch_size, "causes", lm, settings)
     stats = _stats(lm, style, convs, results, time.perf_counter() - start)
-    stats["threshold"] = threshold if style == "conversation" else None
+    stats["threshold"] = threshold if style != "per_utterance" else None
+    if style == "fused":  # the emotions the read used (its own where it decided them)
+        convs = [with_emotions(conv, r["emotions"]) for conv, r in zip(convs, results)]
     pred = [with_pairs(conv, pairs_above(conv, r["probs"], threshold) if "probs" in r else [tuple(x) for x in r["pairs"]])
             for conv, r in zip(convs, results)]
     probs = [[conv["conversation_ID"], *x] for conv, r in zip(convs, results) for x in r.get("probs", [])]
@@ -283,6 +328,8 @@ def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, ba
 def recorded(task: dict) -> dict[str, str]:
     """The prompt format an adapter's task record names, as the keyword predict_emotions (``fmt``) or
     predict_causes (``layout``) takes it; a record written before the field: the format there was then."""
+    if task.get("style") == "fused":
+        return {}  # one layout
     if task["task"] == "emotion":
         fmt = task.get("emotion_format", "compact")
         prompts.check_emotion_format(fmt)
@@ -312,6 +359,12 @@ class CauseRule:
     threshold: float | dict[str, float]  # the P(yes) cut-off(s)
     fallback: str  # what an emotional utterance left with no pair gets (decision.FALLBACKS)
     note: str  # one line: which rule this is and why
+    decide_offsets: dict[str, float] | None = None  # STYLE="fused": the one read decides the emotions after these
+    # (the conversations it returns carry them); None: the emotions of ``inputs`` are read as they are
+
+    def read_inputs(self, pred: list[dict]) -> list[dict]:
+        """The conversations with the emotions the cause model read (``pred``: what ``cause_run`` returned), no pairs."""
+        return [with_pairs(c, []) for c in pred] if self.decide_offsets is not None else self.inputs
 
 
 def stage_wise_rule(cfg: CauseInferenceConfig, task: dict, convs: list[dict], why: str = "") -> CauseRule:
@@ -337,8 +390,14 @@ def cause_rule(cfg: CauseInferenceConfig, task: dict, convs: list[dict],
         return stage_wise_rule(cfg, task, convs, why)
     if not logprobs:
         return stage_wise_rule(cfg, task, convs, "notebook 03 saved no emotion log-probs (conversation style only)")
-    inputs = [with_pairs(c, []) for c in relabel(convs, logprobs, rule["offsets"])]
     shift = rule["neutral_shift"]
+    if cfg.STYLE == "fused":  # the one read decides the emotions again, with the rule's offsets, and reads on them
+        return CauseRule("end_to_end", [with_pairs(c, []) for c in convs], rule["threshold"], rule["fallback"],
+                         f"end-to-end rule chosen on val in 04 (fused one read): neutral offset {shift:+g} on 02's "
+                         f"offsets while the test conversations are read again, cut-off(s) {rule['threshold']}, "
+                         f"fallback {rule['fallback']!r} (val pair weighted F1 {rule['weighted_f1']:.4f})",
+                         decide_offsets=rule["offsets"])
+    inputs = [with_pairs(c, []) for c in relabel(convs, logprobs, rule["offsets"])]
     return CauseRule("end_to_end", inputs, rule["threshold"], rule["fallback"],
                      f"end-to-end rule chosen on val in 04: neutral offset {shift:+g} on 02's offsets for the emotions "
                      f"the cause model reads, cut-off(s) {rule['threshold']}, fallback {rule['fallback']!r} "
@@ -355,8 +414,8 @@ def cause_run(cfg: CauseInferenceConfig, model: Any, tokenizer: Any, rule: Cause
 
     found = predict_causes(model, tokenizer, rule.inputs, cfg.STYLE, cfg.BATCH_SIZE, checkpoint_for(out),
                            task["max_length"], rule.threshold, task["window_before"], task["window_after"],
-                           cfg.MAX_NEW_TOKENS, **recorded(task))
-    pred = with_fallback(found.convs, rule.fallback) if cfg.STYLE == "conversation" else found.convs
+                           cfg.MAX_NEW_TOKENS, decide_offsets=rule.decide_offsets, **recorded(task))
+    pred = with_fallback(found.convs, rule.fallback) if cfg.STYLE != "per_utterance" else found.convs
     stats = {**found.stats, "decision_rule": rule.name, "fallback": rule.fallback}
     finish(out, pred)
     return CausePrediction(pred, stats, found.probs)
