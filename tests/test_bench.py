@@ -36,19 +36,36 @@ def test_smoke_writes_the_headline_numbers_and_machine(smoke):
     assert record["machine"]["torch"] and record["machine"]["cpu"] and record["machine"]["date"][:2] == "20"
     assert record["machine"]["omp_wait_policy"] == "PASSIVE"  # set by the fixture, recorded as it was
     assert {(v["stage"], v["style"]) for v in record["variants"]} == {
-        (s, t) for s in ("emotion", "cause") for t in ("per_utterance", "conversation")}
+        (s, t) for s in ("emotion", "cause") for t in ("per_utterance", "conversation")} | {("both", "fused")}
 
 
 def test_the_conversation_format_reads_fewer_tokens(smoke):
     record, _, _ = smoke
     tokens = {t: sum(v["tokens"] for v in record["variants"] if v["style"] == t)
-              for t in ("per_utterance", "conversation")}
-    assert record["train_tokens"] == tokens
+              for t in ("per_utterance", "conversation", "fused")}
+    assert record["train_tokens"] == {t: tokens[t] for t in ("per_utterance", "conversation")}
     assert record["train_tokens_ratio"] == pytest.approx(tokens["per_utterance"] / tokens["conversation"])
     assert record["train_tokens_ratio"] > 1
     for v in record["variants"]:  # the recipe's loss covers every token; ours only the answers
         assert (v["answer_tokens"] == v["tokens"]) == (v["style"] == "per_utterance")
         assert v["padded_tokens_random"] >= v["tokens"] and v["padded_tokens_grouped"] >= v["tokens"]
+
+
+def test_the_fused_style_is_measured_against_the_recipe_for_both_stages_together(smoke):
+    record, stdout, _ = smoke
+    fused = record["fused"]
+    (variant,) = [v for v in record["variants"] if v["style"] == "fused"]
+    recipe = [v for v in record["variants"] if v["style"] == "per_utterance"]
+    assert fused["train_tokens"] == variant["tokens"] < record["train_tokens"]["conversation"]
+    assert fused["train_tokens_ratio"] == pytest.approx(sum(v["tokens"] for v in recipe) / variant["tokens"])
+    assert fused["inference_speedup"] == pytest.approx(
+        sum(v["inference"]["wall_s"] for v in recipe) / variant["inference"]["wall_s"])
+    assert fused["valid_output_share"] == variant["inference"]["valid_output_share"] == 1.0
+    # one read labels every utterance and answers each cause read of the emotional ones
+    eval_utterances = record["data"]["eval_utterances"]
+    assert variant["inference"]["n_outputs"] >= eval_utterances
+    assert variant["train"]["steps"] == record["config"]["train_steps"] and variant["train"]["session_tokens"] > 0
+    assert f"| training tokens ÷ | {fused['train_tokens_ratio']:,.2f}× |" in stdout
 
 
 def test_speedup_is_the_ratio_of_the_measured_wall_times(smoke):

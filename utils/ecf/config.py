@@ -44,10 +44,8 @@ class SeriesConfig(HostedConfig):
     MODEL: str = param("auto", '"auto" (TinyLlama-1.1B-Chat from the hub on a CUDA GPU, 4-bit under 20 GiB; the '
                                'bundled SmolLM2 on a CPU or offline: the resolved model is printed and recorded), '
                                '"smollm2" (bundled GGUF), a .gguf file, a local folder or a hub id')
-    STYLE: str = param("conversation", '"conversation" (one pass per conversation and stage, an adapter each), '
-                                       '"fused" (one adapter, one read of each conversation for both stages: 02 '
-                                       'trains it, 04 has nothing to train; bench/RESULTS.md section 8) or '
-                                       '"per_utterance" (original MECPE recipe)')
+    STYLE: str = param("conversation", '"conversation" (one pass per conversation) or "per_utterance" '
+                                       "(original MECPE recipe)")
     SEED: int = param(42, "split and training seed")
     TEST_FRAC: float = param(0.1, "share of conversations held out as the test split")
     VAL_FRAC: float = param(0.1, "share of the remaining conversations held out for validation")

@@ -56,10 +56,10 @@ def fused_examples(convs: Sequence[dict], tokenizer: Any, max_length: int,
 
 def task_examples(cfg: Any, task: str, convs: Sequence[dict], tokenizer: Any) -> list[dict]:
     """``task``'s examples of ``convs`` as notebook 02's or 04's parameters build them (STYLE, MAX_LENGTH,
-    EMOTION_FORMAT; the cause window and CAUSE_LAYOUT). STYLE="fused": 02's examples train both stages and 04
-    has none (it trains nothing)."""
+    EMOTION_FORMAT; the cause window and CAUSE_LAYOUT). STYLE="fused": the one sequence that trains both stages,
+    for either task (02 trains on it; 04 shows it and trains nothing)."""
     if cfg.STYLE == "fused":
-        return fused_examples(convs, tokenizer, cfg.MAX_LENGTH) if task == "emotion" else []
+        return fused_examples(convs, tokenizer, cfg.MAX_LENGTH)
     if task == "emotion":
         return emotion_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, fmt=cfg.EMOTION_FORMAT)
     return cause_examples(convs, tokenizer, cfg.STYLE, cfg.MAX_LENGTH, cfg.CAUSE_WINDOW_BEFORE,

@@ -40,8 +40,11 @@ def finetune(cfg: TrainingNotebookConfig, task: str, train_examples: list[dict],
              extra: dict | None = None, *, out: str | Path | None = None, strategy: Any = None,
              callbacks: Sequence[Any] = (), main_process: bool = True) -> TrainResult:
     """LoRA-train MODEL on the examples (resuming when RESUME), then record the task beside the adapter
-    (``main_process`` only: under a launcher the other ranks train and leave the files to rank 0)."""
+    (``main_process`` only: under a launcher the other ranks train and leave the files to rank 0). The cause task
+    of STYLE="fused" trains nothing: ``fused_cause_run``."""
     folder = Path(out or task_dir(cfg, task))
+    if not trains(cfg, task):
+        return fused_cause_run(cfg, folder if main_process else None)
     result = train(cfg.MODEL, train_examples, val_examples or None, train_config(cfg, task, folder),
                    strategy=strategy, callbacks=list(callbacks))
     if main_process:
@@ -140,21 +143,29 @@ def trains(cfg: TrainingNotebookConfig, task: str) -> bool:
     return not (cfg.STYLE == "fused" and task == "cause")
 
 
-def fused_cause_task(cfg: CauseFinetuneConfig, out: str | Path | None = None) -> dict:
-    """STYLE="fused", notebook 04: nothing to train. Records the cause task beside 02's adapter's record (the
-    adapter, its training counts, the one read's window) for 05, and returns it; raises naming 02 when 02 has
-    not trained the fused adapter."""
+def fused_cause_run(cfg: CauseFinetuneConfig, out: str | Path | None) -> TrainResult:
+    """STYLE="fused", notebook 04: nothing to train, 02's adapter reads the causes in the same pass as the emotions.
+    Says so, records the cause task in ``out`` (None: not this process's to write) beside 02's adapter for 05 (the
+    adapter, its training counts, the one read's window), and returns 02's run (its loss curve is the one adapter's);
+    raises naming 02 when 02 has not trained the fused adapter."""
     from utils.ecf.artifacts import read_task
+    from utils.env import missing_artifact
 
     emotion = read_task(cfg, "emotion")
-    folder = Path(out or task_dir(cfg, "cause"))
-    before, after = windows(cfg)
-    record = {key: emotion[key] for key in ("fingerprint", "train_tokens", "train_wall_s", "global_step",
-                                            "train_conversations") if key in emotion}
-    write_task(cfg, "cause", {**record, "trained_by": "02 (STYLE='fused': one adapter for both stages)",
-                              "adapter": str(adapter_dir(cfg, "cause")), "window_before": before,
-                              "window_after": after, "cause_layout": "fused", "cause_emotions": "gold"}, folder)
-    return read_json(folder / TASK_FILE)
+    summary = task_dir(cfg, "emotion") / "train_summary.json"
+    if not summary.is_file():
+        raise missing_artifact(summary, "run notebook 02 with STYLE='fused' first: it trains the one adapter")
+    print("STYLE='fused': notebook 02 trained one adapter that reads each utterance's emotion and its causes in the "
+          "same pass, so there is nothing to train here; the run shown is 02's. This notebook chooses the cut-offs "
+          "and the end-to-end rule on val with that adapter.")
+    if out is not None:
+        before, after = windows(cfg)
+        record = {key: emotion[key] for key in ("fingerprint", "train_tokens", "train_wall_s", "global_step",
+                                                "train_conversations") if key in emotion}
+        write_task(cfg, "cause", {**record, "trained_by": "02 (STYLE='fused': one adapter for both stages)",
+                                  "adapter": str(adapter_dir(cfg, "cause")), "window_before": before,
+                                  "window_after": after, "cause_layout": "fused", "cause_emotions": "gold"}, out)
+    return TrainResult(**read_json(summary))
 
 
 def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], batch_size: int = 8,

@@ -14,6 +14,7 @@ utterance one digit per candidate cause, read as yes/no. Two ways to read it:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -39,9 +40,11 @@ class FusedRead:
 
 
 def _p_yes(row: Sequence[float]) -> float:
-    from utils.ecf.predict import p_yes
-
-    return round(p_yes(float(row[0]), float(row[1])), 6)
+    """P(yes) / (P(yes) + P(no)) from the two log-probs (as ``predict.p_yes``)."""
+    yes, no = float(row[0]), float(row[1])
+    if math.isinf(yes) or math.isinf(no):
+        return float(yes >= no)
+    return round(1.0 / (1.0 + math.exp(no - yes)), 6)
 
 
 def _cache_argument(model: Any) -> str:
@@ -141,37 +144,41 @@ def _read_together(model: Any, tokenizer: Any, built: list[tuple[list[int], list
     reads: list[list[tuple[int, tuple[int, int]]]] = [[] for _ in range(n)]
     seen = [0] * n  # real tokens of each conversation in the cache: its next position id
     mask = torch.zeros((n, 0), dtype=torch.long, device=device)
-    past = None
+    past, rows = None, list(range(n))  # the conversations in the cache, in its batch order
     model.eval()
     with torch.inference_mode():
         for step in range(max(len(units) for _, _, units in built) + 1):
-            feeds = []
-            for b, (_, _, units) in enumerate(built):
-                feeds.append(pending[b] + (units[step].line if step < len(units) else []))
-            width = max(len(f) for f in feeds)
-            if width == 0:
+            keep = [b for b in rows if pending[b] or step < len(built[b][2])]
+            if not keep:
                 break
+            if len(keep) < len(rows):  # a finished conversation leaves the batch (and its cache rows)
+                index = torch.tensor([rows.index(b) for b in keep], device=device)
+                past.batch_select_indices(index)
+                mask, rows = mask[index], keep
+            feeds = [pending[b] + (built[b][2][step].line if step < len(built[b][2]) else []) for b in rows]
+            width = max(len(f) for f in feeds)
             ids = torch.tensor([f + [pad] * (width - len(f)) for f in feeds], device=device)
             real = torch.tensor([[1] * len(f) + [0] * (width - len(f)) for f in feeds], device=device)
             positions = torch.tensor([[seen[b] + min(k, max(len(f) - 1, 0)) for k in range(width)]
-                                      for b, f in enumerate(feeds)], device=device)
+                                      for b, f in zip(rows, feeds)], device=device)
             mask = torch.cat([mask, real], dim=1)
             result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
                            **{cache_arg: past})
             past = getattr(result, cache_arg)
             logp = torch.log_softmax(result.logits.float(), dim=-1)
-            for b, (_, _, units) in enumerate(built):
-                if not feeds[b]:
+            for r, (b, feed) in enumerate(zip(rows, feeds)):
+                if not feed:
                     continue
-                outs[b].forwards, outs[b].tokens, seen[b] = outs[b].forwards + 1, outs[b].tokens + len(feeds[b]), \
-                    seen[b] + len(feeds[b])
+                units = built[b][2]
+                outs[b].forwards, outs[b].tokens, seen[b] = outs[b].forwards + 1, outs[b].tokens + len(feed), \
+                    seen[b] + len(feed)
                 for position, (i, j) in reads[b]:
-                    outs[b].probs.append([i, j, _p_yes(logp[b, position, answers_t].cpu().numpy())])
+                    outs[b].probs.append([i, j, _p_yes(logp[r, position, answers_t].cpu().numpy())])
                 pending[b], reads[b] = [], []
                 if step >= len(units):
                     continue
                 unit = units[step]
-                row = logp[b, len(feeds[b]) - 1, labels_t].cpu().numpy()
+                row = logp[r, len(feed) - 1, labels_t].cpu().numpy()
                 outs[b].logprobs.append([round(float(x), 4) for x in row])
                 emotion = decide(np.array([row]), vec)[0]
                 outs[b].emotions.append(emotion)

@@ -362,10 +362,6 @@ class CauseRule:
     decide_offsets: dict[str, float] | None = None  # STYLE="fused": the one read decides the emotions after these
     # (the conversations it returns carry them); None: the emotions of ``inputs`` are read as they are
 
-    def read_inputs(self, pred: list[dict]) -> list[dict]:
-        """The conversations with the emotions the cause model read (``pred``: what ``cause_run`` returned), no pairs."""
-        return [with_pairs(c, []) for c in pred] if self.decide_offsets is not None else self.inputs
-
 
 def stage_wise_rule(cfg: CauseInferenceConfig, task: dict, convs: list[dict], why: str = "") -> CauseRule:
     """The emotions of ``convs`` as they are, 04's cut-off(s) on gold emotions (or CAUSE_THRESHOLD), no fallback."""

@@ -9,7 +9,7 @@ import matplotlib.pyplot as plt
 
 from utils.ecf.artifacts import gold_subset, unscored
 from utils.ecf.baselines import majority_emotion, self_and_previous_causes
-from utils.ecf.data import emotion_pairs, strip_labels
+from utils.ecf.data import emotion_pairs, emotions_of, strip_labels, with_pairs
 from utils.ecf.decision import emotion_weighted_f1
 from utils.ecf import spans
 from utils.ecf.metric import emotion_scores_convs, score_subtask1, score_subtask2
@@ -117,8 +117,12 @@ def cause_metrics(pred: list[dict], inputs: list[dict], gold_split: list[dict], 
     given the gold emotions (``model_gold_emotions``), beside the heuristic on the same; ``stage_wise``: (pairs,
     inputs) of the stage-wise rule on 03's emotions when ``pred`` used the end-to-end rule (``model_stage_wise``,
     beside the heuristic on 03's emotions). With predicted emotions, the emotion weighted F1 of each set of
-    emotions the cause model read."""
+    emotions the cause model read. Where the model decided the emotions itself (the fused one read with the
+    end-to-end rule), the heuristic and the emotion score take the emotions in ``pred``, the ones it read, not
+    ``inputs``'."""
     gold = gold_subset(gold_split, pred)
+    if [emotions_of([c]) for c in inputs] != [emotions_of([c]) for c in pred]:
+        inputs = [with_pairs(c, []) for c in pred]
     out = score_subtask2(pred, gold)
     out["baselines"] = {
         f"self_and_previous_{cause_emotions}_emotions": score_subtask2(self_and_previous_causes(inputs), gold),
