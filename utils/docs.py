@@ -141,23 +141,15 @@ MODEL_BOOKS = ("03", "05", "06")  # the pages that need trained adapters (--chec
 PAGE_TASKS = {"03": ("emotion",), "05": ("emotion", "cause"), "06": ("emotion", "cause")}  # the adapters each shows
 
 
-def default_style() -> str:
-    """The STYLE the pages render (the notebooks' default)."""
-    from utils.ecf.config import SeriesConfig
-
-    return next(f.default for f in dataclasses.fields(SeriesConfig) if f.name == "STYLE")
-
-
 def _models(checkpoints: Path, tasks: tuple[str, ...] = ("emotion", "cause")) -> dict[str, dict]:
     """The task records of the ``tasks``' adapters under ``checkpoints`` (notebooks 02/04 or bench.quality)."""
     from utils.ecf.artifacts import TASK_FILE
     from utils.io import read_json
 
-    found, style = {}, default_style()
+    found = {}
     for task in tasks:
-        path = checkpoints / task / style / TASK_FILE
-        adapter = checkpoints / ("emotion" if style == "fused" else task) / style / "adapter"  # fused: one adapter
-        if not (path.is_file() and adapter.is_dir()):
+        path = checkpoints / task / "conversation" / TASK_FILE
+        if not (path.is_file() and (path.parent / "adapter").is_dir()):
             raise FileNotFoundError(f"--checkpoints {checkpoints}: no {task} adapter with its {TASK_FILE} under "
                                     f"{path.parent} (run notebook {'02' if task == 'emotion' else '04'}, or "
                                     "`python -m bench.quality export RUN` for a quality run)")

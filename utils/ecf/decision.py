@@ -11,6 +11,7 @@ the same way notebook 04 chooses the cause cut-off.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -77,6 +78,14 @@ def offsets_vector(offsets: dict[str, float] | None, labels: Sequence[str] = EMO
 
 
 # ---------------------------------------------------------------- cause cut-offs
+
+def p_yes(yes: float, no: float) -> float:
+    """P(yes) / (P(yes) + P(no)) from the two log-probs (a log-prob of -inf: that answer was not returned)."""
+    if math.isinf(yes) or math.isinf(no):
+        return float(yes >= no)
+    return 1.0 / (1.0 + math.exp(no - yes))
+
+
 
 # Cause candidates fall into distance buckets j - i with their own cut-off: the utterance itself
 # (half of the ECF 2.0 pairs), the one before (29%), two before (9%), the rest (14%). The model's

@@ -14,7 +14,6 @@ utterance one digit per candidate cause, read as yes/no. Two ways to read it:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -23,7 +22,7 @@ import torch
 
 from utils.ecf import prompts
 from utils.ecf.data import EMOTIONS
-from utils.ecf.decision import decide, offsets_vector
+from utils.ecf.decision import decide, offsets_vector, p_yes
 from utils.lm import inference
 from utils.lm.modeling import label_token_ids
 
@@ -40,11 +39,37 @@ class FusedRead:
 
 
 def _p_yes(row: Sequence[float]) -> float:
-    """P(yes) / (P(yes) + P(no)) from the two log-probs (as ``predict.p_yes``)."""
-    yes, no = float(row[0]), float(row[1])
-    if math.isinf(yes) or math.isinf(no):
-        return float(yes >= no)
-    return round(1.0 / (1.0 + math.exp(no - yes)), 6)
+    return round(p_yes(float(row[0]), float(row[1])), 6)
+
+
+class _Reader:
+    """What both one reads share: the answer ids, the offsets, and the step after each forward call."""
+
+    def __init__(self, model: Any, tokenizer: Any, offsets: dict[str, float] | None) -> None:
+        self.label_ids = label_token_ids(tokenizer, EMOTIONS)
+        self.device = inference.model_device(model)
+        self.labels = torch.tensor(self.label_ids, device=self.device)
+        self.answers = torch.tensor(label_token_ids(tokenizer, prompts.ANSWERS), device=self.device)
+        self.vec = offsets_vector(offsets)
+        self.cache_arg = _cache_argument(model)
+
+    def causes(self, out: FusedRead, logp: torch.Tensor, reads: list[tuple[int, tuple[int, int]]]) -> None:
+        """P(yes) of the pending cause reads, at their positions in ``logp`` (one sequence's log-probs)."""
+        for position, (i, j) in reads:
+            out.probs.append([i, j, _p_yes(logp[position, self.answers].cpu().numpy())])
+
+    def emotion(self, out: FusedRead, logp_at_marker: torch.Tensor,
+                unit: prompts.FusedUnit) -> tuple[list[int], list[tuple[int, tuple[int, int]]]]:
+        """The emotion decided at ``unit``'s marker; returns what is fed next (its word and, when it is not
+        neutral, its candidate digits) and the cause reads among those tokens."""
+        row = logp_at_marker[self.labels].cpu().numpy()
+        out.logprobs.append([round(float(x), 4) for x in row])
+        emotion = decide(np.array([row]), self.vec)[0]
+        out.emotions.append(emotion)
+        if emotion == "neutral":
+            return [self.label_ids[EMOTIONS.index(emotion)]], []
+        return ([self.label_ids[EMOTIONS.index(emotion)], *unit.candidate_ids],
+                [(k + 1, (unit.utterance_id, j)) for k, j in enumerate(unit.candidates)])
 
 
 def _cache_argument(model: Any) -> str:
@@ -61,27 +86,21 @@ def read_free(model: Any, tokenizer: Any, conv: dict, max_length: int, offsets: 
     """``conv`` read once: at each marker the emotion with the best log-prob after ``offsets`` is inserted, its
     candidate digits follow when it is not neutral, and the next utterance continues from the KV cache. A
     conversation longer than ``max_length`` starts a fresh cache where training started a fresh chunk."""
-    label_ids = label_token_ids(tokenizer, EMOTIONS)
-    yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
-    header, end, units = prompts.fused_units(conv, tokenizer, max_length, before)
-    vec = offsets_vector(offsets)
-    device = inference.model_device(model)
-    labels_t = torch.tensor(label_ids, device=device)
-    answers_t = torch.tensor(yes_no, device=device)
+    return _read_alone(model, prompts.fused_units(conv, tokenizer, max_length, before), max_length,
+                       _Reader(model, tokenizer, offsets))
+
+
+def _read_alone(model: Any, built: tuple[list[int], list[int], list[prompts.FusedUnit]], max_length: int,
+                r: _Reader) -> FusedRead:
+    header, end, units = built
     out = FusedRead([], [])
     state: dict[str, Any] = {"past": None, "cached": 0}
 
-    cache_arg = _cache_argument(model)
-
     def forward(ids: list[int]) -> torch.Tensor:
-        result = model(input_ids=torch.tensor([ids], device=device), use_cache=True, **{cache_arg: state["past"]})
-        state["past"], state["cached"] = getattr(result, cache_arg), state["cached"] + len(ids)
+        result = model(input_ids=torch.tensor([ids], device=r.device), use_cache=True, **{r.cache_arg: state["past"]})
+        state["past"], state["cached"] = getattr(result, r.cache_arg), state["cached"] + len(ids)
         out.forwards, out.tokens = out.forwards + 1, out.tokens + len(ids)
         return torch.log_softmax(result.logits[0].float(), dim=-1)  # whole vocabulary, as label_logprobs reads
-
-    def read_causes(logp: torch.Tensor, reads: list[tuple[int, tuple[int, int]]]) -> None:
-        for position, (i, j) in reads:
-            out.probs.append([i, j, _p_yes(logp[position, answers_t].cpu().numpy())])
 
     pending, reads, in_chunk = list(header), [], 0  # tokens not yet fed; the cause reads among them
     model.eval()
@@ -89,22 +108,14 @@ def read_free(model: Any, tokenizer: Any, conv: dict, max_length: int, offsets: 
         for unit in units:
             if in_chunk and not prompts.unit_fits(state["cached"] + len(pending), unit, end, max_length):
                 if reads:  # the previous utterance's candidates are read before the cache is dropped
-                    read_causes(forward(pending), reads)
+                    r.causes(out, forward(pending), reads)
                 state["past"], state["cached"], pending, reads, in_chunk = None, 0, list(header), [], 0
-            feed = pending + unit.line
-            logp = forward(feed)
-            read_causes(logp, reads)
-            row = logp[-1, labels_t].cpu().numpy()
-            out.logprobs.append([round(float(x), 4) for x in row])
-            emotion = decide(np.array([row]), vec)[0]
-            out.emotions.append(emotion)
+            logp = forward(pending + unit.line)
+            r.causes(out, logp, reads)
+            pending, reads = r.emotion(out, logp[-1], unit)
             in_chunk += 1
-            pending, reads = [label_ids[EMOTIONS.index(emotion)]], []
-            if emotion != "neutral":
-                reads = [(k + 1, (unit.utterance_id, j)) for k, j in enumerate(unit.candidates)]
-                pending += unit.candidate_ids
         if reads:
-            read_causes(forward(pending), reads)
+            r.causes(out, forward(pending), reads)
     return out
 
 
@@ -120,25 +131,19 @@ def read_free_batch(model: Any, tokenizer: Any, convs: list[dict], max_length: i
     masked out of the cache), so a batch costs one forward call per utterance of its longest conversation. A
     conversation that could outgrow ``max_length`` is read alone (``read_free``: it needs a fresh cache)."""
     built = [prompts.fused_units(conv, tokenizer, max_length, before) for conv in convs]
+    r = _Reader(model, tokenizer, offsets)
     alone = {b for b, (header, end, units) in enumerate(built) if not _fits_whole(header, end, units, max_length)}
     together = [b for b in range(len(convs)) if b not in alone]
-    out: dict[int, FusedRead] = {b: read_free(model, tokenizer, convs[b], max_length, offsets, before) for b in alone}
+    out = {b: _read_alone(model, built[b], max_length, r) for b in alone}
     if together:
-        reads = _read_together(model, tokenizer, [built[b] for b in together], offsets)
-        out.update(zip(together, reads))
+        out.update(zip(together, _read_together(model, [built[b] for b in together],
+                                                inference.pad_id_of(model, tokenizer), r)))
     return [out[b] for b in range(len(convs))]
 
 
-def _read_together(model: Any, tokenizer: Any, built: list[tuple[list[int], list[int], list[prompts.FusedUnit]]],
-                   offsets: dict[str, float] | None) -> list[FusedRead]:
-    label_ids = label_token_ids(tokenizer, EMOTIONS)
-    yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
-    vec = offsets_vector(offsets)
-    device = inference.model_device(model)
-    pad = inference.pad_id_of(model, tokenizer)
-    labels_t, answers_t = torch.tensor(label_ids, device=device), torch.tensor(yes_no, device=device)
-    cache_arg = _cache_argument(model)
-    n = len(built)
+def _read_together(model: Any, built: list[tuple[list[int], list[int], list[prompts.FusedUnit]]], pad: int,
+                   r: _Reader) -> list[FusedRead]:
+    n, device = len(built), r.device
     outs = [FusedRead([], []) for _ in range(n)]
     pending = [list(header) for header, _, _ in built]
     reads: list[list[tuple[int, tuple[int, int]]]] = [[] for _ in range(n)]
@@ -163,29 +168,18 @@ def _read_together(model: Any, tokenizer: Any, built: list[tuple[list[int], list
                                       for b, f in zip(rows, feeds)], device=device)
             mask = torch.cat([mask, real], dim=1)
             result = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
-                           **{cache_arg: past})
-            past = getattr(result, cache_arg)
+                           **{r.cache_arg: past})
+            past = getattr(result, r.cache_arg)
             logp = torch.log_softmax(result.logits.float(), dim=-1)
-            for r, (b, feed) in enumerate(zip(rows, feeds)):
+            for k, (b, feed) in enumerate(zip(rows, feeds)):
                 if not feed:
                     continue
-                units = built[b][2]
                 outs[b].forwards, outs[b].tokens, seen[b] = outs[b].forwards + 1, outs[b].tokens + len(feed), \
                     seen[b] + len(feed)
-                for position, (i, j) in reads[b]:
-                    outs[b].probs.append([i, j, _p_yes(logp[r, position, answers_t].cpu().numpy())])
+                r.causes(outs[b], logp[k], reads[b])
                 pending[b], reads[b] = [], []
-                if step >= len(units):
-                    continue
-                unit = units[step]
-                row = logp[r, len(feed) - 1, labels_t].cpu().numpy()
-                outs[b].logprobs.append([round(float(x), 4) for x in row])
-                emotion = decide(np.array([row]), vec)[0]
-                outs[b].emotions.append(emotion)
-                pending[b] = [label_ids[EMOTIONS.index(emotion)]]
-                if emotion != "neutral":
-                    reads[b] = [(k + 1, (unit.utterance_id, j)) for k, j in enumerate(unit.candidates)]
-                    pending[b] += unit.candidate_ids
+                if step < len(built[b][2]):
+                    pending[b], reads[b] = r.emotion(outs[b], logp[k, len(feed) - 1], built[b][2][step])
     return outs
 
 

@@ -8,7 +8,6 @@ calls itself, so one loop, one record format and one set of stats serve every ba
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ import numpy as np
 from utils.ecf import prompts
 from utils.ecf.config import CauseInferenceConfig, EmotionInferenceConfig
 from utils.ecf.data import EMOTIONS, with_emotions, with_pairs
-from utils.ecf.decision import decide, offsets_vector, pairs_above, relabel, with_fallback
+from utils.ecf.decision import decide, offsets_vector, p_yes, pairs_above, relabel, with_fallback
 from utils.lm import inference
 from utils.lm.modeling import label_token_ids, weights_digest
 
@@ -231,13 +230,6 @@ def _fused_forced(lm: LanguageModel, tokenizer: Any, max_length: int, batch_size
     model = _transformers_model(lm)
     return lambda batch: [_fused_record(r) for r in fused.read_forced(model, tokenizer, batch, max_length, batch_size,
                                                                       before)]
-
-
-def p_yes(yes: float, no: float) -> float:
-    """P(yes) / (P(yes) + P(no)) from the two log-probs (a log-prob of -inf: that answer was not returned)."""
-    if math.isinf(yes) or math.isinf(no):
-        return float(yes >= no)
-    return 1.0 / (1.0 + math.exp(no - yes))
 
 
 def _causes_by_scoring(lm: LanguageModel, tokenizer: Any, max_length: int, batch_size: int, before: int, after: int,
