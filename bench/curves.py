@@ -176,6 +176,12 @@ def main(argv: list[str] | None = None) -> int:
     rule = cause_task.get("end_to_end")
     if not rule:
         raise SystemExit(f"bench.curves: {artifacts.task_dir(cfg, 'cause')} has no end-to-end rule: run notebook 04")
+    adapters = {"emotion": emotion_task.get("fingerprint"), "cause": cause_task.get("fingerprint")}
+    stamp = out / "adapters.json"  # the saved reads are resumed only for the adapters that made them
+    if stamp.is_file() and read_json(stamp) != adapters:
+        raise SystemExit(f"bench.curves: {out} holds the reads of other adapters ({read_json(stamp)}, these are "
+                         f"{adapters}): choose another --out or empty it")
+    write_json_atomic(stamp, adapters)
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     t0 = time.perf_counter()
 
@@ -205,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     gold_test = [data.with_pairs(c, []) for c in test]
     record = {
         "rule": {k: rule[k] for k in ("neutral_shift", "threshold", "fallback", "weighted_f1", "emotion_weighted_f1")},
-        "adapters": {"emotion": emotion_task.get("fingerprint"), "cause": cause_task.get("fingerprint")},
+        "adapters": adapters,
         "val": {"conversations": len(val), "emotion_curve": emotion_curve(val, emotion_task["val_logprobs"], base),
                 "pairs": val_rows(val, emotion_task["val_logprobs"], rule),
                 "gold_emotions": _gold_val(val, cause_task)},
