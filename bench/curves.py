@@ -153,6 +153,23 @@ def _cfg(args: argparse.Namespace) -> config.CauseInferenceConfig:
                                        CHECKPOINT_DIR=args.checkpoint_dir, MODEL=args.model, STYLE="conversation")
 
 
+def claim_out(out: Path, adapters: dict[str, Any]) -> None:
+    """Stamp ``out`` with the adapters' fingerprints; refuse a folder whose saved reads other (or unknown) adapters made.
+
+    The saved reads are resumed only for the adapters that made them: a stopped run resumes, but a rerun after
+    retraining into the same ``--out`` would otherwise mix the old model's probabilities into the new curves.
+    """
+    stamp = out / "adapters.json"
+    if stamp.is_file():
+        if read_json(stamp) != adapters:
+            raise SystemExit(f"bench.curves: {out} holds the reads of other adapters ({read_json(stamp)}, these are "
+                             f"{adapters}): choose another --out or empty it")
+    elif (out / "test_emotion_logprobs.json").exists() or any((out / "probs").glob("*.json")):
+        raise SystemExit(f"bench.curves: {out} holds saved reads without {stamp.name}, so which adapters made them is "
+                         "unknown: choose another --out or empty it")
+    write_json_atomic(stamp, adapters)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.curves", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-path", required=True, help="the training file the adapters were trained on (its val split)")
@@ -177,11 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rule:
         raise SystemExit(f"bench.curves: {artifacts.task_dir(cfg, 'cause')} has no end-to-end rule: run notebook 04")
     adapters = {"emotion": emotion_task.get("fingerprint"), "cause": cause_task.get("fingerprint")}
-    stamp = out / "adapters.json"  # the saved reads are resumed only for the adapters that made them
-    if stamp.is_file() and read_json(stamp) != adapters:
-        raise SystemExit(f"bench.curves: {out} holds the reads of other adapters ({read_json(stamp)}, these are "
-                         f"{adapters}): choose another --out or empty it")
-    write_json_atomic(stamp, adapters)
+    claim_out(out, adapters)
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     t0 = time.perf_counter()
 

@@ -102,3 +102,17 @@ def test_plot_writes_a_png(gold, rule, tmp_path):
     path = curves.plot(record, tmp_path / "curves.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "margin +0.0000" in curves.summary(record)
+
+
+def test_saved_reads_resume_only_for_the_adapters_that_made_them(tmp_path):
+    mine, other = {"emotion": "e1", "cause": "c1"}, {"emotion": "e1", "cause": "c2"}
+    curves.claim_out(tmp_path, mine)
+    curves.claim_out(tmp_path, mine)  # a resumed run of the same adapters goes on
+    with pytest.raises(SystemExit, match="other adapters"):
+        curves.claim_out(tmp_path, other)
+    unstamped = tmp_path / "old"
+    (unstamped / "probs").mkdir(parents=True)
+    (unstamped / "probs" / "val_shift_0.0.json").write_text("[]")
+    with pytest.raises(SystemExit, match="unknown"):
+        curves.claim_out(unstamped, mine)
+    assert not (unstamped / "adapters.json").exists()
