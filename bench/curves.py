@@ -5,13 +5,14 @@ emotions the cause model reads, and the cut-offs on those emotions. This reads t
 the same way at every shift of that grid (one cause pass per shift), with the cut-offs val chose for that
 shift, and puts beside each point self + previous on the same emotions. The rule stays the one chosen on
 val: the test points are a diagnosis (where the test's best shift lies, how far the model's margin over the
-heuristic is from issue 23's +0.02 at any shift), not a choice. One more column per test shift gives the
-cut-offs chosen on the test itself, labelled as such: what no rule chosen on val could beat with these
-emotions.
+heuristic is from issue 23's +0.02 at any shift), not a choice. One more column per test shift (and on gold
+emotions) gives cut-offs tuned on the test itself by the same coordinate ascent, labelled as such: roughly how
+much a better-placed cut-off would give with these emotions and probabilities, not a bound.
 
-Writes ``<out>/curves.json`` (every number, with the adapters' task records' fingerprints) and
-``<out>/curves.png``; each shift's cause probabilities are kept under ``<out>/probs/`` so a stopped run
-resumes at the next shift.
+Writes ``<out>/curves.json`` (every number, with the sha256 of both adapters' weights and of the test file)
+and ``<out>/curves.png``; each shift's cause probabilities are kept under ``<out>/probs/`` with a digest of
+the emotions they were read on, so a stopped run resumes at the next shift, and only for the same adapters,
+test file and emotions.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ import numpy as np
 
 from utils.ecf import artifacts, baselines, config, data, decision
 from utils.ecf.metric import score_subtask2
-from utils.io import read_json, write_json_atomic
+from utils.env import resolve
+from utils.io import file_sha256, read_json, write_json_atomic
 
 # the emotion curve is cheap (no cause pass): a finer grid than the cause passes'
 EMOTION_SHIFTS = tuple(float(x) for x in np.round(np.arange(-3.0, 1.01, 0.25), 2))
@@ -59,30 +61,42 @@ def heuristic_f1(labelled: list[dict], gold: list[dict]) -> float:
 
 
 def pair_row(labelled: list[dict], gold: list[dict], probs: list[list], cutoffs: float | dict[str, float],
-             oracle: bool = False) -> dict:
-    """The model's pairs above ``cutoffs`` and self + previous on the same emotions; with ``oracle``, also the
-    cut-offs chosen on ``gold`` itself (a diagnosis, never a rule)."""
-    s = decision.pair_scores(labelled, probs, gold, cutoffs)
+             oracle: bool = False, fallback: str = "none") -> dict:
+    """The model's pairs above ``cutoffs`` (with ``fallback`` for an emotional utterance left without one) and
+    self + previous on the same emotions; with ``oracle``, also cut-offs of the same kind (one, or one per
+    distance) tuned on ``gold`` itself (a diagnosis, never a rule)."""
+    s = decision.pair_scores(labelled, probs, gold, cutoffs, fallback)
     row = {"threshold": cutoffs, "weighted_f1": s["weighted_f1"], "weighted_precision": s["weighted_precision"],
            "weighted_recall": s["weighted_recall"], "self_previous_f1": heuristic_f1(labelled, gold),
            "emotion_weighted_f1": decision.emotion_weighted_f1(labelled, gold),
            "emotional_share": emotional_share(labelled)}
     row["margin"] = row["weighted_f1"] - row["self_previous_f1"]
     if oracle:
-        best = decision.choose_cutoffs(gold, probs, True, inputs=labelled)
+        best = decision.choose_cutoffs(gold, probs, isinstance(cutoffs, dict), inputs=labelled, fallback=fallback)
         row.update(oracle_threshold=best["threshold"], oracle_f1=best["weighted_f1"])
     return row
 
 
+def rule_rows(rule: dict) -> list[dict]:
+    """04's end-to-end table rows of the fallback the rule chose, one per shift: the points of its curve."""
+    return [r for r in rule["table"] if r["fallback"] == rule["fallback"]]
+
+
 def val_rows(val: list[dict], logprobs: dict[Any, list[list[float]]], rule: dict) -> list[dict]:
-    """Per shift of 04's end-to-end table (its no-fallback rows: model pair F1 and the cut-offs val chose),
-    with self + previous on the same val emotions beside each."""
+    """Per shift of 04's end-to-end table (the rows of the rule's fallback: model pair F1 and the cut-offs val
+    chose), with self + previous on the same val emotions beside each. The table's numbers are 04's; the
+    emotions are decided again here, and must be the ones 04 scored (same val, same logprobs)."""
+    if len(val) != rule.get("conversations", len(val)):
+        raise ValueError(f"val has {len(val)} conversations, 04 chose its end-to-end rule on {rule['conversations']}: "
+                         "run with the DATA_PATH, SPLIT, SEED, VAL_FRAC and LIMIT notebook 04 used")
     offsets = _base_offsets(rule)
     rows = []
-    for r in rule["table"]:
-        if r["fallback"] != "none":
-            continue
+    for r in rule_rows(rule):
         labelled = labelled_at(val, logprobs, offsets, r["neutral_shift"])
+        emotion_f1 = decision.emotion_weighted_f1(labelled, val)
+        if abs(emotion_f1 - r["emotion_weighted_f1"]) > 1e-9:
+            raise ValueError(f"shift {r['neutral_shift']:+g}: the val emotions decided here score {emotion_f1:.6f}, "
+                             f"04 recorded {r['emotion_weighted_f1']:.6f}: 02's record changed after 04 chose its rule")
         sp = heuristic_f1(labelled, val)
         rows.append({**{k: r[k] for k in ("neutral_shift", "threshold", "weighted_f1", "weighted_precision",
                                             "weighted_recall", "emotion_weighted_f1", "emotional_share")},
@@ -100,12 +114,11 @@ def test_rows(test: list[dict], logprobs: dict[Any, list[list[float]]], rule: di
     """Per shift of 04's table: the test's emotions at that shift, the cause model's P(yes) on them
     (``cause_probs(shift, conversations)``), scored with the cut-offs val chose for that shift."""
     offsets, rows = _base_offsets(rule), []
-    for r in rule["table"]:
-        if r["fallback"] != "none":
-            continue
+    for r in rule_rows(rule):
         labelled = labelled_at(test, logprobs, offsets, r["neutral_shift"])
         rows.append({"neutral_shift": r["neutral_shift"],
-                     **pair_row(labelled, test, cause_probs(r["neutral_shift"], labelled), r["threshold"], oracle=True)})
+                     **pair_row(labelled, test, cause_probs(r["neutral_shift"], labelled), r["threshold"], oracle=True,
+                                fallback=rule["fallback"])})
     return rows
 
 
@@ -153,12 +166,30 @@ def _cfg(args: argparse.Namespace) -> config.CauseInferenceConfig:
                                        CHECKPOINT_DIR=args.checkpoint_dir, MODEL=args.model, STYLE="conversation")
 
 
-def claim_out(out: Path, adapters: dict[str, Any]) -> None:
-    """Stamp ``out`` with the adapters' fingerprints; refuse a folder whose saved reads other (or unknown) adapters made.
+def inputs_stamp(cfg: config.CauseInferenceConfig) -> dict[str, str]:
+    """sha256 of both adapters' weights and of the test file: what the saved reads under ``--out`` depend on
+    (the task records' fingerprints hash the settings, which a retraining with the same settings keeps)."""
+    from utils.lm import modeling
 
-    The saved reads are resumed only for the adapters that made them: a stopped run resumes, but a rerun after
+    stamp = {}
+    for task in ("emotion", "cause"):
+        weights = artifacts.adapter_dir(cfg, task) / modeling.ADAPTER_WEIGHTS
+        if not weights.is_file():
+            raise SystemExit(f"bench.curves: no {weights}: train the {task} adapter first (README, Rendered pages)")
+        stamp[task] = file_sha256(weights)
+    stamp["test"] = file_sha256(resolve(cfg.TEST_PATH))
+    return stamp
+
+
+def claim_out(out: Path, adapters: dict[str, Any]) -> None:
+    """Stamp ``out`` with ``adapters`` (inputs_stamp); refuse a folder whose saved reads were made from other
+    (or unknown) inputs.
+
+    The saved reads are resumed only for the inputs that made them: a stopped run resumes, but a rerun after
     retraining into the same ``--out`` would otherwise mix the old model's probabilities into the new curves.
     """
+    if not adapters or not all(adapters.values()):
+        raise ValueError(f"bench.curves: an empty stamp {adapters} would match any other")
     stamp = out / "adapters.json"
     if stamp.is_file():
         if read_json(stamp) != adapters:
@@ -193,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     rule = cause_task.get("end_to_end")
     if not rule:
         raise SystemExit(f"bench.curves: {artifacts.task_dir(cfg, 'cause')} has no end-to-end rule: run notebook 04")
-    adapters = {"emotion": emotion_task.get("fingerprint"), "cause": cause_task.get("fingerprint")}
+    adapters = inputs_stamp(cfg)
     claim_out(out, adapters)
     tokenizer = modeling.load_tokenizer(cfg.MODEL)
     t0 = time.perf_counter()
@@ -207,18 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         artifacts.write_logprobs(logprobs_path, test, rows)
         test_logprobs = artifacts.read_logprobs(logprobs_path)
         del model
-    model = modeling.load_model(cfg.MODEL, adapter=artifacts.adapter_dir(cfg, "cause"))
+    loaded: list = []  # the cause model, loaded at the first shift not saved yet
 
-    def cause_probs(tag: str, convs: list[dict]) -> list[list]:
-        path = out / "probs" / f"{tag}.json"
-        if path.is_file():  # a stopped run goes on from the next shift
-            return read_json(path)
-        found = predict.predict_causes(model, tokenizer, convs, "conversation", args.batch_size, None,
+    def read_causes(convs: list[dict]) -> list[list]:
+        if not loaded:
+            loaded.append(modeling.load_model(cfg.MODEL, adapter=artifacts.adapter_dir(cfg, "cause")))
+        found = predict.predict_causes(loaded[0], tokenizer, convs, "conversation", args.batch_size, None,
                                        cause_task["max_length"], 0.5, cause_task["window_before"],
                                        cause_task["window_after"], **predict.recorded(cause_task))
-        write_json_atomic(path, found.probs)
-        print(f"[curves] {tag}: {time.perf_counter() - t0:.0f} s", flush=True)
+        print(f"[curves] {time.perf_counter() - t0:.0f} s", flush=True)
         return found.probs
+
+    def cause_probs(tag: str, convs: list[dict]) -> list[list]:
+        return saved_probs(out / "probs" / f"{tag}.json", convs, read_causes)
 
     base = _base_offsets(rule)
     gold_test = [data.with_pairs(c, []) for c in test]
@@ -231,13 +263,27 @@ def main(argv: list[str] | None = None) -> int:
         "test": {"conversations": len(test), "emotion_curve": emotion_curve(test, test_logprobs, base),
                  "pairs": test_rows(test, test_logprobs, rule, lambda s, c: cause_probs(f"shift_{s:+g}", c)),
                  "gold_emotions": pair_row(gold_test, test, cause_probs("gold", gold_test),
-                                           cause_task["threshold"])},
+                                           cause_task["threshold"], oracle=True)},
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     write_json_atomic(out / "curves.json", record)
     plot(record, out / "curves.png")
     print(summary(record))
     return 0
+
+
+def saved_probs(path: Path, convs: list[dict], read: Callable[[list[dict]], list[list]]) -> list[list]:
+    """The cause probabilities saved at ``path`` if they were read on ``convs``' emotions, else ``read(convs)``
+    saved there (atomically) with the digest of those emotions: a stopped run goes on from the next shift."""
+    digest = data.emotions_digest(convs)
+    if path.is_file():
+        saved = read_json(path)
+        if isinstance(saved, dict) and saved.get("emotions") == digest:
+            return saved["probs"]
+        print(f"[curves] {path} was read on other emotions: reading again", flush=True)
+    probs = read(convs)
+    write_json_atomic(path, {"emotions": digest, "probs": probs})
+    return probs
 
 
 def _gold_val(val: list[dict], cause_task: dict) -> dict | None:

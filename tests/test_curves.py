@@ -116,3 +116,61 @@ def test_saved_reads_resume_only_for_the_adapters_that_made_them(tmp_path):
     with pytest.raises(SystemExit, match="unknown"):
         curves.claim_out(unstamped, mine)
     assert not (unstamped / "adapters.json").exists()
+
+
+def _with_cutoff_at(rule: dict, shift: float, cutoff: float) -> dict:
+    table = [{**r, "threshold": cutoff} if r["neutral_shift"] == shift else r for r in rule["table"]]
+    return {**rule, "table": table}
+
+
+def test_each_shift_is_scored_with_the_cutoffs_val_chose_for_it(gold, rule):
+    """Val chose cut-off 1.0 at shift -1 (nothing passes) and kept its own elsewhere: only that point loses its pairs."""
+    strict = _with_cutoff_at(rule, -1.0, 1.0)
+    rows = {r["neutral_shift"]: r for r in curves.test_rows(gold, _logprobs(gold), strict,
+                                                            lambda shift, convs: _self_previous_model()(convs))}
+    assert rows[-1.0]["weighted_f1"] == 0.0 and rows[-1.0]["self_previous_f1"] > 0.5
+    assert rows[0.0]["weighted_f1"] == pytest.approx(rows[0.0]["self_previous_f1"])
+    table = {r["neutral_shift"]: r["threshold"] for r in curves.rule_rows(strict)}
+    assert {s: r["threshold"] for s, r in rows.items()} == table
+
+
+def test_the_curve_follows_the_fallback_the_rule_chose(gold, rule):
+    """Val's cut-off 1.0 keeps no pair, but a rule whose fallback is self + previous gives the heuristic's pairs."""
+    strict = {**rule, "table": [{**r, "threshold": 1.0} for r in rule["table"]]}
+    model = lambda shift, convs: _self_previous_model()(convs)  # noqa: E731
+    none = {r["neutral_shift"]: r for r in curves.test_rows(gold, _logprobs(gold), strict, model)}
+    fallback = {r["neutral_shift"]: r for r in curves.test_rows(gold, _logprobs(gold), {**strict, "fallback": "self_previous"}, model)}
+    assert none[0.0]["weighted_f1"] == 0.0
+    assert fallback[0.0]["weighted_f1"] == pytest.approx(fallback[0.0]["self_previous_f1"]) and fallback[0.0]["weighted_f1"] > 0.5
+    assert len(curves.rule_rows({**rule, "fallback": "self"})) == 3  # one row per shift, of that fallback only
+
+
+def test_val_rows_refuse_emotions_that_04_did_not_score(gold, rule):
+    with pytest.raises(ValueError, match="conversations"):
+        curves.val_rows(gold[:-1], _logprobs(gold), rule)
+    wrong = _logprobs(gold)
+    first = gold[0]["conversation_ID"]
+    wrong[first] = [[-3.0] * len(EMOTIONS) for _ in wrong[first]]  # ties: this conversation reads as neutral
+    with pytest.raises(ValueError, match="04 recorded"):
+        curves.val_rows(gold, wrong, rule)
+
+
+def test_saved_probs_resume_only_on_the_same_emotions(gold, tmp_path):
+    reads = []
+
+    def read(convs):
+        reads.append(len(convs))
+        return _self_previous_model()(convs)
+
+    path = tmp_path / "probs" / "shift_+0.json"
+    first = curves.saved_probs(path, gold, read)
+    assert curves.saved_probs(path, gold, read) == first and reads == [len(gold)]  # resumed, not read again
+    neutral = [data.with_emotions(c, ["neutral"] * len(c["conversation"])) for c in gold]
+    assert curves.saved_probs(path, neutral, read) == [] and reads == [len(gold)] * 2  # other emotions: read again
+    path.write_text("[[1, 1, 1, 0.9]]")  # a bare list from before the digest: not trusted
+    assert curves.saved_probs(path, gold, read) == first and len(reads) == 3
+
+
+def test_an_empty_stamp_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="empty"):
+        curves.claim_out(tmp_path, {"emotion": None, "cause": "c1"})

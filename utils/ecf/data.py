@@ -345,6 +345,12 @@ def split_conversations(convs: list[dict], test_frac: float = 0.1, val_frac: flo
     return split
 
 
+def emotions_digest(convs: list[dict]) -> str:
+    """A short digest of the emotions in ``convs`` (what a saved cause read depends on besides the model)."""
+    emotions = [[u.get("emotion") for u in c["conversation"]] for c in convs]
+    return hashlib.sha256(json.dumps(emotions).encode("utf-8")).hexdigest()[:16]
+
+
 def summary(convs: list[dict]) -> dict[str, int]:
     """Counts for a one-line report."""
     return {

@@ -17,7 +17,7 @@ import numpy as np
 
 from utils.ecf import prompts
 from utils.ecf.config import CauseInferenceConfig, EmotionInferenceConfig
-from utils.ecf.data import EMOTIONS, with_emotions, with_pairs
+from utils.ecf.data import EMOTIONS, emotions_digest, with_emotions, with_pairs
 from utils.ecf.decision import decide, offsets_vector, p_yes, pairs_above, relabel, with_fallback
 from utils.lm import inference
 from utils.lm.modeling import label_token_ids, weights_digest
@@ -273,15 +273,6 @@ def _causes_by_generation(lm: LanguageModel, tokenizer: Any, max_length: int, ma
     return fn
 
 
-def _emotions_digest(convs: list[dict]) -> str:
-    """A short digest of the emotions the cause model reads in ``convs``."""
-    import hashlib
-    import json
-
-    emotions = [[u.get("emotion") for u in c["conversation"]] for c in convs]
-    return hashlib.sha256(json.dumps(emotions).encode("utf-8")).hexdigest()[:16]
-
-
 def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, batch_size: int = 8,
                    checkpoint_path: str | Path | None = None, max_length: int = 1024,
                    threshold: float | dict[str, float] = 0.5,
@@ -304,7 +295,7 @@ def predict_causes(model: Any, tokenizer: Any, convs: list[dict], style: str, ba
     start = time.perf_counter()
     settings = {"style": style, "max_length": max_length, "window": [before, after], "max_new_tokens": max_new_tokens,
                 **({"cause_layout": layout} if layout != prompts.CAUSE_LAYOUT else {}),
-                "emotions": _emotions_digest(convs),  # a checkpoint made on other emotions (another rule) is not resumed
+                "emotions": emotions_digest(convs),  # a checkpoint made on other emotions (another rule) is not resumed
                 **({"decide_offsets": decide_offsets} if decide_offsets is not None else {})}
     results = _resumable(convs, fn, checkpoint_path, batch_size, "causes", lm, settings)
     stats = _stats(lm, style, convs, results, time.perf_counter() - start)
