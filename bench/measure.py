@@ -63,7 +63,8 @@ def machine_info() -> dict[str, Any]:
     }
 
 
-MEASURED_CODE = ("utils/ecf/prompts.py", "utils/ecf/examples.py", "utils/ecf/predict.py", "utils/lm/training.py",
+MEASURED_CODE = ("utils/ecf/prompts.py", "utils/ecf/prompts_per_utterance.py", "utils/ecf/examples.py",
+                 "utils/ecf/predict.py", "utils/lm/training.py", "utils/lm/train_data.py", "utils/lm/loss.py",
                  "utils/lm/inference.py", "utils/lm/modeling.py", "utils/lm/batch.py", "bench/run.py",
                  "bench/measure.py")
 

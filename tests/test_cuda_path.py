@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 
 from utils import env, run
 from utils.ecf import data, predict
-from utils.lm import modeling, plan, training
+from utils.lm import modeling, plan, train_data, training
 from utils.lm.training import TrainConfig
 
 T4 = "Tesla T4,7.5,15.0"
@@ -33,7 +33,7 @@ def t4(monkeypatch):
 
 def _examples(tok, n: int) -> list[dict]:
     rng = random.Random(0)
-    return [training.tokenize_prompt_completion(tok, f"I feel {w}, so {w}.", w, 64)
+    return [train_data.tokenize_prompt_completion(tok, f"I feel {w}, so {w}.", w, 64)
             for w in (rng.choice(WORDS) for _ in range(n))]
 
 

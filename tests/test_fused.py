@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from utils.ecf import data, examples, fused, predict, prompts
+from utils.ecf import data, examples, fused, predict, prompts, prompts_fused
 from utils.ecf.data import EMOTIONS
 from utils.lm.batch import IGNORE
 from utils.lm.modeling import label_token_ids, load_model, load_tokenizer
@@ -24,8 +24,8 @@ def test_fused_sequence_has_each_emotion_then_its_candidates_and_the_gold_answer
     _, tok = tiny
     conv = convs[0]
     label_ids, yes_no = label_token_ids(tok, EMOTIONS), label_token_ids(tok, prompts.ANSWERS)
-    (query,) = prompts.fused_queries(conv, tok, 1024, label_ids)
-    example = prompts.training_labels(query, prompts.fused_answers(conv, query, label_ids, yes_no))
+    (query,) = prompts_fused.fused_queries(conv, tok, 1024, label_ids)
+    example = prompts.training_labels(query, prompts_fused.fused_answers(conv, query, label_ids, yes_no))
     utts = conv["conversation"]
     emotion_reads = [k for k in query.keys if not isinstance(k, tuple)]
     assert emotion_reads == [u["utterance_ID"] for u in utts]  # every utterance, in order
@@ -33,7 +33,7 @@ def test_fused_sequence_has_each_emotion_then_its_candidates_and_the_gold_answer
     emotional = [u["utterance_ID"] for u in utts if u["emotion"] != "neutral"]
     assert sorted({i for i, _ in cause_reads}) == emotional  # only emotional utterances ask for causes
     for i in emotional:  # the utterance itself first, then back to at most five before, never after
-        assert [j for k, j in cause_reads if k == i] == prompts.fused_candidates(i)
+        assert [j for k, j in cause_reads if k == i] == prompts_fused.fused_candidates(i)
         assert all(i - 5 <= j <= i for k, j in cause_reads if k == i)
     gold = {(int(e.split("_")[0]), int(c.split("_")[0])) for e, c in conv["emotion-cause_pairs"]}
     for p, key in zip(query.positions, query.keys):
@@ -50,8 +50,8 @@ def test_a_long_conversation_is_chunked_at_utterance_boundaries_and_every_read_s
     _, tok = tiny
     conv = max(convs, key=lambda c: len(c["conversation"]))
     label_ids = label_token_ids(tok, EMOTIONS)
-    whole = prompts.fused_queries(conv, tok, 1024, label_ids)
-    parts = prompts.fused_queries(conv, tok, 80, label_ids)
+    whole = prompts_fused.fused_queries(conv, tok, 1024, label_ids)
+    parts = prompts_fused.fused_queries(conv, tok, 80, label_ids)
     assert len(whole) == 1 and len(parts) > 1
     assert all(len(q.input_ids) <= 80 for q in parts)
     assert [k for q in parts for k in q.keys] == whole[0].keys
@@ -79,7 +79,7 @@ def test_the_one_read_decides_emotions_and_a_forced_read_of_them_gives_the_same_
             n = len(conv["conversation"])
             assert n <= r.forwards <= n + 1 + (max_length < 1024) * n
         if max_length == 1024:
-            assert [r.tokens for r in free] == [sum(len(q.input_ids) - 1 for q in prompts.fused_queries(
+            assert [r.tokens for r in free] == [sum(len(q.input_ids) - 1 for q in prompts_fused.fused_queries(
                 c, tok, max_length, label_token_ids(tok, EMOTIONS))) for c in labelled]
 
 
@@ -89,7 +89,7 @@ def test_offsets_change_what_the_read_decides_and_what_it_reads_next(tiny, convs
     plain = fused.read_free(model, tok, conv, 1024)
     pushed = fused.read_free(model, tok, conv, 1024, {"neutral": -20.0, "anger": 20.0})
     assert set(pushed.emotions) == {"anger"} and len(pushed.probs) == sum(
-        len(prompts.fused_candidates(u["utterance_ID"])) for u in conv["conversation"])
+        len(prompts_fused.fused_candidates(u["utterance_ID"])) for u in conv["conversation"])
     assert len(plain.logprobs) == len(pushed.logprobs) == len(conv["conversation"])
     # the first utterance was read before any emotion was inserted; the later ones see different emotions
     assert plain.logprobs[0] == pushed.logprobs[0]
@@ -114,7 +114,7 @@ def test_a_batch_of_conversations_read_together_gives_what_each_read_alone_gives
     inputs = data.strip_labels(convs)
     offsets = {"joy": 3.0, "anger": 2.5}
     for max_length in (1024, 120):  # at 120 some conversations must be read alone (a fresh cache midway)
-        built = [prompts.fused_units(c, tok, max_length) for c in inputs]
+        built = [prompts_fused.fused_units(c, tok, max_length) for c in inputs]
         fit = [fused._fits_whole(*b, max_length) for b in built]
         assert all(fit) == (max_length == 1024) and any(fit)
         alone = [fused.read_free(model, tok, c, max_length, offsets) for c in inputs]

@@ -1,5 +1,6 @@
 """The package's floors hold: no import cycle, the shared floors and the empathetic track import nothing of the
-ECF track (nor the ECF track of the empathetic one), and no module keeps state behind a ``global``."""
+ECF track (nor the ECF track of the empathetic one), no module keeps state behind a ``global``, and none
+grows past 450 lines."""
 
 from __future__ import annotations
 
@@ -75,6 +76,15 @@ def test_no_module_keeps_state_behind_a_global():
     found = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in MODULES.values()
              for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))) if isinstance(node, ast.Global)]
     assert not found, found
+
+
+MAX_LINES = 450  # past this a module holds more than one concern: split it into parts a newcomer can place
+
+
+def test_no_module_is_over_the_line_limit():
+    long = {name: n for name, path in MODULES.items()
+            if (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
+    assert not long, f"over {MAX_LINES} lines, split them: {long}"
 
 
 def test_the_checker_sees_imports_inside_functions():  # the graph above would be blind without them

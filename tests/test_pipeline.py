@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.ecf import artifacts, config, data, decision, examples, finetune, predict, prompts
+from utils.ecf import artifacts, config, data, decision, examples, finetune, predict, prompts, prompts_per_utterance
 from utils.lm import inference
 from utils.ecf.baselines import majority_emotion
 from utils.ecf.data import EMOTIONS
@@ -114,9 +114,9 @@ def test_conversation_examples_score_only_the_answers(tok, sample):
 
 def test_generation_prompt_matches_the_training_prompt(tok, sample):
     conv = sample[0]
-    (i, user), = prompts.per_utterance_emotion_prompts(conv)[:1]
+    (i, user), = prompts_per_utterance.per_utterance_emotion_prompts(conv)[:1]
     trained = examples.emotion_examples([conv], tok, "per_utterance", 1024)[0]["input_ids"]
-    prompt = prompts.generation_ids(tok, user, 1024)
+    prompt = prompts_per_utterance.generation_ids(tok, user, 1024)
     assert trained[: len(prompt)] == prompt and tok.decode(trained[len(prompt):]).startswith("utterance_1 ::")
 
 

@@ -12,7 +12,7 @@ import torch
 from utils import env
 from utils.ecf import artifacts, config, finetune
 from utils.ed import config as ed_config
-from utils.lm import modeling, plan, sources, training
+from utils.lm import modeling, plan, sources, train_data, training
 from utils.lm.modeling import LoraSettings
 
 TINYLLAMA = plan.ModelShape(hidden=2048, intermediate=5632, layers=22, vocab=32000, heads=32, kv_heads=4,
@@ -218,7 +218,7 @@ def test_notebook_parameters_reach_the_plan(monkeypatch, tiny_model_dir):
 @pytest.mark.slow
 def test_training_prints_the_plan_and_the_measured_peak(tmp_path, tiny_model_dir, capsys):
     tok = modeling.load_tokenizer(str(tiny_model_dir))
-    examples = [training.tokenize_prompt_completion(tok, f"How do you feel, {i}?", "joy", 64) for i in range(8)]
+    examples = [train_data.tokenize_prompt_completion(tok, f"How do you feel, {i}?", "joy", 64) for i in range(8)]
     cfg = training.TrainConfig(output_dir=str(tmp_path / "run"), max_steps=2, batch_size=4, grad_accum=0,
                                gradient_checkpointing=None, learning_rate=1e-3, logging_steps=1)
     result = training.train(str(tiny_model_dir), examples, None, cfg, strategy=modeling.choose_strategy())

@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from utils.ecf import prompts
+from utils.ecf import prompts, prompts_per_utterance
 from utils.ecf.data import EMOTIONS, SAMPLE_PATH, load_ecf
 from utils.lm.modeling import label_token_ids, load_tokenizer
 
@@ -58,7 +58,7 @@ def test_header_gets_bos_only_where_the_tokenizer_adds_one(tok):
 def test_without_a_chat_template_the_prompt_is_plain_text(tok):
     plain = copy.copy(tok)
     plain.chat_template = None
-    text = prompts.chat_text(plain, "label it")
+    text = prompts_per_utterance.chat_text(plain, "label it")
     assert "<|im_start|>" not in text and "label it" in text and text.startswith(plain.bos_token)
 
 
@@ -184,18 +184,18 @@ def test_cause_candidates_stay_inside_the_conversation():
 
 def test_per_utterance_prompts_repeat_the_conversation(sample):
     conv = _captioned(sample[0])
-    items = prompts.per_utterance_emotion_prompts(conv)
+    items = prompts_per_utterance.per_utterance_emotion_prompts(conv)
     assert [i for i, _ in items] == [u["utterance_ID"] for u in conv["conversation"]]
     for i, user in items:
         assert all(u["text"] in user for u in conv["conversation"]) and f"does utterance_{i} express?" in user
         assert "(fear)" not in user  # no gold label in an emotion prompt
     assert "[video: a man points at the sofa]" in items[0][1]
-    causes = prompts.per_utterance_cause_prompts(conv)
+    causes = prompts_per_utterance.per_utterance_cause_prompts(conv)
     assert [(i, e) for i, e, _ in causes] == prompts.emotional_utterances(conv)
     assert "(fear)" in causes[0][2]
-    assert prompts.per_utterance_emotion_answer(3, "joy") == "utterance_3 :: joy"
-    assert prompts.per_utterance_cause_answer(4, [3, 2, 3]) == "utterance_4 :: utterance_2, utterance_3"
-    assert prompts.per_utterance_cause_answer(4, []) == "utterance_4 :: none"
+    assert prompts_per_utterance.per_utterance_emotion_answer(3, "joy") == "utterance_3 :: joy"
+    assert prompts_per_utterance.per_utterance_cause_answer(4, [3, 2, 3]) == "utterance_4 :: utterance_2, utterance_3"
+    assert prompts_per_utterance.per_utterance_cause_answer(4, []) == "utterance_4 :: none"
 
 
 @pytest.mark.parametrize("text, label", [
@@ -207,7 +207,7 @@ def test_per_utterance_prompts_repeat_the_conversation(sample):
     ("", None),
 ])
 def test_per_utterance_emotion_parse(text, label):
-    assert prompts.parse_emotion_answer(text, 3) == label
+    assert prompts_per_utterance.parse_emotion_answer(text, 3) == label
 
 
 @pytest.mark.parametrize("text, causes, valid", [
@@ -221,7 +221,7 @@ def test_per_utterance_emotion_parse(text, label):
     ("nothing", [], False),
 ])
 def test_per_utterance_cause_parse(text, causes, valid):
-    assert prompts.parse_cause_answer(text, 4, 5) == (causes, valid)
+    assert prompts_per_utterance.parse_cause_answer(text, 4, 5) == (causes, valid)
 
 
 def test_unknown_style_is_refused():

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from utils.ecf import predict, prompts
+from utils.ecf import predict, prompts, prompts_per_utterance
 from utils.lm import serving
 from utils.ecf.data import EMOTIONS, SAMPLE_PATH, load_ecf, strip_labels, with_pairs
 from utils.lm.modeling import LoadStrategy, label_token_ids, load_model
@@ -237,7 +237,8 @@ def test_vllm_constrained_choice_and_adapter_checks(monkeypatch, tiny_model_dir,
     (requests, params, _), = FakeLLM.instances[-1].calls
     assert len(requests) == len(params) == sum(len(c["conversation"]) for c in convs[:2])
     first = convs[0]["conversation"][0]["utterance_ID"]
-    assert params[0].structured_outputs.choice == [prompts.per_utterance_emotion_answer(first, e) for e in EMOTIONS]
+    assert params[0].structured_outputs.choice == [prompts_per_utterance.per_utterance_emotion_answer(first, e)
+                                                   for e in EMOTIONS]
     assert stats["invalid_outputs"] == 0 and stats["constrained"] is True
     assert {u["emotion"] for c in labelled for u in c["conversation"]} <= set(EMOTIONS)
     found = predict.predict_causes(engine, engine.tokenizer, [with_pairs(c, []) for c in convs[:2]], "per_utterance",

@@ -10,8 +10,10 @@ import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
 
-from utils.lm import modeling, training
-from utils.lm.training import IGNORE, TrainConfig
+from utils.lm import loss as lm_loss
+from utils.lm import modeling, train_data, training
+from utils.lm.batch import IGNORE
+from utils.lm.training import TrainConfig
 
 WORDS = ("joy", "anger", "fear", "sadness")
 
@@ -22,7 +24,7 @@ def tok(tiny_model_dir):
 
 
 def test_answer_only_labels_mask_exactly_the_prompt(tok):
-    ex = training.tokenize_prompt_completion(tok, "How do you feel?", "joy", max_length=128)
+    ex = train_data.tokenize_prompt_completion(tok, "How do you feel?", "joy", max_length=128)
     prompt = tok.apply_chat_template([{"role": "user", "content": "How do you feel?"}], tokenize=False,
                                      add_generation_prompt=True)
     prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
@@ -30,17 +32,17 @@ def test_answer_only_labels_mask_exactly_the_prompt(tok):
     assert ex["input_ids"][:n] == prompt_ids  # exactly what inference feeds
     assert ex["labels"][:n] == [IGNORE] * n and IGNORE not in ex["labels"][n:]
     assert tok.decode(ex["labels"][n:]) == "joy<|im_end|>"  # the end token is learnt, so generation stops
-    every = training.tokenize_prompt_completion(tok, "How do you feel?", "joy", 128, loss_on="all")
+    every = train_data.tokenize_prompt_completion(tok, "How do you feel?", "joy", 128, loss_on="all")
     assert every["labels"] == every["input_ids"] == ex["input_ids"]
 
 
 def test_chat_messages_and_plain_prompts(tok):
     msgs = [{"role": "system", "content": "Label emotions."}, {"role": "user", "content": "I won!"}]
-    ex = training.tokenize_prompt_completion(tok, msgs, "joy", 128)
+    ex = train_data.tokenize_prompt_completion(tok, msgs, "joy", 128)
     assert tok.decode(ex["input_ids"]).startswith("<s><|im_start|>system\nLabel emotions.")
     tok.chat_template, saved = None, tok.chat_template
     try:
-        plain = training.tokenize_prompt_completion(tok, "I won! Emotion:", " joy", 128)
+        plain = train_data.tokenize_prompt_completion(tok, "I won! Emotion:", " joy", 128)
     finally:
         tok.chat_template = saved
     assert plain["input_ids"][0] == tok.bos_token_id and plain["input_ids"][-1] == tok.eos_token_id
@@ -50,18 +52,18 @@ def test_chat_messages_and_plain_prompts(tok):
 
 def test_long_prompts_lose_their_left_end_never_the_answer(tok):
     long_prompt = " ".join(f"utterance {i} says something." for i in range(60)) + " THE END"
-    full = training.tokenize_prompt_completion(tok, long_prompt, "sadness", 10_000)
-    cut = training.tokenize_prompt_completion(tok, long_prompt, "sadness", 40)
+    full = train_data.tokenize_prompt_completion(tok, long_prompt, "sadness", 10_000)
+    cut = train_data.tokenize_prompt_completion(tok, long_prompt, "sadness", 40)
     assert len(cut["input_ids"]) == 40 and len(full["input_ids"]) > 40
     assert cut["input_ids"][0] == tok.bos_token_id
     assert cut["input_ids"][1:] == full["input_ids"][-39:]  # the prompt's end and the whole answer survive
     assert [t for t in cut["labels"] if t != IGNORE] == [t for t in full["labels"] if t != IGNORE]
     with pytest.raises(ValueError, match="max_length"):
-        training.tokenize_prompt_completion(tok, "hi", "sadness " * 20, 8)
+        train_data.tokenize_prompt_completion(tok, "hi", "sadness " * 20, 8)
 
 
 def test_collator_pads_ids_labels_and_mask():
-    batch = training.collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 9]},
+    batch = train_data.collator(pad_id=0)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 9]},
                                         {"input_ids": [8], "labels": [4]}])
     assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
     assert batch["labels"].tolist() == [[-100, 6, 9], [4, -100, -100]]  # labels kept as given, not rebuilt
@@ -72,9 +74,9 @@ def test_config_and_dataset_errors_say_what_to_fix():
     with pytest.raises(ValueError, match="report_to"):
         TrainConfig(output_dir="x", report_to="mlflow")
     with pytest.raises(ValueError, match="example 1 has 5 tokens, over max_length=4"):
-        training.make_dataset([{"input_ids": [1], "labels": [1]}, {"input_ids": [1] * 5, "labels": [1] * 5}], 4)
+        train_data.make_dataset([{"input_ids": [1], "labels": [1]}, {"input_ids": [1] * 5, "labels": [1] * 5}], 4)
     with pytest.raises(ValueError, match="nothing to learn"):
-        training.make_dataset([{"input_ids": [1, 2], "labels": [IGNORE, IGNORE]}], 4)
+        train_data.make_dataset([{"input_ids": [1, 2], "labels": [IGNORE, IGNORE]}], 4)
 
 
 def _examples(tok, n: int, seed: int = 0) -> list[dict]:
@@ -83,7 +85,7 @@ def _examples(tok, n: int, seed: int = 0) -> list[dict]:
     out = []
     for _ in range(n):
         w = rng.choice(WORDS)
-        out.append(training.tokenize_prompt_completion(tok, f"I feel {w}, so {w}.", w, 64))
+        out.append(train_data.tokenize_prompt_completion(tok, f"I feel {w}, so {w}.", w, 64))
     return out
 
 
@@ -211,8 +213,8 @@ def _answer_examples(tok, n: int, seed: int = 0) -> tuple[list[dict], list[int]]
 def test_answer_loss_is_the_softmax_over_the_answers_at_the_labelled_positions(tiny_model_dir, tok):
     model = modeling.load_model(str(tiny_model_dir))
     examples, ids = _answer_examples(tok, 3)
-    batch = training.collator(tok.pad_token_id)(examples)
-    loss, picked = training.answer_loss(model, batch, ids)
+    batch = train_data.collator(tok.pad_token_id)(examples)
+    loss, picked = lm_loss.answer_loss(model, batch, ids)
     with torch.no_grad():  # by hand: every position's full logits, then the answers' softmax
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     want = []
@@ -224,24 +226,24 @@ def test_answer_loss_is_the_softmax_over_the_answers_at_the_labelled_positions(t
                 want.append(-logp[ids.index(gold)])
     assert picked.shape == (len(want), len(ids))
     torch.testing.assert_close(loss.detach(), torch.stack(want).mean(), atol=1e-5, rtol=1e-5)
-    summed, _ = training.answer_loss(model, batch, ids, num_items_in_batch=1)  # divided by the count given
+    summed, _ = lm_loss.answer_loss(model, batch, ids, num_items_in_batch=1)  # divided by the count given
     torch.testing.assert_close(summed.detach(), torch.stack(want).sum(), atol=1e-4, rtol=1e-5)
     with pytest.raises(ValueError, match=r"not among answer_ids"):
-        training.answer_loss(model, batch, ids[:2])
+        lm_loss.answer_loss(model, batch, ids[:2])
     with pytest.raises(ValueError, match="answer_ids"):
         TrainConfig(output_dir="x", answer_ids=(5, 5))
 
 
 def test_class_weights_follow_the_answer_frequencies_and_scale_each_answers_loss(tiny_model_dir, tok):
     examples = [{"labels": [IGNORE, 7, 7, 7, 9]}, {"labels": [7, 7, 7, 7, 7, 9, IGNORE]}]  # 7: 80%, 9: 20%, 11: never
-    assert training.answer_weights(examples, (7, 9, 11), "none") is None
-    sqrt = training.answer_weights(examples, (7, 9, 11), "sqrt")
-    inverse = training.answer_weights(examples, (7, 9, 11), "inverse")
+    assert lm_loss.answer_weights(examples, (7, 9, 11), "none") is None
+    sqrt = lm_loss.answer_weights(examples, (7, 9, 11), "sqrt")
+    inverse = lm_loss.answer_weights(examples, (7, 9, 11), "inverse")
     assert sqrt[1] / sqrt[0] == pytest.approx(2.0) and inverse[1] / inverse[0] == pytest.approx(4.0)
     for w in (sqrt, inverse):  # the average training answer keeps weight 1; an unseen answer the largest
         assert 0.8 * w[0] + 0.2 * w[1] == pytest.approx(1.0) and w[2] == w[1]
     with pytest.raises(ValueError, match="no training answer"):
-        training.answer_weights(examples, (1, 2), "sqrt")
+        lm_loss.answer_weights(examples, (1, 2), "sqrt")
     with pytest.raises(ValueError, match="answer_weighting='log'"):
         TrainConfig(output_dir="x", answer_ids=(1, 2), answer_weighting="log")
     with pytest.raises(ValueError, match="needs answer_ids"):
@@ -249,10 +251,10 @@ def test_class_weights_follow_the_answer_frequencies_and_scale_each_answers_loss
 
     model = modeling.load_model(str(tiny_model_dir))
     found, ids = _answer_examples(tok, 3)
-    batch = training.collator(tok.pad_token_id)(found)
+    batch = train_data.collator(tok.pad_token_id)(found)
     weights = [1.0 + k for k in range(len(ids))]
-    plain, picked = training.answer_loss(model, batch, ids, num_items_in_batch=1)
-    weighted, _ = training.answer_loss(model, batch, ids, num_items_in_batch=1, weights=weights)
+    plain, picked = lm_loss.answer_loss(model, batch, ids, num_items_in_batch=1)
+    weighted, _ = lm_loss.answer_loss(model, batch, ids, num_items_in_batch=1, weights=weights)
     gold = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE].tolist()
     nll = -torch.log_softmax(picked.detach(), dim=-1)[range(len(gold)), [ids.index(g) for g in gold]]
     torch.testing.assert_close(plain.detach(), nll.sum(), atol=1e-4, rtol=1e-5)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from utils.ecf import prompts, spans
+from utils.ecf import prompts, prompts_fused, prompts_per_utterance, spans
 from utils.ecf.data import EMOTIONS
 from utils.lm.batch import IGNORE
 from utils.lm.modeling import label_token_ids
-from utils.lm.training import tokenize_prompt_completion
+from utils.lm.train_data import tokenize_prompt_completion
 
 
 def emotion_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length: int,
@@ -21,10 +21,11 @@ def emotion_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_leng
         return [prompts.training_labels(q, prompts.emotion_answers(conv, q, label_ids))
                 for conv in convs for q in prompts.emotion_queries(conv, tokenizer, max_length, fmt=fmt)]
 
-    return [tokenize_prompt_completion(tokenizer, prompts.completion_prompt(tokenizer, user),
-                                       prompts.per_utterance_emotion_answer(i, conv["conversation"][i - 1]["emotion"]),
+    pu = prompts_per_utterance
+    return [tokenize_prompt_completion(tokenizer, pu.completion_prompt(tokenizer, user),
+                                       pu.per_utterance_emotion_answer(i, conv["conversation"][i - 1]["emotion"]),
                                        max_length, loss_on="all")  # the original recipe: loss on every token
-            for conv in convs for i, user in prompts.per_utterance_emotion_prompts(conv)]
+            for conv in convs for i, user in pu.per_utterance_emotion_prompts(conv)]
 
 
 def cause_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length: int,
@@ -38,20 +39,21 @@ def cause_examples(convs: Sequence[dict], tokenizer: Any, style: str, max_length
                 for conv in convs for q in prompts.cause_queries(conv, tokenizer, max_length, before, after,
                                                                   layout=layout)]
 
-    return [tokenize_prompt_completion(tokenizer, prompts.completion_prompt(tokenizer, user),
-                                       prompts.per_utterance_cause_answer(i, prompts.gold_causes(conv, i)),
+    pu = prompts_per_utterance
+    return [tokenize_prompt_completion(tokenizer, pu.completion_prompt(tokenizer, user),
+                                       pu.per_utterance_cause_answer(i, pu.gold_causes(conv, i)),
                                        max_length, loss_on="all")
-            for conv in convs for i, _, user in prompts.per_utterance_cause_prompts(conv)]
+            for conv in convs for i, _, user in pu.per_utterance_cause_prompts(conv)]
 
 
 def fused_examples(convs: Sequence[dict], tokenizer: Any, max_length: int,
                    before: int = prompts.WINDOW_BEFORE) -> list[dict]:
     """Examples of the fused style: one sequence per conversation (chunked when long) that trains the emotion
-    reads and the cause reads together (``prompts.fused_queries``, gold emotions)."""
+    reads and the cause reads together (``prompts_fused.fused_queries``, gold emotions)."""
     label_ids = label_token_ids(tokenizer, EMOTIONS)
     yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
-    return [prompts.training_labels(q, prompts.fused_answers(conv, q, label_ids, yes_no))
-            for conv in convs for q in prompts.fused_queries(conv, tokenizer, max_length, label_ids, before)]
+    return [prompts.training_labels(q, prompts_fused.fused_answers(conv, q, label_ids, yes_no))
+            for conv in convs for q in prompts_fused.fused_queries(conv, tokenizer, max_length, label_ids, before)]
 
 
 def task_examples(cfg: Any, task: str, convs: Sequence[dict], tokenizer: Any) -> list[dict]:

@@ -12,7 +12,7 @@ from utils.ecf.artifacts import (LOGPROBS_FILE, TASK_FILE, adapter_dir, read_log
 from utils.ecf.config import CauseFinetuneConfig, FinetuneConfig, TrainingNotebookConfig
 from utils.ecf.data import strip_labels, with_pairs
 from utils.ecf.decision import choose_cutoffs, choose_end_to_end, tune_offsets
-from utils.ecf import prompts
+from utils.ecf import prompts, prompts_fused
 from utils.ecf.examples import answer_words
 from utils.ecf.predict import emotion_logprobs, predict_causes, predict_emotions
 from utils.io import read_json, write_json_atomic
@@ -131,7 +131,7 @@ def tune_end_to_end(cfg: CauseFinetuneConfig, model: Any, tokenizer: Any, val: l
 
 def windows(cfg: CauseFinetuneConfig) -> tuple[int, int]:
     """The candidate window (before, after) of the cause reads: CAUSE_WINDOW_* or, fused, the one read's (up to
-    five before, none after: ``prompts.fused_candidates``)."""
+    five before, none after: ``prompts_fused.fused_candidates``)."""
     if cfg.STYLE == "fused":
         return prompts.WINDOW_BEFORE, 0
     return cfg.CAUSE_WINDOW_BEFORE, cfg.CAUSE_WINDOW_AFTER

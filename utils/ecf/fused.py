@@ -1,6 +1,6 @@
 """One read for both stages (STYLE="fused"): one adapter labels each utterance and reads its causes.
 
-The sequence is ``prompts.fused_queries``': each utterance's line, its emotion word, and for an emotional
+The sequence is ``prompts_fused.fused_queries``': each utterance's line, its emotion word, and for an emotional
 utterance one digit per candidate cause, read as yes/no. Two ways to read it:
 
 - ``free`` (``read_free``): the model decides each emotion at its marker (label log-probs + offsets, as the
@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from utils.ecf import prompts
+from utils.ecf import prompts, prompts_fused
 from utils.ecf.data import EMOTIONS
 from utils.ecf.decision import decide, offsets_vector, p_yes
 from utils.lm import inference
@@ -59,7 +59,7 @@ class _Reader:
             out.probs.append([i, j, _p_yes(logp[position, self.answers].cpu().numpy())])
 
     def emotion(self, out: FusedRead, logp_at_marker: torch.Tensor,
-                unit: prompts.FusedUnit) -> tuple[list[int], list[tuple[int, tuple[int, int]]]]:
+                unit: prompts_fused.FusedUnit) -> tuple[list[int], list[tuple[int, tuple[int, int]]]]:
         """The emotion decided at ``unit``'s marker; returns what is fed next (its word and, when it is not
         neutral, its candidate digits) and the cause reads among those tokens."""
         row = logp_at_marker[self.labels].cpu().numpy()
@@ -86,11 +86,11 @@ def read_free(model: Any, tokenizer: Any, conv: dict, max_length: int, offsets: 
     """``conv`` read once: at each marker the emotion with the best log-prob after ``offsets`` is inserted, its
     candidate digits follow when it is not neutral, and the next utterance continues from the KV cache. A
     conversation longer than ``max_length`` starts a fresh cache where training started a fresh chunk."""
-    return _read_alone(model, prompts.fused_units(conv, tokenizer, max_length, before), max_length,
+    return _read_alone(model, prompts_fused.fused_units(conv, tokenizer, max_length, before), max_length,
                        _Reader(model, tokenizer, offsets))
 
 
-def _read_alone(model: Any, built: tuple[list[int], list[int], list[prompts.FusedUnit]], max_length: int,
+def _read_alone(model: Any, built: tuple[list[int], list[int], list[prompts_fused.FusedUnit]], max_length: int,
                 r: _Reader) -> FusedRead:
     header, end, units = built
     out = FusedRead([], [])
@@ -106,7 +106,7 @@ def _read_alone(model: Any, built: tuple[list[int], list[int], list[prompts.Fuse
     model.eval()
     with torch.inference_mode():
         for unit in units:
-            if in_chunk and not prompts.unit_fits(state["cached"] + len(pending), unit, end, max_length):
+            if in_chunk and not prompts_fused.unit_fits(state["cached"] + len(pending), unit, end, max_length):
                 if reads:  # the previous utterance's candidates are read before the cache is dropped
                     r.causes(out, forward(pending), reads)
                 state["past"], state["cached"], pending, reads, in_chunk = None, 0, list(header), [], 0
@@ -119,7 +119,7 @@ def _read_alone(model: Any, built: tuple[list[int], list[int], list[prompts.Fuse
     return out
 
 
-def _fits_whole(header: list[int], end: list[int], units: list[prompts.FusedUnit], max_length: int) -> bool:
+def _fits_whole(header: list[int], end: list[int], units: list[prompts_fused.FusedUnit], max_length: int) -> bool:
     """Whether the conversation's fused sequence fits ``max_length`` whatever emotions it reads (no fresh cache)."""
     longest = len(header) + len(end) + sum(len(u.line) + 1 + len(u.candidate_ids) for u in units)
     return longest <= max_length
@@ -130,7 +130,7 @@ def read_free_batch(model: Any, tokenizer: Any, convs: list[dict], max_length: i
     """``read_free`` of several conversations at once: step k feeds utterance k of each (right-padded, the pads
     masked out of the cache), so a batch costs one forward call per utterance of its longest conversation. A
     conversation that could outgrow ``max_length`` is read alone (``read_free``: it needs a fresh cache)."""
-    built = [prompts.fused_units(conv, tokenizer, max_length, before) for conv in convs]
+    built = [prompts_fused.fused_units(conv, tokenizer, max_length, before) for conv in convs]
     r = _Reader(model, tokenizer, offsets)
     alone = {b for b, (header, end, units) in enumerate(built) if not _fits_whole(header, end, units, max_length)}
     together = [b for b in range(len(convs)) if b not in alone]
@@ -141,7 +141,7 @@ def read_free_batch(model: Any, tokenizer: Any, convs: list[dict], max_length: i
     return [out[b] for b in range(len(convs))]
 
 
-def _read_together(model: Any, built: list[tuple[list[int], list[int], list[prompts.FusedUnit]]], pad: int,
+def _read_together(model: Any, built: list[tuple[list[int], list[int], list[prompts_fused.FusedUnit]]], pad: int,
                    r: _Reader) -> list[FusedRead]:
     n, device = len(built), r.device
     outs = [FusedRead([], []) for _ in range(n)]
@@ -189,7 +189,7 @@ def read_forced(model: Any, tokenizer: Any, convs: list[dict], max_length: int, 
     batched): the label log-probs at every marker and P(yes) of every cause read."""
     label_ids = label_token_ids(tokenizer, EMOTIONS)
     yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
-    queries = [prompts.fused_queries(conv, tokenizer, max_length, label_ids, before) for conv in convs]
+    queries = [prompts_fused.fused_queries(conv, tokenizer, max_length, label_ids, before) for conv in convs]
     flat = [q for qs in queries for q in qs]
     rows = iter(inference.label_logprobs(model, [q.input_ids for q in flat], [q.positions for q in flat],
                                          [*label_ids, *yes_no], batch_size))

@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-from utils.ecf import prompts
+from utils.ecf import prompts, prompts_per_utterance
 from utils.ecf.config import CauseInferenceConfig, EmotionInferenceConfig
 from utils.ecf.data import EMOTIONS, emotions_digest, with_emotions, with_pairs
 from utils.ecf.decision import decide, offsets_vector, p_yes, pairs_above, relabel, with_fallback
@@ -151,9 +151,9 @@ def _emotions_by_generation(lm: LanguageModel, tokenizer: Any, max_length: int, 
     """fn(conversations) -> one record each: one generated answer per utterance (per_utterance style);
     ``constrained``: each answer is one of the seven valid ones (vLLM's structured output)."""
     def fn(batch: list[dict]) -> list[dict]:
-        items = [(conv, i, prompts.generation_ids(tokenizer, user, max_length - max_new_tokens))
-                 for conv in batch for i, user in prompts.per_utterance_emotion_prompts(conv)]
-        choices = [[prompts.per_utterance_emotion_answer(i, e) for e in EMOTIONS] for _, i, _ in items]
+        items = [(conv, i, prompts_per_utterance.generation_ids(tokenizer, user, max_length - max_new_tokens))
+                 for conv in batch for i, user in prompts_per_utterance.per_utterance_emotion_prompts(conv)]
+        choices = [[prompts_per_utterance.per_utterance_emotion_answer(i, e) for e in EMOTIONS] for _, i, _ in items]
         texts = iter(lm.generate([ids for _, _, ids in items], max_new_tokens, batch_size,
                                  choices if constrained else None))
         out = []
@@ -161,7 +161,7 @@ def _emotions_by_generation(lm: LanguageModel, tokenizer: Any, max_length: int, 
             labels, invalid, raw = [], 0, []
             for utt in conv["conversation"]:
                 text = next(texts)
-                label = prompts.parse_emotion_answer(text, utt["utterance_ID"])
+                label = prompts_per_utterance.parse_emotion_answer(text, utt["utterance_ID"])
                 invalid += label is None
                 labels.append(label or "neutral")  # the recipe's fallback, counted as invalid above
                 raw.append(text)
@@ -255,13 +255,13 @@ def _causes_by_scoring(lm: LanguageModel, tokenizer: Any, max_length: int, batch
 def _causes_by_generation(lm: LanguageModel, tokenizer: Any, max_length: int, max_new_tokens: int, batch_size: int):
     """fn(conversations) -> pairs parsed from one generated answer per emotional utterance."""
     def fn(batch: list[dict]) -> list[dict]:
-        items = [(conv, i, emo, prompts.generation_ids(tokenizer, user, max_length - max_new_tokens))
-                 for conv in batch for i, emo, user in prompts.per_utterance_cause_prompts(conv)]
+        items = [(conv, i, emo, prompts_per_utterance.generation_ids(tokenizer, user, max_length - max_new_tokens))
+                 for conv in batch for i, emo, user in prompts_per_utterance.per_utterance_cause_prompts(conv)]
         texts = lm.generate([x[3] for x in items], max_new_tokens, batch_size) if items else []
         records = {id(conv): {"pairs": [], "invalid": 0, "n_outputs": 0, "raw": [], "n_prompts": 0,
                               "prompt_tokens": 0} for conv in batch}
         for (conv, i, emo, ids), text in zip(items, texts):
-            causes, valid = prompts.parse_cause_answer(text, i, len(conv["conversation"]))
+            causes, valid = prompts_per_utterance.parse_cause_answer(text, i, len(conv["conversation"]))
             rec = records[id(conv)]
             rec["pairs"] += [[i, emo, j] for j in causes]
             rec["invalid"] += not valid

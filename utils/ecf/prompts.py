@@ -11,23 +11,23 @@ as yes/no at its last token. Every output is a valid label or utterance id by co
 conversation costs about its own words in tokens (the whole ECF 2.0 training split: 180 k tokens
 for emotions, 325 k for causes).
 
-``fused``: both stages in ONE sequence and one adapter (``fused_queries``): each utterance's
+``fused`` (``utils.ecf.prompts_fused``): both stages in ONE sequence and one adapter: each utterance's
 `` Speaker: text emotion:`` line is followed by its emotion word and, when that emotion is not neutral, by
 one digit per candidate cause (``0``: the utterance itself, ``1``: the one before, ... in CANDIDATE_ORDER),
 each read as yes/no. Training shows the gold emotion; inference inserts the predicted one and goes on from
 the same KV cache (``utils.ecf.fused``), so a conversation is read once for both answers.
 
-``per_utterance``: the original MECPE recipe, kept as a baseline. One prompt per utterance that
-repeats the whole conversation, answered ``utterance_N :: label`` (or ``utterance_N ::
+``per_utterance`` (``utils.ecf.prompts_per_utterance``): the original MECPE recipe, kept as a baseline. One
+prompt per utterance that repeats the whole conversation, answered ``utterance_N :: label`` (or ``utterance_N ::
 utterance_2, utterance_3`` for causes) by free generation, parsed with regular expressions;
 outputs that do not parse are counted.
 
-Everything here is pure: text in, token ids out; no model, no files.
+This module holds what the styles share and the conversation style; each other style has its module. Everything
+here is pure: text in, token ids out; no model, no files.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -61,8 +61,6 @@ CAUSE_LAYOUTS = ("after", "inline")
 CAUSE_LAYOUT = "inline"  # the default
 MAX_UTTERANCE_TOKENS = 96  # longest ECF 2.0 utterances are ~100 tokens; captions can be longer
 
-SYSTEM = "You are an expert annotator of emotions in conversations."  # per_utterance prompts
-
 
 def check_emotion_format(name: str) -> tuple[str, str, str]:
     """The (header, marker, line end) of one of EMOTION_FORMATS, or raise naming them."""
@@ -92,45 +90,6 @@ def utterance_line(utt: dict, emotion: str | None = None, prefix: str = "U") -> 
     return f"{prefix}{utt['utterance_ID']} {who}: {utterance_text(utt)}"
 
 
-def chat_messages(tokenizer: Any, user: str, system: str = SYSTEM) -> list[dict]:
-    """System + user turns; folded into one user turn where the template refuses a system turn."""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    try:
-        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # some templates (Gemma's) raise on a system turn
-        messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
-    return messages
-
-
-def plain_prompt(user: str, system: str = SYSTEM) -> str:
-    """The prompt text for a model without a chat template (its tokenizer adds bos)."""
-    return f"{system}\n\n{user}\n\nAnswer:\n"
-
-
-def chat_text(tokenizer: Any, user: str, system: str = SYSTEM) -> str:
-    """System + user turns through the model's chat template, ending where the assistant starts."""
-    if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(chat_messages(tokenizer, user, system), tokenize=False,
-                                             add_generation_prompt=True)
-    return (tokenizer.bos_token or "") + plain_prompt(user, system)
-
-
-def completion_prompt(tokenizer: Any, user: str) -> str | list[dict]:
-    """What training.tokenize_prompt_completion takes for the per_utterance recipe: chat messages
-    where the model has a template (it renders them), else plain text (it adds bos)."""
-    return chat_messages(tokenizer, user) if getattr(tokenizer, "chat_template", None) else plain_prompt(user)
-
-
-def generation_ids(tokenizer: Any, user: str, room: int) -> list[int]:
-    """Prompt ids for generation, identical to the training prompt's and cut like it (from the left,
-    bos kept) when longer than ``room``."""
-    ids = encode(tokenizer, chat_text(tokenizer, user))
-    if len(ids) > room:
-        keep = ids[:1] if ids[0] == tokenizer.bos_token_id and room > 1 else []
-        ids = keep + ids[len(ids) - (room - len(keep)):]
-    return ids
-
-
 def encode(tokenizer: Any, text: str) -> list[int]:
     """Token ids of ``text`` with no special tokens added (templates carry their own)."""
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -157,7 +116,7 @@ def header_ids(tokenizer: Any, text: str) -> list[int]:
     return ids
 
 
-def _text_ids(tokenizer: Any, utt: dict, cap: int) -> list[int]:
+def text_ids(tokenizer: Any, utt: dict, cap: int) -> list[int]:
     """The utterance's words (captions included) as ids, capped at ``cap`` tokens."""
     return encode(tokenizer, " " + utterance_text(utt))[:cap]
 
@@ -179,7 +138,7 @@ def emotion_queries(conv: dict, tokenizer: Any, max_length: int,
     chunks: list[Query] = []
     current = Query(list(header), [])
     for utt in conv["conversation"]:
-        line = (encode(tokenizer, f" {utt['speaker'].strip()}:") + _text_ids(tokenizer, utt, cap))
+        line = (encode(tokenizer, f" {utt['speaker'].strip()}:") + text_ids(tokenizer, utt, cap))
         line = line[: room - len(marker) - len(line_end)] + marker
         if len(current.input_ids) + len(line) + len(line_end) + len(end) > max_length and current.keys:
             chunks.append(current)  # a long conversation continues in a fresh sequence
@@ -266,7 +225,7 @@ def _inline_query(conv: dict, tokenizer: Any, max_length: int, header: list[int]
         for utt in conv["conversation"]:
             i = utt["utterance_ID"]
             query.input_ids += (encode(tokenizer, f"U{i} {utt['speaker'].strip()} {utt['emotion']}:")
-                                + _text_ids(tokenizer, utt, cap) + newline)
+                                + text_ids(tokenizer, utt, cap) + newline)
             now = [j for j in candidates.get(i, []) if j <= i]
             later = [j for j in candidates.get(i, []) if j > i]
             if now:
@@ -303,7 +262,7 @@ def grouped_queries(conv: dict, tokenizer: Any, max_length: int, header: list[in
         context = list(header)
         for utt in conv["conversation"]:
             context += (encode(tokenizer, f"U{utt['utterance_ID']} {utt['speaker'].strip()} {utt['emotion']}:")
-                        + _text_ids(tokenizer, utt, cap) + newline)
+                        + text_ids(tokenizer, utt, cap) + newline)
         if len(context) + longest <= max_length:
             break
         if cap <= 4:
@@ -340,196 +299,16 @@ def emotion_answers(conv: dict, query: Query, label_ids: Sequence[int]) -> list[
 
 def cause_answers(conv: dict, query: Query, yes_no_ids: Sequence[int]) -> list[int]:
     """yes/no token per query: yes where (i, j) is a gold pair of the conversation."""
-    gold = {(i, j) for i, j in _gold_pairs(conv)}
+    gold = {(i, j) for i, j in gold_pairs(conv)}
     return [yes_no_ids[0] if key in gold else yes_no_ids[1] for key in query.keys]
 
 
-def _gold_pairs(conv: dict) -> list[tuple[int, int]]:
+def gold_pairs(conv: dict) -> list[tuple[int, int]]:
     """(emotion utterance, cause utterance) of the gold pairs, any emotion."""
     out = []
     for emo, cause in conv.get("emotion-cause_pairs", []):
         out.append((int(emo.split("_", 1)[0]), int(str(cause).lstrip("U").split("_", 1)[0])))
     return out
-
-
-# ---------------------------------------------------------------- per_utterance style
-
-UTT = "utterance_"
-_EMOTION_ANSWER = re.compile(r"utterance_(\d+)\s*::\s*([A-Za-z]+)")
-_CAUSE_ANSWER = re.compile(r"utterance_(\d+)\s*::\s*(.*)", re.DOTALL)
-_CAUSE_ITEM = re.compile(r"^utterance_(\d+)$")
-
-
-def _transcript(conv: dict, with_emotions: bool, cap_chars: int = 600) -> str:
-    """The whole conversation, one ``utterance_N Speaker: text`` line each (long texts cut)."""
-    lines = []
-    for utt in conv["conversation"]:
-        line = utterance_line(utt, utt.get("emotion") if with_emotions else None, prefix=UTT)
-        lines.append(line[:cap_chars])
-    return "\n".join(lines)
-
-
-def per_utterance_emotion_prompts(conv: dict) -> list[tuple[int, str]]:
-    """(utterance id, user message) per utterance, each repeating the whole conversation."""
-    transcript = _transcript(conv, with_emotions=False)
-    return [
-        (u["utterance_ID"],
-         f"Conversation:\n{transcript}\n\nWhich emotion does {UTT}{u['utterance_ID']} express? "
-         f"Choose one of: {', '.join(EMOTIONS)}. Answer as '{UTT}{u['utterance_ID']} :: <emotion>'.")
-        for u in conv["conversation"]
-    ]
-
-
-def per_utterance_emotion_answer(utt_id: int, emotion: str) -> str:
-    """The answer text the recipe trains on: ``utterance_3 :: joy``."""
-    return f"{UTT}{utt_id} :: {emotion}"
-
-
-def parse_emotion_answer(text: str, utt_id: int) -> str | None:
-    """The label in a generated answer, or None when it does not parse, names another
-    utterance or is no emotion."""
-    match = _EMOTION_ANSWER.search(text)
-    if not match or int(match.group(1)) != utt_id:
-        return None
-    label = match.group(2).lower()
-    return label if label in EMOTIONS else None
-
-
-def per_utterance_cause_prompts(conv: dict) -> list[tuple[int, str, str]]:
-    """(utterance id, emotion, user message) per emotional utterance (emotions shown)."""
-    transcript = _transcript(conv, with_emotions=True)
-    return [
-        (i, emotion,
-         f"Conversation:\n{transcript}\n\nWhich utterances cause the {emotion} of {UTT}{i}? "
-         f"Answer as '{UTT}{i} :: {UTT}<j>, {UTT}<k>' or '{UTT}{i} :: none'.")
-        for i, emotion in emotional_utterances(conv)
-    ]
-
-
-def per_utterance_cause_answer(utt_id: int, causes: Sequence[int]) -> str:
-    """``utterance_4 :: utterance_2, utterance_3`` (or ``:: none``)."""
-    listed = ", ".join(f"{UTT}{j}" for j in sorted(set(causes))) or "none"
-    return f"{UTT}{utt_id} :: {listed}"
-
-
-def parse_cause_answer(text: str, utt_id: int, n_utterances: int) -> tuple[list[int], bool]:
-    """(cause ids, valid): ids outside the conversation are dropped and make the answer invalid."""
-    match = _CAUSE_ANSWER.search(text)
-    if not match or int(match.group(1)) != utt_id:
-        return [], False
-    body = match.group(2).strip().splitlines()[0].strip() if match.group(2).strip() else ""
-    if body.lower().rstrip(".") == "none":
-        return [], True
-    causes, valid = [], bool(body)
-    for item in (x.strip().rstrip(".") for x in body.split(",")):
-        m = _CAUSE_ITEM.match(item)
-        if m and 1 <= int(m.group(1)) <= n_utterances:
-            causes.append(int(m.group(1)))
-        else:
-            valid = False
-    return sorted(set(causes)), valid
-
-
-def gold_causes(conv: dict, utt_id: int) -> list[int]:
-    """Gold cause utterance ids of utterance ``utt_id``."""
-    return sorted({j for i, j in _gold_pairs(conv) if i == utt_id})
-
-
-# ---------------------------------------------------------------- fused style
-
-# The fused sequence asks for causes up to the utterance itself (offsets 0..-5 in CANDIDATE_ORDER): a cause
-# after its emotion (+1, +2: 3.4% of the ECF 2.0 training pairs) has not been read when the emotion is
-# decided, and the one read never goes back. The candidate of offset -d is one digit token "d".
-FUSED_OFFSETS = tuple(d for d in CANDIDATE_ORDER if d <= 0)
-
-
-def offset_token_ids(tokenizer: Any, before: int = WINDOW_BEFORE) -> list[int]:
-    """Token id of each candidate digit "0" .. str(before) (the last token of " d": a digit is one token in
-    byte-level BPE and SentencePiece vocabularies); raise if two share one."""
-    ids = [encode(tokenizer, f" {d}")[-1] for d in range(before + 1)]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"the digits 0..{before} do not have distinct tokens in this tokenizer")
-    return ids
-
-
-def fused_candidates(i: int, before: int = WINDOW_BEFORE) -> list[int]:
-    """Cause candidates j of utterance ``i`` the fused sequence reads, in its order (CANDIDATE_ORDER, j <= i)."""
-    return [i + d for d in FUSED_OFFSETS if -d <= before and i + d >= 1]
-
-
-@dataclass
-class FusedUnit:
-    """One utterance of a fused sequence: its line up to the emotion marker, and the candidates it would read."""
-
-    utterance_id: int
-    line: list[int]  # `` Speaker: text emotion:``, read at its last token
-    candidates: list[int]  # cause candidate ids j, in reading order
-    candidate_ids: list[int]  # the digit token of each
-
-
-def fused_units(conv: dict, tokenizer: Any, max_length: int, before: int = WINDOW_BEFORE,
-                max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> tuple[list[int], list[int], list[FusedUnit]]:
-    """(header ids, end ids, one unit per utterance): what the fused sequence of ``conv`` is built from, in training
-    (``fused_queries``) and in the one-read inference alike."""
-    header_text, marker_text, _ = EMOTION_FORMATS["compact"]
-    header, marker = header_ids(tokenizer, header_text), encode(tokenizer, marker_text)
-    end = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else encode(tokenizer, NEWLINE)
-    digits = offset_token_ids(tokenizer, before)
-    room = max_length - len(header) - len(end)
-    cap = min(max_utterance_tokens, room - len(marker) - 1 - len(FUSED_OFFSETS) - 6)
-    if cap < 4:
-        raise PromptError(f"max_length={max_length} leaves no room for an utterance of the fused sequence; "
-                          "raise MAX_LENGTH")
-    units = []
-    for utt in conv["conversation"]:
-        i = utt["utterance_ID"]
-        line = encode(tokenizer, f" {utt['speaker'].strip()}:") + _text_ids(tokenizer, utt, cap)
-        line = line[: room - len(marker) - 1 - len(FUSED_OFFSETS)] + marker
-        candidates = fused_candidates(i, before)
-        units.append(FusedUnit(i, line, candidates, [digits[i - j] for j in candidates]))
-    return header, end, units
-
-
-def unit_fits(used: int, unit: FusedUnit, end: Sequence[int], max_length: int) -> bool:
-    """Whether ``unit`` (at its longest: emotion word and every candidate) fits after ``used`` tokens."""
-    return used + len(unit.line) + 1 + len(unit.candidate_ids) + len(end) <= max_length
-
-
-def fused_queries(conv: dict, tokenizer: Any, max_length: int, label_ids: Sequence[int], before: int = WINDOW_BEFORE,
-                  max_utterance_tokens: int = MAX_UTTERANCE_TOKENS) -> list[Query]:
-    """The fused sequence(s) of ``conv`` with its emotions (gold in training, given in a forced read): each line,
-    its emotion word (``label_ids`` in EMOTIONS order) read at the marker, and for an emotional utterance its
-    candidate digits, each read as yes/no. Keys: the utterance id (emotion reads) or (i, j) (cause reads).
-    Chunked at utterance boundaries to fit ``max_length``, as the one-read inference resets its cache."""
-    header, end, units = fused_units(conv, tokenizer, max_length, before, max_utterance_tokens)
-    emotion_of = {u["utterance_ID"]: u["emotion"] for u in conv["conversation"]}
-    chunks, current = [], Query(list(header), [])
-    for unit in units:
-        if not unit_fits(len(current.input_ids), unit, end, max_length) and current.keys:
-            chunks.append(current)
-            current = Query(list(header), [])
-        emotion = emotion_of[unit.utterance_id]
-        current.input_ids += unit.line
-        current.positions.append(len(current.input_ids) - 1)
-        current.keys.append(unit.utterance_id)
-        current.input_ids.append(label_ids[EMOTIONS.index(emotion)])  # the emotion the rest of the sequence reads
-        if emotion != "neutral":
-            for j, token in zip(unit.candidates, unit.candidate_ids):
-                current.input_ids.append(token)
-                current.positions.append(len(current.input_ids) - 1)
-                current.keys.append((unit.utterance_id, j))
-    chunks.append(current)
-    for chunk in chunks:
-        chunk.input_ids += end  # the last read's answer is scored against one more position
-    return chunks
-
-
-def fused_answers(conv: dict, query: Query, label_ids: Sequence[int], yes_no_ids: Sequence[int]) -> list[int]:
-    """The answer of every read of a fused ``query``: the gold emotion word, or yes/no for a candidate."""
-    emotion_of = {u["utterance_ID"]: u["emotion"] for u in conv["conversation"]}
-    gold = set(_gold_pairs(conv))
-    return [yes_no_ids[0 if key in gold else 1] if isinstance(key, tuple)
-            else label_ids[EMOTIONS.index(emotion_of[key])] for key in query.keys]
 
 
 def check_style(style: str) -> str:

@@ -2,7 +2,7 @@
 
 Where the tokenizer has a chat template the prompt is a list of chat messages, otherwise a plain
 instruction text; either way training and inference tokenise it the same way
-(``utils.lm.training.tokenize_prompt_completion``), so inference feeds exactly the training prompt.
+(``utils.lm.train_data.tokenize_prompt_completion``), so inference feeds exactly the training prompt.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import pandas as pd
 
 from utils.ed.data import EMOTIONS_32
 from utils.lm.batch import IGNORE
-from utils.lm.training import tokenize_prompt_completion
+from utils.lm.train_data import tokenize_prompt_completion
 
 CLASSIFY_SYSTEM = "You recognise the emotion in what people tell you."
 CLASSIFY_TASK = ("Which emotion does the speaker feel? Answer with one word from: "

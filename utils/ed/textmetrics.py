@@ -90,7 +90,7 @@ def _batches(examples: Sequence[dict], batch_size: int) -> Iterable[Sequence[dic
 def response_nll(model: Any, examples: Sequence[dict], batch_size: int = 8) -> tuple[float, int]:
     """Summed negative log-likelihood and token count over the label tokens (labels != IGNORE).
 
-    ``examples`` hold ``input_ids`` and ``labels`` as from ``training.tokenize_prompt_completion``,
+    ``examples`` hold ``input_ids`` and ``labels`` as from ``train_data.tokenize_prompt_completion``,
     so only the reference response is scored, never the prompt.
     """
     device = next(model.parameters()).device

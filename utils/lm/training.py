@@ -4,6 +4,10 @@ Examples arrive as {"input_ids", "labels"} lists: the labels decide where the lo
 tokens only, or label words read at markers), so nothing here rebuilds them from the inputs. Before training
 a memory plan (``utils.lm.plan``) splits the asked batch into what fits the device and turns gradient
 checkpointing on where needed; it is printed, and the measured peak is printed after training.
+
+Its parts: ``utils.lm.train_data`` (prompt and completion to token ids, the dataset, the collator),
+``utils.lm.loss`` (the answers-only loss and the trainer class that uses it), ``utils.lm.resume`` (a run's
+identity and which checkpoint it may resume from); this module holds the settings and the run itself.
 """
 
 from __future__ import annotations
@@ -19,13 +23,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
-
 from utils import env as env_module
 from utils.io import folder_lock, write_json_atomic
-from utils.lm.batch import ANSWER_WEIGHTINGS, IGNORE
+from utils.lm.batch import ANSWER_WEIGHTINGS
 from utils.lm import plan, sources
-from utils.lm.inference import logits_at_rows_via_forward
+from utils.lm.loss import answer_weights, trainer_class
 from utils.lm.resume import RUN_FILE, checkpoint_state, resume_plan, run_identity
 from utils.lm.modeling import (
     LoadStrategy,
@@ -37,30 +39,7 @@ from utils.lm.modeling import (
     merge_adapter,
     replace_dir,
 )
-
-
-def answer_weights(examples: Sequence[dict], answer_ids: Sequence[int], weighting: str) -> tuple[float, ...] | None:
-    """One loss weight per answer id from how often each is a training answer (``TrainConfig.answer_weighting``);
-    None for "none". An answer that never occurs gets the largest weight of those that do."""
-    if weighting == "none":
-        return None
-    if weighting not in ANSWER_WEIGHTINGS:
-        raise ValueError(f"answer_weighting={weighting!r}: use one of {list(ANSWER_WEIGHTINGS)}")
-    index = {int(t): k for k, t in enumerate(answer_ids)}
-    counts = np.zeros(len(index))
-    for ex in examples:
-        for t in ex["labels"]:
-            if t in index:
-                counts[index[t]] += 1
-    if not counts.any():
-        raise ValueError("no training answer is among answer_ids: nothing to weight")
-    share = counts / counts.sum()
-    seen = share > 0
-    raw = np.zeros(len(index))
-    raw[seen] = share[seen] ** (-0.5 if weighting == "sqrt" else -1.0)
-    raw[~seen] = raw[seen].max()
-    return tuple(float(w) for w in raw / float((share * raw).sum()))  # sum over answers of share * weight = 1
-
+from utils.lm.train_data import collator, make_dataset
 
 LEARNING_RATE = 2e-4  # the shared default (utils.lm.training_params); the ECF track's notebooks take 1e-3
 REPORT_TO = ("none", "tensorboard", "wandb")
@@ -154,100 +133,6 @@ class TrainResult:
     log_history: list[dict] = field(default_factory=list)
 
 
-def _apply_template(tokenizer, messages: list[dict], **kwargs) -> str:
-    """Render messages with the tokenizer's chat template as text."""
-    return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
-
-
-def _chat_parts(tokenizer, prompt: str | list[dict], completion: str) -> tuple[list[int], list[int]]:
-    """Prompt ids (ending with the assistant header) and answer ids (ending with the end-of-turn token)."""
-    messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
-    prompt_text = _apply_template(tokenizer, messages, add_generation_prompt=True)
-    full = _apply_template(tokenizer, [*messages, {"role": "assistant", "content": completion}])
-    eos = tokenizer.eos_token or ""
-    if full.startswith(prompt_text):
-        answer = full[len(prompt_text) :]
-        end = answer.rfind(eos) if eos else -1
-        answer = answer[: end + len(eos)] if end >= 0 else answer + eos
-    else:  # a template that rewrites earlier turns: fall back to the plain completion
-        answer = completion + eos
-    # tokenized apart so the prompt ids are exactly what inference feeds (add_generation_prompt)
-    prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    return prompt_ids, answer_ids
-
-
-def _plain_parts(tokenizer, prompt: str | list[dict], completion: str) -> tuple[list[int], list[int]]:
-    """Without a chat template: bos + prompt, then completion + eos."""
-    if not isinstance(prompt, str):
-        raise ValueError("chat messages need a tokenizer with a chat template; pass the prompt as text")
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
-    answer_ids = tokenizer(completion, add_special_tokens=False)["input_ids"]
-    if tokenizer.eos_token_id is not None:
-        answer_ids = [*answer_ids, tokenizer.eos_token_id]
-    return prompt_ids, answer_ids
-
-
-def tokenize_prompt_completion(
-    tokenizer,
-    prompt: str | list[dict],
-    completion: str,
-    max_length: int,
-    loss_on: str = "answer",
-) -> dict[str, list[int]]:
-    """{"input_ids", "labels"} for one example; loss on the answer only (or on all tokens, the original recipe).
-
-    Too long: tokens are cut from the left of the prompt (the bos token stays), never from the answer.
-    """
-    if loss_on not in ("answer", "all"):
-        raise ValueError(f"loss_on must be 'answer' or 'all', got {loss_on!r}")
-    parts = _chat_parts if getattr(tokenizer, "chat_template", None) else _plain_parts
-    prompt_ids, answer_ids = parts(tokenizer, prompt, completion)
-    room = max_length - len(answer_ids)
-    if room < 1:
-        raise ValueError(
-            f"the answer alone has {len(answer_ids)} tokens, over max_length={max_length}: raise max_length"
-        )
-    if len(prompt_ids) > room:
-        keep_bos = prompt_ids[:1] if prompt_ids[0] == tokenizer.bos_token_id and room > 1 else []
-        prompt_ids = keep_bos + prompt_ids[len(prompt_ids) - (room - len(keep_bos)) :]
-    input_ids = prompt_ids + answer_ids
-    labels = list(input_ids) if loss_on == "all" else [IGNORE] * len(prompt_ids) + answer_ids
-    return {"input_ids": input_ids, "labels": labels}
-
-
-def collator(pad_id: int):
-    """trl's collator: right-pads input_ids with ``pad_id`` and labels with IGNORE (labels as the examples give
-    them, so the conversation style's answer-only labels pass through) and builds the attention mask."""
-    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
-
-    return DataCollatorForLanguageModeling(pad_token_id=pad_id)
-
-
-def make_dataset(examples: Sequence[dict], max_length: int, name: str = "train"):
-    """A datasets.Dataset of pre-tokenized examples with a length column; bad examples raise."""
-    from datasets import Dataset
-
-    if not examples:
-        raise ValueError(f"the {name} set is empty")
-    for i, ex in enumerate(examples):
-        if len(ex["input_ids"]) != len(ex["labels"]):
-            raise ValueError(f"{name} example {i}: {len(ex['input_ids'])} input_ids but {len(ex['labels'])} labels")
-        if len(ex["input_ids"]) > max_length:
-            raise ValueError(
-                f"{name} example {i} has {len(ex['input_ids'])} tokens, over max_length={max_length}: "
-                "raise max_length or shorten the prompt"
-            )
-    if all(t == IGNORE for ex in examples for t in ex["labels"]):
-        raise ValueError(f"every label in the {name} set is -100: nothing to learn")
-    return Dataset.from_dict(
-        {
-            "input_ids": [list(ex["input_ids"]) for ex in examples],
-            "labels": [list(ex["labels"]) for ex in examples],
-            "length": [len(ex["input_ids"]) for ex in examples],
-        }
-    )
-
 
 def _eval_schedule(cfg: TrainConfig, has_eval: bool) -> dict[str, Any]:
     """Evaluation every eval_steps, else each epoch, else at the last step of a max_steps run."""
@@ -299,62 +184,6 @@ def sft_config(cfg: TrainConfig, strategy: LoadStrategy, has_eval: bool):
         **_eval_schedule(cfg, has_eval),
     )
 
-
-def answer_loss(model, inputs: dict, answer_ids: Sequence[int], num_items_in_batch=None,
-                weights: Sequence[float] | None = None):
-    """(summed-or-mean loss, logits) of the answers only: a softmax over ``answer_ids`` at each position
-    whose next label is not -100; the model's LM head runs at those positions only (``logits_to_keep``).
-    ``weights`` (one per answer id, ``answer_weights``) scale each answer's loss by its gold answer.
-
-    Labels follow the HF convention (``labels[t + 1]`` is read at ``t``). A label outside
-    ``answer_ids`` is an error, not a silent skip."""
-    import torch
-    import torch.nn.functional as F
-
-    labels = inputs["labels"]
-    target = labels[:, 1:]
-    rows, cols = (target != IGNORE).nonzero(as_tuple=True)
-    if rows.numel() == 0:
-        raise ValueError("a training batch has no labelled position: every example needs an answer")
-    # the model's own forward, so DDP/FSDP wrappers see the call and synchronise gradients
-    logits = logits_at_rows_via_forward(model, inputs["input_ids"], inputs.get("attention_mask"), rows, cols)
-    answers = torch.as_tensor(list(answer_ids), device=labels.device)
-    picked = logits[:, answers].float()  # [n answers, k]
-    gold = target[rows, cols]
-    match = gold.unsqueeze(1) == answers.unsqueeze(0)
-    if not bool(match.any(dim=1).all()):
-        bad = sorted({int(t) for t in gold[~match.any(dim=1)].tolist()})
-        raise ValueError(f"labels {bad} are not among answer_ids {list(answer_ids)}")
-    weight = None if weights is None else torch.as_tensor(list(weights), dtype=picked.dtype, device=picked.device)
-    total = F.cross_entropy(picked, match.float().argmax(dim=1), weight=weight, reduction="sum")
-    loss = total / (num_items_in_batch if num_items_in_batch is not None else rows.numel())
-    return loss, picked
-
-
-def _trainer_class(answer_ids: Sequence[int] = (), weights: Sequence[float] | None = None):
-    """SFTTrainer that counts the samples it trains on (for samples/s) and, given ``answer_ids``,
-    computes the answers-only loss of ``answer_loss`` (weighted by ``weights``)."""
-    from trl import SFTTrainer
-
-    class CountingSFTTrainer(SFTTrainer):
-        session_samples = 0
-
-        def training_step(self, model, inputs, *args, **kwargs):
-            self.session_samples += int(inputs["input_ids"].shape[0]) * self.args.world_size
-            return super().training_step(model, inputs, *args, **kwargs)
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            if not answer_ids:
-                return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
-            loss, logits = answer_loss(model, inputs, answer_ids, num_items_in_batch, weights)
-            # normalised by the answers of the whole accumulated (and, under DDP, global) batch, as
-            # Trainer counts them; DDP averages gradients over processes, so scale back up like Trainer
-            self.loss_is_scaled_for_ga = num_items_in_batch is not None
-            if num_items_in_batch is not None and self.args.average_tokens_across_devices:
-                loss = loss * self.accelerator.num_processes
-            return (loss, {"logits": logits}) if return_outputs else loss
-
-    return CountingSFTTrainer
 
 
 def _barrier() -> None:
@@ -480,7 +309,7 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
     if weights and main_process:
         print(f"[emocause] answer loss weights ({cfg.answer_weighting}): "
               + ", ".join(f"{tokenizer.decode([t]).strip()} {w:.2f}" for t, w in zip(cfg.answer_ids, weights)), flush=True)
-    trainer = _trainer_class(cfg.answer_ids, weights)(
+    trainer = trainer_class(cfg.answer_ids, weights)(
         model=lm,
         args=sft_config(cfg, strategy, eval_ds is not None),
         data_collator=collator(tokenizer.pad_token_id),
