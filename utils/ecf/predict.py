@@ -15,7 +15,7 @@ from typing import Any, Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 
-from utils.ecf import prompts, prompts_per_utterance
+from utils.ecf import prompts, prompts_per_utterance, windows
 from utils.ecf.config import CauseInferenceConfig, EmotionInferenceConfig
 from utils.ecf.data import EMOTIONS, emotions_digest, with_emotions, with_pairs
 from utils.ecf.decision import decide, offsets_vector, p_yes, pairs_above, relabel, with_fallback
@@ -102,7 +102,9 @@ def _stats(lm: LanguageModel, style: str, convs: list[dict], results: list[dict]
             "n_prompts": sum(r["n_prompts"] for r in results),
             "prompt_tokens": sum(r["prompt_tokens"] for r in results),
             "n_outputs": n_out, "invalid_outputs": invalid,
-            "invalid_output_share": invalid / n_out if n_out else 0.0}
+            "invalid_output_share": invalid / n_out if n_out else 0.0,
+            **({"windowed_conversations": sum(1 for r in results if r.get("windows")),
+                "windows": sum(r.get("windows", 0) for r in results)} if any("windows" in r for r in results) else {})}
 
 
 def _emotion_rows(lm: LanguageModel, tokenizer: Any, batch: list[dict], max_length: int, batch_size: int,
@@ -238,16 +240,17 @@ def _causes_by_scoring(lm: LanguageModel, tokenizer: Any, max_length: int, batch
     yes_no = label_token_ids(tokenizer, prompts.ANSWERS)
 
     def fn(batch: list[dict]) -> list[dict]:
-        queries = [prompts.cause_queries(conv, tokenizer, max_length, before, after, layout=layout) for conv in batch]
+        read = [windows.cause_queries(conv, tokenizer, max_length, before, after, layout) for conv in batch]
+        queries = [qs for qs, _ in read]
         flat = [q for qs in queries for q in qs]
         scores = iter(lm.label_logprobs([q.input_ids for q in flat], [q.positions for q in flat], yes_no, batch_size)
                       if flat else [])
         out = []
-        for qs in queries:
+        for qs, (_, n_windows) in zip(queries, read):
             probs = [[i, j, round(p_yes(float(row[0]), float(row[1])), 6)]
                      for q in qs for (i, j), row in zip(q.keys, next(scores))]
             out.append({"probs": probs, "invalid": 0, "n_outputs": len(probs), "n_prompts": len(qs),
-                        "prompt_tokens": sum(len(q.input_ids) for q in qs)})
+                        "prompt_tokens": sum(len(q.input_ids) for q in qs), "windows": n_windows})
         return out
     return fn
 
