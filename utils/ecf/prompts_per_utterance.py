@@ -13,18 +13,14 @@ from typing import Any, Sequence
 
 from utils.ecf.prompts import emotional_utterances, encode, gold_pairs, utterance_line
 from utils.ecf.data import EMOTIONS
+from utils.lm.train_data import with_system
 
 SYSTEM = "You are an expert annotator of emotions in conversations."
 
 
 def chat_messages(tokenizer: Any, user: str, system: str = SYSTEM) -> list[dict]:
     """System + user turns; folded into one user turn where the template refuses a system turn."""
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
-    try:
-        tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # some templates (Gemma's) raise on a system turn
-        messages = [{"role": "user", "content": f"{system}\n\n{user}"}]
-    return messages
+    return with_system(tokenizer, system, [{"role": "user", "content": user}])
 
 
 def plain_prompt(user: str, system: str = SYSTEM) -> str:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from utils.ed.data import EMOTIONS_32
 from utils.lm.batch import IGNORE
-from utils.lm.train_data import tokenize_prompt_completion
+from utils.lm.train_data import tokenize_prompt_completion, with_system
 
 CLASSIFY_SYSTEM = "You recognise the emotion in what people tell you."
 CLASSIFY_TASK = ("Which emotion does the speaker feel? Answer with one word from: "
@@ -33,10 +33,10 @@ def classifier_text(row: dict | pd.Series, fields: str = "situation+dialogue") -
 def _prompt(tokenizer, system: str, user: str, history: Sequence[tuple[str, str]] = ()) -> list[dict] | str:
     """Chat messages where the tokenizer has a template; a plain instruction text otherwise."""
     if getattr(tokenizer, "chat_template", None):
-        messages = [{"role": "system", "content": system}]
+        messages = []
         for said, answered in history:
             messages += [{"role": "user", "content": said}, {"role": "assistant", "content": answered}]
-        return [*messages, {"role": "user", "content": user}]
+        return with_system(tokenizer, system, [*messages, {"role": "user", "content": user}])
     turns = "".join(f"### Person:\n{said}\n### You:\n{answered}\n" for said, answered in history)
     return f"{system}\n\n{turns}### Person:\n{user}\n### You:\n"
 

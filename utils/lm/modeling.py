@@ -22,24 +22,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from utils import env as env_module
-from utils.lm import plan, sources
+from utils.lm import lora, plan, sources
+from utils.lm.lora import LoraSettings
 from utils.lm.sources import local_source
-
-
-@dataclass(frozen=True)
-class LoraSettings:
-    """LoRA hyper-parameters (the original recipe: r16 on the attention projections)."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
-
-    @classmethod
-    def from_config(cls, cfg: Any) -> "LoraSettings":
-        """From a notebook's LORA_R, LORA_ALPHA, LORA_DROPOUT and comma-separated LORA_TARGETS (both tracks)."""
-        targets = tuple(t.strip() for t in cfg.LORA_TARGETS.split(",") if t.strip())
-        return cls(r=cfg.LORA_R, alpha=cfg.LORA_ALPHA, dropout=cfg.LORA_DROPOUT, target_modules=targets)
 
 
 @dataclass(frozen=True)
@@ -186,9 +171,11 @@ def load_model(
 
 
 def add_lora(model, settings: LoraSettings, strategy: LoadStrategy, gradient_checkpointing: bool = False):
-    """Wrap ``model`` with fresh LoRA adapters (k-bit preparation first on the QLoRA strategy)."""
+    """Wrap ``model`` with fresh LoRA adapters on the layers ``settings`` name (group names resolved by the model's
+    own module names: ``utils.lm.lora``); k-bit preparation first on the QLoRA strategy."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
+    settings = lora.resolve(settings, model)
     if strategy.name == "qlora-nf4":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
     config = LoraConfig(
@@ -196,6 +183,7 @@ def add_lora(model, settings: LoraSettings, strategy: LoadStrategy, gradient_che
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=list(settings.target_modules),
+        fan_in_fan_out=lora.fan_in_fan_out(model, settings.target_modules),  # GPT-2's Conv1D stores in x out
         bias="none",
         task_type="CAUSAL_LM",
     )

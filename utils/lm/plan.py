@@ -39,6 +39,14 @@ OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
 GIB = 2**30
 
 
+def count(n: float) -> str:
+    """A parameter count a reader takes in at once: 812, 96.5 k, 1.2 M, 1.10 B."""
+    for scale, unit in ((1e9, " B"), (1e6, " M"), (1e3, " k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.{2 if unit == ' B' else 1}f}{unit}"
+    return f"{int(n)}"
+
+
 # ---------------------------------------------------------------- MODEL="auto"
 
 def is_auto(model: str) -> bool:
@@ -319,7 +327,7 @@ class MemoryPlan:
 
     def lines(self) -> list[str]:
         """The plan as printed before training."""
-        size = f"{self.params / 1e9:.2f} B parameters, " if self.params else ""
+        size = f"{count(self.params)} parameters, " if self.params else ""
         head = (f"memory plan: {self.device} ({self.hardware}, {self.memory_gib:.1f} GiB, {self.usable_gib:.1f} usable); "
                 f"{size}{self.precision} weights {self.weights_gib:.2f} GiB, LoRA + AdamW {self.lora_gib:.2f} GiB; "
                 "SDPA attention")

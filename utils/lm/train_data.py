@@ -13,6 +13,18 @@ def _apply_template(tokenizer, messages: list[dict], **kwargs) -> str:
     return tokenizer.apply_chat_template(messages, tokenize=False, **kwargs)
 
 
+def with_system(tokenizer, system: str, messages: list[dict]) -> list[dict]:
+    """A system turn, then ``messages``; where the chat template refuses a system turn (Gemma's, Mistral's raise
+    on one) the system text opens the first user turn instead, as those models' own cards advise."""
+    full = [{"role": "system", "content": system}, *messages]
+    try:
+        _apply_template(tokenizer, full, add_generation_prompt=True)
+        return full
+    except Exception:  # jinja2's TemplateError from raise_exception, or a template's own check
+        first, *rest = messages
+        return [{**first, "content": f"{system}\n\n{first['content']}"}, *rest]
+
+
 def _chat_parts(tokenizer, prompt: str | list[dict], completion: str) -> tuple[list[int], list[int]]:
     """Prompt ids (ending with the assistant header) and answer ids (ending with the end-of-turn token)."""
     messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)

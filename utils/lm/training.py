@@ -26,7 +26,7 @@ from typing import Any, Sequence
 from utils import env as env_module
 from utils.io import folder_lock, write_json_atomic
 from utils.lm.batch import ANSWER_WEIGHTINGS
-from utils.lm import plan, sources
+from utils.lm import lora, plan, sources
 from utils.lm.loss import answer_weights, trainer_class
 from utils.lm.resume import RUN_FILE, checkpoint_state, resume_plan, run_identity
 from utils.lm.modeling import (
@@ -130,6 +130,9 @@ class TrainResult:
     fingerprint: str = ""  # the run's identity (run.json): model, settings and examples
     planned_memory_mb: float | None = None  # the memory plan's estimated peak (MiB), beside the measured one
     memory_plan: dict = field(default_factory=dict)  # plan.MemoryPlan: the split, checkpointing, the estimate
+    lora_targets: list[str] = field(default_factory=list)  # the layers that got adapters (utils.lm.lora)
+    trainable_parameters: int = 0  # LoRA weights trained
+    total_parameters: int = 0  # the whole model's
     log_history: list[dict] = field(default_factory=list)
 
 
@@ -277,6 +280,7 @@ def train(
     model, the settings and the examples must match, see ``run_identity``)."""
     model = plan.resolve_model(model)
     strategy = strategy or choose_strategy(model=model)
+    cfg = replace(cfg, lora=lora.resolve(cfg.lora, model))  # "attention"/"mlp" -> this model's layer names
     memory = memory_plan(model, cfg, strategy, train_examples)
     cfg = replace(cfg, batch_size=memory.batch_size, grad_accum=memory.grad_accum,
                   gradient_checkpointing=memory.gradient_checkpointing)
@@ -303,6 +307,11 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
     tokenizer = load_tokenizer(model)
     base = load_model(model, strategy=strategy, for_training=True, gradient_checkpointing=cfg.gradient_checkpointing)
     lm = add_lora(base, cfg.lora, strategy, cfg.gradient_checkpointing)
+    trainable, total = lora.trainable_parameters(lm)
+    if main_process:
+        print(f"[emocause] LoRA r={cfg.lora.r} on {', '.join(cfg.lora.target_modules)} of {type(base).__name__}: "
+              f"{plan.count(trainable)} trainable parameters of {plan.count(total)} ({trainable / total:.2%})",
+              flush=True)
     train_ds = make_dataset(train_examples, cfg.max_length, "train")
     eval_ds = make_dataset(eval_examples, cfg.max_length, "eval") if eval_examples else None
     weights = answer_weights(train_examples, cfg.answer_ids, cfg.answer_weighting)
@@ -387,6 +396,9 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
         fingerprint=identity["fingerprint"],
         planned_memory_mb=planned,
         memory_plan=memory.as_dict(),
+        lora_targets=list(cfg.lora.target_modules),
+        trainable_parameters=trainable,
+        total_parameters=total,
         log_history=history,
     )
     if trainer.is_world_process_zero():

@@ -12,18 +12,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from utils.lm import plan
-from utils.lm.modeling import LoraSettings
+from utils.lm import lora, plan
+from utils.lm.lora import LoraSettings
 from utils.lm.training import LEARNING_RATE, REPORT_TO, TrainConfig, check_schedule
 from utils.params import param
 
-ATTENTION = "q_proj,k_proj,v_proj,o_proj"
-ATTENTION_MLP = ATTENTION + ",gate_proj,up_proj,down_proj"
+TARGETS_HELP = '"auto" ({auto} here), "attention", "mlp" or module names: found in the model\'s own layers'
 
 
 @dataclass(frozen=True)
 class TrainingParams:
     """EPOCHS ... MERGE: what every training notebook sets for the trainer."""
+
+    LORA_AUTO = ("attention",)  # what LORA_TARGETS="auto" adapts (a class constant, not a parameter)
 
     EPOCHS: float = param(1.0, "passes over the training examples (ignored when MAX_STEPS > 0)")
     MAX_STEPS: int = param(0, "> 0: stop after this many optimizer steps (overrides EPOCHS)")
@@ -37,7 +38,7 @@ class TrainingParams:
     LORA_R: int = param(16, "LoRA rank")
     LORA_ALPHA: int = param(32, "LoRA scaling numerator (scale: alpha / r)")
     LORA_DROPOUT: float = param(0.05, "dropout on the LoRA path")
-    LORA_TARGETS: str = param(ATTENTION, "comma-separated module names that get adapters")
+    LORA_TARGETS: str = param("auto", TARGETS_HELP.format(auto="attention"))
     REPORT_TO: str = param("none", " | ".join(f'"{r}"' for r in REPORT_TO) + ": where the losses are logged too")
     RESUME: bool = param(True, "continue from the last checkpoint in the task dir after a disconnect")
     GRADIENT_CHECKPOINTING: str = param("auto", '"auto" (on only where the memory plan needs it), "on" or "off": '
@@ -53,6 +54,8 @@ class TrainingParams:
             later()
         check_schedule(self.REPORT_TO, self.EPOCHS, self.MAX_STEPS)
         plan.checkpointing(self.GRADIENT_CHECKPOINTING)
+        lora.check_numbers(self.LORA_R, self.LORA_ALPHA, self.LORA_DROPOUT)
+        lora.parse_targets(self.LORA_TARGETS, self.LORA_AUTO)
         if self.BATCH_SIZE < 1 or self.GRAD_ACCUM < 0:
             raise ValueError(f"BATCH_SIZE={self.BATCH_SIZE}, GRAD_ACCUM={self.GRAD_ACCUM}: need BATCH_SIZE >= 1 and "
                              "GRAD_ACCUM >= 0 (0: the memory plan splits the batch)")
