@@ -82,6 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from bench import report, run
     from utils.ecf.data import DataError
+    from utils.env import quiet_library_warnings
+
+    quiet_library_warnings()  # as the notebooks do: peft reads transformers' deprecated is_gradient_checkpointing
     from utils.env import resolve
     from utils.io import write_json_atomic, write_text_atomic
 

@@ -5,14 +5,16 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import os
 import re
 from functools import partialmethod
 
 import papermill
 import pytest
 
-from utils import bootstrap, env, params, progress, run
+from utils import bootstrap, env, params, progress, run, run_report
 from utils.env import ROOT, resolve
+from utils.io import NOTICE
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
@@ -73,6 +75,7 @@ def executed(monkeypatch):
     calls = []
     monkeypatch.setattr(run, "execute", lambda book, params, out_dir: calls.append((book.name[:2], params)) or 0.0)
     monkeypatch.setattr(run, "write_json_atomic", lambda path, obj: path)
+    monkeypatch.setattr(run, "keep_earlier_results", lambda params, track: [])  # the repository's results stay
     return calls
 
 
@@ -239,21 +242,124 @@ def test_on_a_terminal_the_progress_line_is_redrawn_in_place():
                               "\r\x1b[K    trainer [3/8 00:02 < 00:05, 1.20 it/s, Epoch 0.38/1]\n")
 
 
+def test_a_notice_a_cell_prints_reaches_the_terminal_at_once_and_once():
+    out = Terminal(tty=False)
+    feedback = progress.Feedback("02_x.ipynb", out, every_s=1000)  # no progress line: only the notice
+    cell = _code("result = train()", [{"output_type": "stream", "name": "stdout", "text": "loading\n"}])
+    feedback.cell_start(cell, 0, [cell])
+    cell["outputs"].append({"output_type": "stream", "name": "stdout",
+                            "text": f"{NOTICE}kept the finished run in a.kept-1\nother\n"})
+    feedback.message()
+    feedback.message()
+    cell["outputs"].append({"output_type": "stream", "name": "stderr", "text": f"{NOTICE}not from stdout\n"})
+    feedback.message()
+    assert out.getvalue().splitlines()[1:] == [f"{NOTICE}kept the finished run in a.kept-1"]
+
+
 @pytest.mark.slow
-def test_a_notebook_run_prints_its_cells_and_progress(tmp_path, capsys, monkeypatch):
+def test_a_notebook_run_prints_its_cells_and_progress(tmp_path, capfd, monkeypatch):
     import nbformat
 
     nb = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_code_cell("STEPS = 3", metadata={"tags": ["parameters"]}),
         nbformat.v4.new_code_cell("import sys\nfrom tqdm import tqdm\nfor _ in tqdm(range(STEPS), desc='work', "
                                   "file=sys.stderr):\n    pass"),
-        nbformat.v4.new_code_cell("print('done')")])
+        nbformat.v4.new_code_cell("print('done')\nfrom utils.io import notice\nnotice('moved a to b')")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     book = tmp_path / "99_demo.ipynb"
     nbformat.write(nb, book)
     monkeypatch.setattr(progress.Feedback, "__init__", partialmethod(progress.Feedback.__init__, every_s=0))
     run.execute(book, {"STEPS": 4}, tmp_path / "executed")
-    lines = capsys.readouterr().out.splitlines()
+    captured = capfd.readouterr()  # the kernel's own stderr too: a separate process
+    lines = captured.out.splitlines()
     assert lines[0] == "[emocause] 99_demo.ipynb cell 2/3: for _ in tqdm(range(STEPS), desc='work', file=sys.stderr):"
-    assert lines[-1] == "[emocause] 99_demo.ipynb cell 3/3: print('done')"
-    assert lines[1:-1] and all(re.fullmatch(r"    work \d+% \d/4 .*", line) for line in lines[1:-1]), lines
+    assert lines[-2:] == ["[emocause] 99_demo.ipynb cell 3/3: print('done')", f"{NOTICE}moved a to b"]
+    assert lines[1:-2] and all(re.fullmatch(r"    work \d+% \d/4 .*", line) for line in lines[1:-2]), lines
+    assert "without encryption" not in captured.err and "WARNING" not in captured.err, captured.err
+
+
+# ---------------------------------------------------------------- nothing lost, and the run's answer at the end
+
+def test_smoke_writes_under_its_own_folders_and_says_so(monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(run, "execute", lambda book, params, out_dir: calls.append((params, out_dir)) or 0.0)
+    monkeypatch.setattr(run, "write_json_atomic", lambda path, obj: path)
+    monkeypatch.setattr(run, "smoke_model", lambda books, folder: folder / "tiny-llama")
+    entry = run.run_series({}, only=["02", "03"], smoke=True)
+    smoke = ROOT / "runs" / "smoke"
+    assert {k: params[k] for params, _ in calls for k in ("TRAIN_DIR", "TEST_DIR", "CHECKPOINT_DIR")} == {
+        "TRAIN_DIR": "runs/smoke/results_train", "TEST_DIR": "runs/smoke/results_test",
+        "CHECKPOINT_DIR": "runs/smoke/checkpoints"}
+    assert all(params["MODEL"] == str(smoke / "checkpoints" / "tiny-llama") for params, _ in calls)
+    assert {out for _, out in calls} == {smoke / "results_test" / "executed"} and entry["executed"] == str(
+        smoke / "results_test" / "executed")
+    assert f"--smoke writes under its own folders: {smoke / 'checkpoints'}" in capsys.readouterr().out
+    run.run_series({"TEST_DIR": "elsewhere"}, only=["02"], smoke=True)  # an explicit folder still wins
+    assert calls[-1][0]["TEST_DIR"] == "elsewhere"
+
+
+def _results(folder, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_text(text)
+
+
+def test_a_run_with_other_parameters_keeps_the_earlier_results_and_summaries_merge_by_track(monkeypatch, tmp_path,
+                                                                                            capsys):
+    monkeypatch.setattr(run, "execute", lambda book, params, out_dir: 0.0)
+    base = {"TEST_DIR": str(tmp_path / "results_test"), "TRAIN_DIR": str(tmp_path / "results_train")}
+    first = run.run_series({**base, "LIMIT": 3}, only=["01", "02"])
+    earlier = {"subtask2_scores.json": '{"weighted_f1": 0.25}', "executed/02.ipynb": "{}"}
+    _results(tmp_path / "results_test", earlier)
+    _results(tmp_path / "results_train", {"eda_stats.json": "{}", "experiments.sqlite": "log"})
+    capsys.readouterr()
+    run.run_series({**base, "LIMIT": 3}, only=["01", "02"])  # the same parameters: a rerun, nothing copied
+    assert not list(tmp_path.glob("*.kept-*")) and "differ" not in capsys.readouterr().out
+    run.run_series({**base, "LIMIT": 4}, only=["01", "02"])
+    said = capsys.readouterr().out
+    kept_test = tmp_path / f"results_test.kept-{first['run_id']}"
+    kept_train = tmp_path / f"results_train.kept-{first['run_id']}"
+    assert "LIMIT: 3 -> 4" in said and str(kept_test) in said and str(kept_train) in said
+    assert all((kept_test / name).read_text() == text for name, text in earlier.items())
+    assert (kept_train / "eda_stats.json").is_file() and not (kept_train / "experiments.sqlite").exists()
+    monkeypatch.setenv(env.REPLACE_ENV, "0")  # unset again after the test: --replace sets it for the kernels
+    run.run_series({**base, "LIMIT": 5}, only=["01", "02"], replace=True)  # asked: no copy
+    assert len(list(tmp_path.glob("results_test.kept-*"))) == 1 and os.environ[env.REPLACE_ENV] == "1"
+    run.run_series({**base, "ED_LIMIT": 8}, only=["07"], track="empathetic")
+    summary = json.loads((tmp_path / "results_test" / run.SUMMARY_FILE).read_text())
+    assert set(summary["tracks"]) == {"ecf", "empathetic"} and summary["last"] == "empathetic"
+    assert summary["tracks"]["ecf"]["parameters"]["LIMIT"] == 5  # the other track's entry stays
+
+
+def test_the_run_ends_with_its_scores_beside_their_baselines(tmp_path):
+    import sqlite3
+    import time
+
+    started = time.time() - 1
+    test, train = tmp_path / "results_test", tmp_path / "results_train"
+    _results(test, {"emotion_metrics.json": json.dumps({"weighted_f1": 0.4123, "baselines": {"majority": {
+        "weighted_f1": 0.2411}}, "test_set": {"annotated": True}}),
+        "subtask2_scores.json": json.dumps({"weighted_f1": 0.2, "model_gold_emotions": {"weighted_f1": 0.61},
+                                            "baselines": {"self_and_previous_predicted_emotions": {"weighted_f1": 0.25},
+                                                          "self_and_previous_gold_emotions": {"weighted_f1": 0.65}}})})
+    train.mkdir()
+    with sqlite3.connect(train / "experiments.sqlite") as conn:
+        conn.execute("CREATE TABLE runs (id INTEGER PRIMARY KEY, created_at TEXT, kind TEXT)")
+        conn.executemany("INSERT INTO runs VALUES (?, ?, ?)", [(1, run_report.utc(started - 3600), "old"),
+                                                                (2, run_report.utc(started), "emotion_train"),
+                                                                (3, run_report.utc(started + 5), "cause_train")])
+    params = {"TEST_DIR": str(test), "TRAIN_DIR": str(train), "CHECKPOINT_DIR": str(tmp_path / "ck")}
+    books = run.discover(only=["02", "05"])
+    entry = {"run_id": "r1", "total_wall_s": 12.0,
+             **run_report.answer(params, books, started, test)}
+    lines = run_report.closing_lines(entry, test / run.SUMMARY_FILE)
+    text = "\n".join(lines)
+    assert re.search(r"emotion, weighted F1 +0\.412 +majority class 0\.241", text), text
+    assert re.search(r"pairs end to end, weighted F1 +0\.200 +self \+ previous utterance 0\.250", text), text
+    assert re.search(r"pairs on gold emotions, weighted F1 +0\.610 +self \+ previous utterance 0\.650", text), text
+    assert f"experiment log: {train / 'experiments.sqlite'}, runs 2-3 of this run" in text
+    assert f"executed notebooks: {test / 'executed'}" in text and str(tmp_path / "ck") in text
+    old = time.time() - 3600  # a score file an earlier run wrote is not this run's answer
+    os.utime(test / "emotion_metrics.json", (old, old))
+    assert [r["what"] for r in run_report.answer(params, books, started, test)["headline"]] == [
+        "pairs end to end, weighted F1", "pairs on gold emotions, weighted F1"]

@@ -11,7 +11,8 @@ from safetensors.torch import load_file
 from transformers import TrainerCallback
 
 from utils.lm import loss as lm_loss
-from utils.lm import modeling, train_data, training
+from utils.io import NOTICE
+from utils.lm import modeling, resume, train_data, training
 from utils.lm.batch import IGNORE
 from utils.lm.training import TrainConfig
 
@@ -174,15 +175,58 @@ def test_a_run_resumes_only_its_own_complete_checkpoints(tmp_path, tiny_model_di
     resumed = training.train(str(tiny_model_dir), examples, None, cfg())
     assert resumed.resumed_from.endswith("checkpoint-3") and resumed.global_step == 8
     assert "skipping" in capsys.readouterr().out
-    # the same folder with another learning rate: the finished run's adapter is not handed back as this one
+    finished = {p.relative_to(tmp_path / "run"): p.read_bytes() for p in (tmp_path / "run").rglob("*")
+                if p.is_file() and p.name != ".lock"}
+    # the same folder with another learning rate: the finished run's adapter is not handed back as this one,
+    # and not lost either: it is moved aside, byte for byte, with its run.json, and the terminal is told where
     other = training.train(str(tiny_model_dir), examples, None, cfg(learning_rate=1e-2))
     assert other.resumed_from is None and other.session_tokens == other.train_tokens > 0
     said = capsys.readouterr().out
     assert "learning_rate: 0.005 -> 0.01" in said and "lora" not in said  # only what differs is named
     assert json.loads((tmp_path / "run" / "run.json").read_text())["fingerprint"] == other.fingerprint != resumed.fingerprint
+    kept = tmp_path / f"run.kept-{resumed.fingerprint}"
+    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == finished
+    assert f"{NOTICE}kept the finished run that was in {tmp_path / 'run'}" in said and str(kept) in said
     # other examples (data, LIMIT, style) are another run too
     fewer = training.train(str(tiny_model_dir), examples[:20], None, cfg(learning_rate=1e-2))
     assert fewer.resumed_from is None and "train_examples_sha256" in capsys.readouterr().out
+    assert (tmp_path / f"run.kept-{other.fingerprint}" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def _fake_run(folder, fingerprint: str, finished: bool, steps=(3, 6)) -> None:
+    for step in steps:
+        (folder / f"checkpoint-{step}").mkdir(parents=True)
+        (folder / f"checkpoint-{step}" / "adapter_model.safetensors").write_bytes(b"ckpt%d" % step)
+    (folder / resume.RUN_FILE).write_text(json.dumps({"fingerprint": fingerprint, "settings": {"seed": 1}}))
+    if finished:
+        (folder / "adapter").mkdir()
+        (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"weights " + fingerprint.encode())
+        (folder / "train_summary.json").write_text("{}")
+
+
+def test_making_room_keeps_a_finished_run_and_clears_only_an_unfinished_ones_checkpoints(tmp_path):
+    new = {"fingerprint": "new", "settings": {"seed": 2}}
+    finished, unfinished, replaced = tmp_path / "finished", tmp_path / "unfinished", tmp_path / "replaced"
+    for folder, done in ((finished, True), (unfinished, False), (replaced, True)):
+        _fake_run(folder, "old", done)
+    stale = lambda folder: resume.resume_plan(folder, new, True)[1:]  # noqa: E731 (the checkpoints, why)
+    lines = resume.make_room(finished, new, *stale(finished))
+    kept = tmp_path / "finished.kept-old"
+    assert len(lines) == 1 and str(kept) in lines[0] and "settings.seed: 1 -> 2" in lines[0]
+    assert (kept / "adapter" / "adapter_model.safetensors").read_bytes() == b"weights old"
+    assert sorted(p.name for p in kept.iterdir()) == ["adapter", "checkpoint-3", "checkpoint-6", "run.json",
+                                                      "train_summary.json"]
+    assert [p.name for p in finished.iterdir()] == []  # room for the new run; nothing of the old one deleted
+    _fake_run(finished, "old", True, steps=())  # kept twice: the earlier copy stays too
+    resume.make_room(finished, new, [], "")
+    assert (tmp_path / "finished.kept-old-2" / "adapter").is_dir() and (kept / "adapter").is_dir()
+    lines = resume.make_room(unfinished, new, *stale(unfinished))  # no adapter: its checkpoints may go
+    assert len(lines) == 1 and "removing 2 checkpoint(s), they belong to another run" in lines[0]
+    assert sorted(p.name for p in unfinished.iterdir()) == ["run.json"] and not list(tmp_path.glob("unfinished.kept*"))
+    lines = resume.make_room(replaced, new, *stale(replaced), replace=True)  # asked for: replaced, and said
+    assert "replacing the finished run" in lines[0] and not list(tmp_path.glob("replaced.kept*"))
+    assert not (replaced / "checkpoint-3").exists()
+    assert resume.make_room(replaced, {"fingerprint": "old"}, [], "") == []  # its own identity: nothing to keep
 
 
 def test_a_second_run_on_the_same_folder_stops_with_a_message(tmp_path, tiny_model_dir, tok):

@@ -11,6 +11,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator
 
+# a line printed with this prefix inside a notebook is repeated on the terminal of ``python -m utils.run``
+# (``utils.progress``): what a user must hear of at once (files moved aside or removed), not only in the copy
+NOTICE = "[emocause] notice: "
+
+
+def notice(message: str) -> None:
+    """Print ``message`` as a notice: in a notebook run by ``utils.run`` it also reaches the terminal."""
+    print(NOTICE + message, flush=True)
+
 
 def _umask() -> int:
     mask = os.umask(0)

@@ -5,7 +5,8 @@ that runs that long.
 
 papermill calls its engine's notebook manager at each cell start and after each kernel message;
 ``FeedbackEngine`` (registered as ``ENGINE``) hooks a ``Feedback`` in there. The notebook's outputs
-themselves are untouched: the executed copy holds them all.
+themselves are untouched: the executed copy holds them all. A line a notebook prints as a notice
+(``utils.io.notice``: files moved aside or removed) is repeated on the terminal as it comes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import time
 from typing import Any, TextIO
 
 from papermill.engines import NBClientEngine, papermill_engines
+
+from utils.io import NOTICE
 
 ENGINE = "emocause"
 # tqdm: "work:  57%|█████▋    | 16/28 [00:08<00:06, 1.92it/s]" -> "work 57% 16/28 [00:08<00:06, 1.92it/s]"
@@ -47,6 +50,29 @@ def latest_bar(outputs: list[dict]) -> str | None:
     return None
 
 
+def kernel_manager() -> type:
+    """The kernel manager the runner starts kernels with: on POSIX over IPC (a socket file only this user can
+    open), so the kernel opens no TCP port and has no plain-text traffic to warn about; TCP elsewhere."""
+    import os
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    if os.name != "posix":
+        return AsyncKernelManager
+
+    class IpcKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+    return IpcKernelManager
+
+
+def notices(outputs: list[dict]) -> list[str]:
+    """The notice lines (``utils.io.NOTICE``) a cell printed to stdout so far, in order."""
+    text = "".join("".join(o.get("text", "")) for o in outputs
+                   if o.get("output_type") == "stream" and o.get("name") == "stdout")
+    return [line for line in text.splitlines() if line.startswith(NOTICE)] if NOTICE in text else []
+
+
 class Feedback:
     """The terminal lines of one notebook's run."""
 
@@ -56,6 +82,7 @@ class Feedback:
         self.every_s = every_s if every_s is not None else 0.5 if self.tty else 30.0
         self.cell: Any = None
         self.shown, self.last, self.open = "", 0.0, False
+        self.noticed = 0  # notices of the running cell already repeated
 
     def cell_start(self, cell: Any, index: int, cells: list) -> None:
         """A line naming the code cell that starts (not the parameters cells), numbered as in the notebook's
@@ -64,13 +91,20 @@ class Feedback:
             return
         number = sum(map(_numbered, cells[:index + 1]))
         total = sum(map(_numbered, cells))
-        self.cell, self.shown, self.last = cell, "", time.monotonic()  # a quick cell shows no bar
+        self.cell, self.shown, self.last, self.noticed = cell, "", time.monotonic(), 0  # a quick cell shows no bar
         self._write(f"[emocause] {self.name} cell {number}/{total}: {cell_summary(''.join(cell.get('source', '')))}")
 
     def message(self) -> None:
-        """After a kernel message: show the running cell's latest progress bar when it changed (throttled)."""
+        """After a kernel message: repeat the running cell's new notices, and show its latest progress bar when it
+        changed (throttled)."""
+        if self.cell is None:
+            return
+        found = notices(self.cell.get("outputs", []))
+        for line in found[self.noticed:]:
+            self._write(line)
+        self.noticed = len(found)
         now = time.monotonic()
-        if self.cell is None or now - self.last < self.every_s:
+        if now - self.last < self.every_s:
             return
         bar = latest_bar(self.cell.get("outputs", []))
         if bar and bar != self.shown:

@@ -10,9 +10,16 @@ Each notebook receives the parameters its dataclass declares (``utils.params.CON
 dataclass is built from what it receives, so a parameter that no notebook declares, a value of the
 wrong type or an invalid value stops the run at once. Command-line and ``--config`` values are
 text, typed by the field they set ("1e-4" is a float for LEARNING_RATE, "010" stays a string for
-MODEL). Executed copies go to ``<TEST_DIR>/executed/`` and a timing summary to
-``<TEST_DIR>/run_summary.json`` (under PERSIST_DIR's folder when one is given). While a notebook runs,
-the terminal shows a line per code cell and the cell's progress bar (``utils.progress``).
+MODEL). Executed copies go to ``<TEST_DIR>/executed/`` and a summary to ``<TEST_DIR>/run_summary.json``
+(under PERSIST_DIR's folder when one is given), one entry per track, each with its timings, headline scores
+beside their baselines, where its files are and its rows in the experiment log; the terminal ends with the
+same (``utils.run_report``). While a notebook runs, the terminal shows a line per code cell and the cell's
+progress bar (``utils.progress``).
+
+Nothing a run made is lost to another: ``--smoke`` writes under ``runs/smoke/`` (its own checkpoints and
+results); a run whose parameters differ from the last run of its track first copies that run's results
+beside them (``results_test.kept-<run id>``), and a training run moves a finished adapter of another identity
+aside (``utils.lm.resume``); ``--replace`` lets a run overwrite both instead.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -30,13 +38,17 @@ import yaml
 
 from utils import params as notebook_params
 from utils import env
-from utils.env import ROOT, resolve, resolve_artifact
+from utils.env import ROOT, resolve_artifact
 from utils.io import write_json_atomic
 
 NOTEBOOK_DIR = notebook_params.NOTEBOOK_DIR
 # notebook 10 (the experiment log) closes both tracks
 TRACKS = {"ecf": ("01", "02", "03", "04", "05", "06", "10"), "empathetic": ("07", "08", "09", "10")}
-SMOKE_DEFAULTS = {"SMOKE": True}
+SMOKE_DIR = "runs/smoke"  # --smoke's own folder: the tiny model never touches a real run's adapters or results
+SMOKE_DEFAULTS = {"SMOKE": True, "TRAIN_DIR": f"{SMOKE_DIR}/results_train", "TEST_DIR": f"{SMOKE_DIR}/results_test",
+                  "CHECKPOINT_DIR": f"{SMOKE_DIR}/checkpoints"}
+SUMMARY_FILE = "run_summary.json"
+KEPT = ".kept-"  # results_test.kept-<run id>: an earlier run's results, copied before a run with other parameters
 # the runner's own parameters (where executed copies and the summary go), accepted even where no
 # notebook of the run declares them; a notebook whose dataclass declares one receives it too
 RUNNER_PARAMS = {"TEST_DIR": str}
@@ -164,42 +176,108 @@ def execute(book: Path, params: dict[str, Any], out_dir: Path, kernel: str = "py
     try:
         papermill.execute_notebook(str(book), str(out_dir / book.name), parameters=params, kernel_name=kernel,
                                    cwd=str(ROOT), progress_bar=False, engine_name=progress.ENGINE,
-                                   feedback=progress.Feedback(book.name))
+                                   feedback=progress.Feedback(book.name), kernel_manager_class=progress.kernel_manager())
     except papermill.PapermillExecutionError as e:
         raise RunError(f"{book.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
                        f"the executed copy with the traceback is {out_dir / book.name}") from None
     return time.perf_counter() - start
 
 
+def artifact_dir(params: dict[str, Any], name: str, default: str) -> Path:
+    """An artifact folder parameter (TRAIN_DIR, TEST_DIR, CHECKPOINT_DIR) as the notebooks resolve it."""
+    persist = env.persist_root(params["PERSIST_DIR"]) if params.get("PERSIST_DIR") else None
+    return resolve_artifact(params.get(name, default), persist)
+
+
 def output_dir(params: dict[str, Any]) -> Path:
     """TEST_DIR, where the executed copies and the summary go (under PERSIST_DIR's folder when given)."""
-    persist = env.persist_root(params["PERSIST_DIR"]) if params.get("PERSIST_DIR") else None
-    return resolve_artifact(params.get("TEST_DIR", "results_test"), persist)
+    return artifact_dir(params, "TEST_DIR", "results_test")
+
+
+def read_summary(test_dir: Path) -> dict[str, Any]:
+    """``run_summary.json`` as {"tracks": {track: entry}}; a summary of an older version (one run, no tracks) is
+    read as the ECF track's; {} where there is none or it cannot be read."""
+    try:
+        found = json.loads((test_dir / SUMMARY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    if isinstance(found, dict) and "tracks" not in found and "parameters" in found:
+        return {"tracks": {"ecf": {**found, "run_id": "earlier"}}}
+    return found if isinstance(found, dict) else {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
+def keep_earlier_results(params: dict[str, Any], track: str) -> list[str]:
+    """Before a run whose parameters differ from the last run of ``track``: copy that run's TEST_DIR and TRAIN_DIR
+    (not the experiment log, which every run adds to) beside them as ``<folder>.kept-<its run id>``; the lines that
+    say so. Nothing to keep where the last run had these parameters (a rerun) or none ran."""
+    test_dir, train_dir = output_dir(params), artifact_dir(params, "TRAIN_DIR", "results_train")
+    previous = read_summary(test_dir).get("tracks", {}).get(track)
+    if not previous or _same(previous.get("parameters"), params):
+        return []
+    old = previous.get("parameters") or {}
+    differ = ", ".join(f"{k}: {old.get(k, '(default)')} -> {params.get(k, '(default)')}"
+                       for k in sorted(set(old) | set(params)) if not _same(old.get(k), params.get(k)))
+    kept = []
+    for folder in dict.fromkeys((test_dir, train_dir)):  # once where both name one folder
+        if folder.is_dir() and any(p.name != ".gitkeep" for p in folder.iterdir()):
+            target, n = folder.with_name(f"{folder.name}{KEPT}{previous.get('run_id', 'earlier')}"), 1
+            while target.exists():
+                n += 1
+                target = folder.with_name(f"{folder.name}{KEPT}{previous.get('run_id', 'earlier')}-{n}")
+            shutil.copytree(folder, target, ignore=shutil.ignore_patterns("*.sqlite", "*.sqlite-*", ".lock"))
+            kept.append(str(target))
+    if not kept:
+        return []
+    return [f"[emocause] this {track} run's parameters differ from the last one's ({differ}): its results are kept, "
+            f"copied to {' and '.join(kept)} (--replace: no copy)"]
 
 
 def run_series(params: dict[str, Any], only: list[str] | None = None, track: str = "ecf",
-        smoke: bool = False) -> dict[str, Any]:
-    """Run the series and write the summary; the parameters are the run's whole configuration."""
+        smoke: bool = False, replace: bool = False) -> dict[str, Any]:
+    """Run the series and write the summary; the parameters are the run's whole configuration. Returns this
+    track's entry of the summary (parameters, notebooks with their timings, headline, where things are)."""
+    from utils import run_report
+
     params = dict(params)
     books = discover(only, track)
     if smoke:
         params = {**SMOKE_DEFAULTS, **params}
         if "MODEL" not in params:
             plan(books, params)  # a bad parameter stops the run before the tiny model is built
-            model = smoke_model(books, resolve("checkpoints"))
+            model = smoke_model(books, artifact_dir(params, "CHECKPOINT_DIR", "checkpoints"))
             if model is not None:
                 params["MODEL"] = str(model)
     steps = plan(books, params)
     test_dir = output_dir(params)
-    summary: dict[str, Any] = {"parameters": params, "notebooks": []}
+    if smoke:
+        print(f"[emocause] --smoke writes under its own folders: {artifact_dir(params, 'CHECKPOINT_DIR', 'checkpoints')}, "
+              f"{artifact_dir(params, 'TRAIN_DIR', 'results_train')}, {test_dir}; a real run's files stay as they are",
+              flush=True)
+    if replace:
+        os.environ[env.REPLACE_ENV] = "1"  # the kernels inherit it: training may replace a finished adapter
+    else:
+        for line in keep_earlier_results(params, track):
+            print(line, flush=True)
+    started = time.time()
+    entry: dict[str, Any] = {"run_id": time.strftime("%Y%m%d-%H%M%S", time.localtime(started)),
+                             "started_at": run_report.utc(started), "parameters": params, "only": only,
+                             "notebooks": []}
     for book, book_params in steps:
         print(f"[emocause] {book.name} {json.dumps(book_params, ensure_ascii=False)}", flush=True)
         seconds = execute(book, book_params, test_dir / "executed")
-        summary["notebooks"].append({"notebook": book.name, "wall_s": round(seconds, 2)})
+        entry["notebooks"].append({"notebook": book.name, "wall_s": round(seconds, 2)})
         print(f"[emocause] {book.name} done in {seconds:.1f} s", flush=True)
-    summary["total_wall_s"] = round(sum(n["wall_s"] for n in summary["notebooks"]), 2)
-    write_json_atomic(test_dir / "run_summary.json", summary)
-    return summary
+    entry["total_wall_s"] = round(sum(n["wall_s"] for n in entry["notebooks"]), 2)
+    entry.update(run_report.answer(params, [book for book, _ in steps], started, test_dir))
+    summary = read_summary(test_dir)
+    summary.setdefault("tracks", {})[track] = entry  # another track's entry stays
+    summary["last"] = track
+    write_json_atomic(test_dir / SUMMARY_FILE, summary)
+    return entry
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -212,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--track", choices=("all", *TRACKS), default="ecf",
                         help="ecf (default: 01-06 and the experiment log), empathetic (07-10) or all")
     parser.add_argument("--smoke", action="store_true", help="tiny random model and a few steps")
+    parser.add_argument("--replace", action="store_true",
+                        help="let this run overwrite a finished adapter and the results of a run with other parameters "
+                             "(without it they are kept beside, *.kept-<id>)")
     parser.add_argument("--list", action="store_true", help="list notebooks and their parameters")
     args = parser.parse_args(argv)
     only = args.only.split(",") if args.only else None
@@ -230,12 +311,13 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         texts.update(dict(args.param))
         params = typed(texts, books)
-        summary = run_series(params, only, args.track, args.smoke)
+        entry = run_series(params, only, args.track, args.smoke, args.replace)
     except RunError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"[emocause] series done in {summary['total_wall_s']:.1f} s; "
-          f"summary: {output_dir(params) / 'run_summary.json'}")
+    from utils import run_report
+
+    print("\n".join(run_report.closing_lines(entry, output_dir(entry["parameters"]) / SUMMARY_FILE)))
     return 0
 
 

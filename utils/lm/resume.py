@@ -5,6 +5,11 @@ hash of the training examples (data, split, LIMIT, style and prompts all end up 
 written to ``run.json`` beside the checkpoints; a run resumes only from checkpoints its own identity wrote,
 so a rerun with other data or settings starts over (with a line naming what differs) instead of handing
 back the old adapter. A checkpoint a kill left half-written is skipped.
+
+Nothing finished is lost to a run of another identity: ``make_room`` moves a finished run (its adapter, its
+``run.json``, its summaries, everything in its folder) aside to ``<folder>.kept-<its fingerprint>`` and says so;
+only the checkpoints of an unfinished run are removed, and only $EMOCAUSE_REPLACE=1 (``utils.run --replace``)
+lets a new run replace a finished one.
 """
 
 from __future__ import annotations
@@ -12,13 +17,19 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Sequence
 
+from utils.env import REPLACE_ENV
 from utils.lm.sources import model_identity
 
 RUN_FILE = "run.json"  # beside the checkpoints: the identity of the run that wrote them
+KEPT = ".kept-"  # <folder>.kept-<fingerprint>: a finished run moved aside by a run of another identity
+ADAPTER_FILE = Path("adapter") / "adapter_model.safetensors"  # a folder holding it holds a finished run
 
+
+REPLACE_HINT = f"{REPLACE_ENV}=1"  # how a notebook run alone asks to replace a finished run
 
 CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json")
 
@@ -98,6 +109,54 @@ def resume_plan(out: Path, identity: dict, resume: bool) -> tuple[str | None, li
     what = "; ".join(_differences(previous, identity)) if previous else f"no {RUN_FILE}, an older version's run"
     return None, found, (f"they belong to another run ({what}); give this run another CHECKPOINT_DIR "
                          "to keep both")
+
+
+def _recorded_identity(out: Path) -> dict | None:
+    path = out / RUN_FILE
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def keep_finished(out: Path, identity: dict) -> tuple[Path, str] | None:
+    """Move the finished run in ``out`` (an adapter there) aside when another identity wrote it: every entry of
+    ``out`` but its lock goes to the sibling ``<out>.kept-<its fingerprint>``; returns (that folder, what differs).
+    None where ``out`` holds no finished run, or this identity's own."""
+    if not (out / ADAPTER_FILE).is_file():
+        return None
+    previous = _recorded_identity(out)
+    if previous is not None and previous.get("fingerprint") == identity["fingerprint"]:
+        return None
+    tag = (previous or {}).get("fingerprint") or "unrecorded"
+    kept, n = out.with_name(f"{out.name}{KEPT}{tag}"), 1
+    while kept.exists():  # kept before: the earlier copy stays too
+        n += 1
+        kept = out.with_name(f"{out.name}{KEPT}{tag}-{n}")
+    kept.mkdir(parents=True)
+    for entry in sorted(out.iterdir()):
+        if entry.name != ".lock":
+            os.replace(entry, kept / entry.name)
+    what = "; ".join(_differences(previous, identity)) if previous else f"no {RUN_FILE}, an older version's run"
+    return kept, what
+
+
+def make_room(out: Path, identity: dict, stale: Sequence[Path], why: str, replace: bool = False) -> list[str]:
+    """Clear ``out`` for a run of ``identity`` before it writes there, and return the lines that say what moved
+    or went: a finished run of another identity is kept aside (``keep_finished``) unless ``replace``; the
+    ``stale`` checkpoints still there (an unfinished run's, or any without RESUME) are removed."""
+    lines = []
+    kept = None if replace else keep_finished(out, identity)
+    if kept:
+        lines.append(f"kept the finished run that was in {out} ({kept[1]}): its adapter and {RUN_FILE} are now in "
+                     f"{kept[0]}; python -m utils.run --replace (or {REPLACE_HINT}) replaces a finished run instead")
+    elif replace and (out / ADAPTER_FILE).is_file():
+        previous = _recorded_identity(out)
+        if previous is None or previous.get("fingerprint") != identity["fingerprint"]:
+            lines.append(f"replacing the finished run in {out}, as asked ({REPLACE_HINT})")
+    left = [folder for folder in stale if folder.is_dir()]
+    if left:
+        lines.append(f"starting over in {out}: removing {len(left)} checkpoint(s), {why}")
+    for folder in left:
+        shutil.rmtree(folder)
+    return lines
 
 
 def checkpoint_state(checkpoint: str | None) -> dict:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import os
 import resource
 import sys
@@ -24,11 +23,11 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from utils import env as env_module
-from utils.io import folder_lock, write_json_atomic
+from utils.io import folder_lock, notice, write_json_atomic
 from utils.lm.batch import ANSWER_WEIGHTINGS
 from utils.lm import lora, plan, sources
 from utils.lm.loss import answer_weights, trainer_class
-from utils.lm.resume import RUN_FILE, checkpoint_state, resume_plan, run_identity
+from utils.lm.resume import RUN_FILE, checkpoint_state, make_room, resume_plan, run_identity
 from utils.lm.modeling import (
     LoadStrategy,
     LoraSettings,
@@ -333,11 +332,9 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
                 p.data = p.data.float()
     resumed_from, stale, why = resume_plan(out, identity, cfg.resume)  # every rank decides before anyone writes
     _barrier()
-    if main_process:
-        if stale:
-            print(f"[emocause] starting over in {out}: removing {len(stale)} checkpoint(s), {why}", flush=True)
-        for folder in stale:
-            shutil.rmtree(folder)
+    if main_process:  # a finished run of another identity is moved aside, never deleted (resume.make_room)
+        for line in make_room(out, identity, stale, why, replace=os.environ.get(env_module.REPLACE_ENV) == "1"):
+            notice(line)
         write_json_atomic(out / RUN_FILE, identity)
     _barrier()
     saved = checkpoint_state(resumed_from)
