@@ -1,0 +1,220 @@
+"""Any conversation in, emotions and causes out: the adapters and decision rules of a finished run, applied.
+
+    python -m utils.ecf.analyse talk.txt --json talk.json --html talk.html
+    printf 'Ana: We won!\\nBen: No way!\\n' | python -m utils.ecf.analyse -
+
+Input: plain text, one ``Speaker: utterance`` per line (blank lines ignored), a JSON conversation (a list of
+``{"speaker", "text"}``) or an ECF file. Each utterance gets an emotion (notebook 03's read, decided with the
+rule notebook 04 chose on val for the pairs, as notebook 05 does), each emotional utterance its causes (05's
+read and cut-offs) and each cause its span (05's rule or learnt reads). Writes the official Subtask 2 format
+with the probabilities beside it (``--json``), one self-contained HTML page (``--html``) and a table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from utils.ecf import predict, prompts, spans, windows
+from utils.ecf.data import EMOTIONS, DataError, strip_labels, validate_conversations, with_emotions
+from utils.ecf.decision import decide, offsets_vector, with_fallback
+from utils.ecf.trained import NoFinishedRun, Trained, trained
+
+LINE = re.compile(r"^\s*([^:]{1,80}?)\s*:\s*(\S.*?)\s*$")  # "Speaker: utterance"
+SPAN_RULE = "longest_clause"  # spans.choose_rule's default: 05's rule where val has no gold spans
+
+
+class InputError(ValueError):
+    """Input that cannot be read as a conversation; the message names the source and the line."""
+
+
+def _decode(raw: bytes, source: str) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise InputError(f"{source}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8") from None
+
+
+def parse_text(text: str, source: str = "<text>") -> list[dict]:
+    """One conversation from ``Speaker: utterance`` lines, or the conversations of a JSON one / ECF file."""
+    if text.lstrip().startswith(("[", "{")):
+        return _parse_json(text, source)
+    utts = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        match = LINE.match(line)
+        if not match:
+            raise InputError(f"{source}, line {number}: expected 'Speaker: utterance' (a name, a colon, the words), "
+                             f"got {line.strip()[:60]!r}")
+        utts.append({"utterance_ID": len(utts) + 1, "speaker": match.group(1), "text": match.group(2)})
+    if not utts:
+        raise InputError(f"{source}, line 1: empty: write one 'Speaker: utterance' per line")
+    return [{"conversation_ID": 1, "conversation": utts}]
+
+
+def _parse_json(text: str, source: str) -> list[dict]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{source}, line {e.lineno}: invalid JSON ({e.msg}, column {e.colno})") from None
+    if isinstance(raw, dict):
+        raw = [raw]
+    if not raw:
+        raise InputError(f"{source}, line 1: an empty JSON list: no conversation")
+    if all(isinstance(c, dict) and "conversation" in c for c in raw):  # an ECF file
+        try:
+            validate_conversations(raw, source, require_labels=False)
+        except DataError as e:
+            raise InputError(str(e)) from None
+        return strip_labels(raw)
+    utts = []
+    for k, item in enumerate(raw, 1):
+        if not (isinstance(item, dict) and str(item.get("speaker", "")).strip() and str(item.get("text", "")).strip()):
+            raise InputError(f"{source}, item {k}: expected {{\"speaker\": ..., \"text\": ...}} with both non-empty")
+        utts.append({"utterance_ID": k, "speaker": str(item["speaker"]).strip(), "text": str(item["text"]).strip()})
+    return [{"conversation_ID": 1, "conversation": utts}]
+
+
+def read_input(path: str) -> list[dict]:
+    """The conversations in file ``path`` ("-": standard input)."""
+    source = "<stdin>" if path == "-" else path
+    try:
+        raw = sys.stdin.buffer.read() if path == "-" else Path(path).read_bytes()
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        raise InputError(f"{source}, line 0: cannot read it ({e.strerror})") from None
+    return parse_text(_decode(raw, source), source)
+
+
+@dataclass
+class Analyser:
+    """The base model with both adapters, the two task records and the rule 05 applies."""
+
+    model: Any
+    tokenizer: Any
+    emotion: Trained
+    cause: Trained
+
+    @classmethod
+    def load(cls, checkpoint_dir: str | Path = "checkpoints", style: str = "conversation") -> "Analyser":
+        from utils.lm.modeling import load_model, load_tokenizer
+
+        if style != "conversation":
+            raise NoFinishedRun(f"analyse reads the conversation style's adapters, not STYLE={style!r}")
+        emotion, cause = trained(checkpoint_dir, "emotion", style), trained(checkpoint_dir, "cause", style)
+        if emotion.model != cause.model:
+            raise NoFinishedRun(f"{checkpoint_dir}: the emotion adapter was trained on {emotion.model!r}, the cause "
+                                f"adapter on {cause.model!r}; rerun the series with one MODEL")
+        model = load_model(emotion.model, adapter=emotion.adapter)  # peft's "default": the emotion adapter
+        model.load_adapter(str(cause.adapter), adapter_name="cause")
+        return cls(model, load_tokenizer(emotion.model), emotion, cause)
+
+    def rule(self) -> tuple[dict | None, Any, str]:
+        """(emotion offsets, cause cut-off(s), fallback): 04's end-to-end rule where recorded, else stage-wise."""
+        e2e = self.cause.record.get("end_to_end")
+        if e2e:
+            return e2e.get("offsets"), e2e["threshold"], e2e.get("fallback", "none")
+        return self.emotion.record.get("offsets"), self.cause.record.get("threshold", 0.5), "none"
+
+
+def _softmax(rows: np.ndarray) -> np.ndarray:
+    z = np.exp(rows - rows.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def _conversations(text_or_conversation: Any) -> list[dict]:
+    """Text, a list of {speaker, text}, one ECF conversation or a list of them, as ECF conversations."""
+    if isinstance(text_or_conversation, str):
+        return parse_text(text_or_conversation)
+    return parse_text(json.dumps(text_or_conversation), "<conversation>")
+
+
+def analyse(text_or_conversation: Any, checkpoint_dir: str | Path = "checkpoints", style: str = "conversation",
+            analyser: Analyser | None = None, notes: list[str] | None = None) -> list[dict]:
+    """Emotions, causes and spans of each conversation, in the Subtask 2 format with probabilities beside it."""
+    an = analyser or Analyser.load(checkpoint_dir, style)
+    convs = _conversations(text_or_conversation)
+    offsets, threshold, fallback = an.rule()
+    length = int(an.emotion.record["max_length"])
+    an.model.set_adapter("default")
+    rows = predict.emotion_logprobs(an.model, an.tokenizer, convs, length, fmt=predict.recorded(an.emotion.record)["fmt"])
+    labelled = [with_emotions(c, decide(np.array(r), offsets_vector(offsets))) for c, r in zip(convs, rows)]
+    an.model.set_adapter("cause")
+    rec = an.cause.record
+    found = predict.predict_causes(an.model, an.tokenizer, labelled, "conversation", max_length=int(rec["max_length"]),
+                                   threshold=threshold, before=rec["window_before"], after=rec["window_after"],
+                                   **predict.recorded(rec))
+    pred = with_fallback(found.convs, fallback)
+    span_pred = (spans.predict_spans(predict.reader(an.model, an.tokenizer), an.tokenizer, pred, int(rec["max_length"]))
+                 if rec.get("spans") else spans.subtask1_predictions(pred, SPAN_RULE))
+    for conv in convs:
+        _note_length(conv, an.tokenizer, length, int(rec["max_length"]), notes)
+    return [_record(c, r, found.probs, s) for c, r, s in zip(pred, rows, span_pred)]
+
+
+def _note_length(conv: dict, tokenizer: Any, emotion_length: int, cause_length: int, notes: list[str] | None) -> None:
+    """Say when a conversation is longer than MAX_LENGTH and how it was read."""
+    chunks = len(prompts.emotion_queries(conv, tokenizer, emotion_length))
+    labelled = {**conv, "conversation": [{**u, "emotion": "joy"} for u in conv["conversation"]]}  # the longest read
+    if chunks > 1 or windows.needs_windows(labelled, tokenizer, cause_length):
+        line = (f"conversation {conv['conversation_ID']}: {len(conv['conversation'])} utterances are longer than "
+                f"max_length={cause_length} tokens: emotions read in {chunks} chunk(s), causes in windows around each "
+                "emotional utterance (5 before to 2 after it, texts whole)")
+        (notes if notes is not None else []).append(line)
+
+
+def _record(conv: dict, rows: list[list[float]], probs: list[list], span_conv: dict) -> dict:
+    """One conversation of the output: each label's probability beside it, each pair's P(yes) and span."""
+    p = _softmax(np.array(rows, dtype=np.float64))
+    p_pair = {(i, j): pr for cid, i, j, pr in probs if cid == conv["conversation_ID"]}
+    out = {k: v for k, v in conv.items() if k != "emotion-cause_pairs"}
+    out["conversation"] = [{**u, "emotion_probability": round(float(p[k, EMOTIONS.index(u["emotion"])]), 4),
+                            "emotion_probabilities": {e: round(float(x), 4) for e, x in zip(EMOTIONS, p[k])}}
+                           for k, u in enumerate(conv["conversation"])]
+    out["emotion-cause_pairs"] = conv["emotion-cause_pairs"]
+    out["pair_probabilities"] = [p_pair.get((int(e.split("_")[0]), int(c))) for e, c in conv["emotion-cause_pairs"]]
+    out["cause_spans"] = span_conv["emotion-cause_pairs"]  # Subtask 1: "<utterance>_<start>_<end>"
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    from utils.ecf import view
+    from utils.io import write_json_atomic, write_text_atomic
+
+    parser = argparse.ArgumentParser(prog="python -m utils.ecf.analyse", description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    parser.add_argument("input", help="a text file of 'Speaker: utterance' lines, a JSON conversation, an ECF file, "
+                                      "or - for standard input")
+    parser.add_argument("--json", help="write the Subtask 2 format with probabilities here")
+    parser.add_argument("--html", help="write the one-page view here")
+    parser.add_argument("--checkpoint-dir", default="checkpoints", help="the finished run's adapters")
+    parser.add_argument("--style", default="conversation", help="the STYLE the adapters were trained with")
+    args = parser.parse_args(argv)
+    notes: list[str] = []
+    try:
+        convs = read_input(args.input)
+        an = Analyser.load(args.checkpoint_dir, args.style)
+        result = analyse(convs, analyser=an, notes=notes)
+        if args.json:
+            write_json_atomic(args.json, result)
+        if args.html:
+            write_text_atomic(args.html, view.html(result, f"{args.input} · {an.emotion.model}", notes))
+    except (InputError, NoFinishedRun, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    for line in notes:
+        print(line)
+    print(view.table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
