@@ -58,6 +58,28 @@ def test_a_page_keeps_where_each_progress_bar_ended_not_every_state():
     assert kept == [bars[1], warning, bars[2], {"output_type": "stream", "name": "stdout", "text": "done"}]  # no blank box
 
 
+def test_a_page_shows_no_stderr_box_for_progress_bars_and_keeps_warnings_visible(tmp_path):
+    def err(text):
+        return {"output_type": "stream", "name": "stderr", "text": text}
+
+    loading = err("\rLoading weights: 100%|██████████| 272/272 [00:00<00:00, 12411.48it/s]")
+    causes = err(["\r", "causes: 100%|##########| 341/341 [04:24<00:00,  1.29it/s]"])
+    warning = err("/site-packages/transformers/x.py:1: FutureWarning: deprecated\n")
+    page = {"cells": [{"cell_type": "code", "outputs": [loading, causes, warning]}, {"cell_type": "markdown"}]}
+    assert docs.tidy_progress(page) == 2
+    assert page["cells"][0]["outputs"] == [{**causes, "name": "stdout"}, warning]  # the warning is not hidden
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "02_x.ipynb").write_text(docs.page_text({"cells": [{"cell_type": "code", "outputs": [loading]}]}))
+    (folder / "01_y.ipynb").write_text(docs.page_text({"cells": []}))
+    (folder / "rendered.json").write_text(json.dumps({"pages": [{"notebook": "02_x.ipynb"}, {"notebook": "01_y.ipynb"}]}))
+    assert docs.main(["--tidy", "--out", str(folder)]) == 0
+    assert json.loads((folder / "02_x.ipynb").read_text())["cells"][0]["outputs"] == []
+    pages = json.loads((folder / "rendered.json").read_text())["pages"]
+    assert pages[0]["postprocessing"].startswith(docs.TIDY_NOTE) and "postprocessing" not in pages[1]
+    assert docs.tidy_pages(folder) == []  # tidied once: nothing left to do
+
+
 def test_a_partial_render_keeps_the_other_pages_records(tmp_path):
     path = tmp_path / "rendered.json"
     path.write_text(json.dumps({"pages": [{"notebook": "01_eda.ipynb", "rendered_at": "before"},
@@ -126,8 +148,7 @@ def test_the_pages_read_well():
     for path in sorted((ROOT / "docs").glob("*.ipynb")):
         page = json.loads(path.read_text(encoding="utf-8"))
         for out in _outputs(page):
-            if out.get("name") == "stderr":
-                assert docs._is_progress(out), (path.name, out["text"])
+            assert out.get("name") != "stderr", (path.name, "a stderr box", out["text"])  # docs.tidy_progress
             plain = "".join(out.get("data", {}).get("text/plain", ""))
             if out.get("output_type") == "execute_result":
                 assert not re.fullmatch(r"\s*-?\d+\s*", plain), (path.name, plain)  # a stray Out: 1

@@ -3,6 +3,7 @@
     python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --only 01,07
     python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --ecf-test ecf:Subtask_2_test.json \
         --checkpoints runs/series --only 02,03,04,05,06
+    python -m utils.docs --tidy   # the pages already there: no stderr box (tidy_progress), nothing rendered
 
 The source notebooks under ``notebooks/`` stay stripped; this executes copies with papermill and keeps
 their outputs (plots embedded as PNG). Notebook 01 runs on the given ECF file with ``SHOW_TEXT=False``
@@ -14,6 +15,11 @@ shows no error rows (``ERROR_ROWS=0``). Before a page of the ECF corpus is kept,
 for the corpus's utterances: a page that shows one is refused, so no text of a corpus we may not republish
 lands in the repository. Results of the runs go to a temporary folder, not to the results folders;
 ``docs/rendered.json`` records each page's provenance (``provenance``, ``code_digest``).
+
+A page has no stderr box (``tidy_progress``): the weight-loading bars are dropped, and the other progress bars
+(where each ended: count, time, rate) are shown as plain output; a warning would stay stderr, and
+``tests/test_docs.py`` refuses a page with one. ``python -m utils.docs --tidy`` applies the same to the pages
+already in ``docs/`` without rendering them again, and records it in ``rendered.json`` (``postprocessing``).
 """
 
 from __future__ import annotations
@@ -78,6 +84,58 @@ def final_progress_only(notebook: dict) -> dict:
         cell["outputs"] = [o for k, o in enumerate(outs)
                            if not (_is_progress(o) and k + 1 < len(outs) and _is_progress(outs[k + 1]))]
     return notebook
+
+
+LOADING_BAR = re.compile(r"^\s*Loading (weights|checkpoint shards)\b")  # transformers' bar: says nothing
+TIDY_NOTE = ("weight-loading progress bars dropped, the other progress bars' last states shown as stdout "
+             "(utils.docs.tidy_progress)")
+
+
+def tidy_progress(notebook: dict) -> int:
+    """Drop the weight-loading bars of ``notebook`` and move its other progress bars (``_is_progress``) from stderr
+    to stdout, so a page shows no stderr box for them; returns how many outputs changed. A stderr output that is
+    no progress bar (a warning) is left as it is."""
+    changed = 0
+    for cell in notebook.get("cells", []):
+        kept = []
+        for out in cell.get("outputs", []):
+            if _is_progress(out):
+                changed += 1
+                text = "".join(out["text"]) if isinstance(out["text"], list) else str(out["text"])
+                if LOADING_BAR.match(text.lstrip("\r")):
+                    continue
+                out = {**out, "name": "stdout"}
+            kept.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    return changed
+
+
+def page_text(notebook: dict) -> str:
+    """A page as ``docs/`` holds it."""
+    return json.dumps(notebook, indent=1, ensure_ascii=False) + "\n"
+
+
+def tidy_pages(folder: Path = DOCS_DIR) -> list[str]:
+    """``tidy_progress`` on every page already in ``folder``, each change recorded on its page's entry in
+    ``rendered.json``; the names of the pages changed."""
+    from utils.io import read_json
+
+    changed = []
+    for path in sorted(folder.glob("*.ipynb")):
+        page = json.loads(path.read_text(encoding="utf-8"))
+        if tidy_progress(page):
+            write_text_atomic(path, page_text(page))
+            changed.append(path.name)
+    record_path = folder / "rendered.json"
+    if changed and record_path.is_file():
+        record = read_json(record_path)
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        for entry in record.get("pages", []):
+            if entry.get("notebook") in changed:
+                entry["postprocessing"] = f"{TIDY_NOTE}; applied {when} by python -m utils.docs --tidy"
+        write_json_atomic(record_path, record)
+    return changed
 
 
 def check_no_quotes(notebook: dict, utterances: Iterable[str], name: str) -> None:
@@ -224,16 +282,18 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
             ((_, params),) = run.plan([book], {k: v for k, v in params.items() if k in fields})  # values checked
             seconds = run.execute(book, params, Path(tmp) / "executed")
             executed = final_progress_only(json.loads((Path(tmp) / "executed" / book.name).read_text(encoding="utf-8")))
+            tidy_progress(executed)
             if key in ECF_BOOKS:
                 check_no_quotes(executed, utterances, book.name)
             executed.setdefault("metadata", {}).setdefault("papermill", {})["parameters"] = params
-            page = json.dumps(executed, indent=1, ensure_ascii=False) + "\n"
+            page = page_text(executed)
             # the page names files as the repository does, not by this machine's folders
             for local, shown in (*scrub, (f"{tmp}/", ""), (f"{ROOT}/", "")):
                 page = page.replace(local, shown)
             write_text_atomic(out / book.name, page)
             entry = {"notebook": book.name, "wall_s": round(seconds, 1), "code_sha256": code_digest(book),
-                     "parameters": {k: Path(v).name if k in PATH_PARAMS else v for k, v in params.items()}}
+                     "parameters": {k: Path(v).name if k in PATH_PARAMS else v for k, v in params.items()},
+                     "postprocessing": TIDY_NOTE}
             if key in MODEL_BOOKS:
                 entry["models"] = {task: _provenance(r)
                                    for task, r in _models(Path(checkpoints).resolve(), PAGE_TASKS[key]).items()}
@@ -271,8 +331,10 @@ def notebook_overrides(items: Iterable[str]) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.docs", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    parser.add_argument("--ecf-data", required=True, help="the ECF file notebook 01 describes (e.g. the official "
-                        "Subtask_1_train.json)")
+    parser.add_argument("--ecf-data", help="the ECF file notebook 01 describes (e.g. the official "
+                        "Subtask_1_train.json); required unless --tidy")
+    parser.add_argument("--tidy", action="store_true", help="render nothing: drop the weight-loading bars of the "
+                        "pages in --out and show their other progress bars as stdout (recorded in rendered.json)")
     parser.add_argument("--ecf-test", default="", help="notebooks 03, 05, 06: the test file (TEST_PATH), e.g. "
                         "the official Subtask_2_test.json")
     parser.add_argument("--checkpoints", default="", help="notebooks 03, 05, 06: a CHECKPOINT_DIR with emotion/ and "
@@ -282,6 +344,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--param", action="append", default=[], metavar="NN:KEY=VALUE",
                         help="a parameter of notebook NN, e.g. 04:MAX_STEPS=100 (repeatable)")
     args = parser.parse_args(argv)
+    if args.tidy:
+        changed = tidy_pages(Path(args.out))
+        print(f"[emocause] tidied {len(changed)} page(s): {', '.join(changed) or 'none needed it'}")
+        return 0
+    if not args.ecf_data:
+        parser.error("--ecf-data is required (or --tidy)")
     try:
         render(args.ecf_data, Path(args.out), tuple(args.only.split(",")), args.ecf_test, args.checkpoints,
                notebook_overrides(args.param))
