@@ -182,3 +182,14 @@ def test_fingerprint_changes_with_the_adapter_weights(tmp_path):
     assert tuned != base and len(tuned) == 12
     (tmp_path / "adapter_model.safetensors").write_bytes(b"other weights")
     assert evaluate.fingerprint("m", tmp_path) != tuned
+
+
+def test_a_test_split_too_small_to_score_says_so_in_one_line(capsys):
+    cfg = config.EdClassifyConfig()
+    df = pd.DataFrame({"conv_id": [f"c{i}" for i in range(60)], "emotion": ["joy"] * 60})
+    splits = config.splits_for(cfg, df)
+    lines = capsys.readouterr().out.splitlines()
+    n = len(splits["test"])
+    assert len(lines) == 1 and lines[0].startswith(f"Only {n} test rows (one row moves accuracy by {100 / n:.0f} points")
+    big = pd.DataFrame({"conv_id": [f"c{i}" for i in range(4000)], "emotion": ["joy"] * 4000})
+    assert len(config.splits_for(cfg, big)["test"]) >= config.MIN_TEST_ROWS and capsys.readouterr().out == ""

@@ -177,10 +177,30 @@ def load_for(cfg: EdDataConfig) -> tuple[pd.DataFrame, CleaningReport]:
 
 
 def splits_for(cfg: EdTrainConfig, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Split by conversation, then cap train/val at ED_LIMIT rows and test at ED_TEST_LIMIT."""
+    """Split by conversation, then cap train/val at ED_LIMIT rows and test at ED_TEST_LIMIT; say in one line when
+    the test split is too small for its scores to mean anything (``small_test_note``)."""
     splits = split_by_conversation(df, cfg.TEST_FRAC, cfg.VAL_FRAC, cfg.SEED)
     caps = {"train": cfg.ED_LIMIT, "val": cfg.ED_LIMIT, "test": cfg.ED_TEST_LIMIT}
-    return {name: part.head(caps[name]) if caps[name] else part for name, part in splits.items()}
+    splits = {name: part.head(caps[name]) if caps[name] else part for name, part in splits.items()}
+    note = small_test_note(len(splits["test"]))
+    if note:
+        print(note)
+    return splits
+
+
+# about ten test rows per emotion before a 32-class accuracy (or a BLEU over as many replies) says anything
+MIN_TEST_ROWS = 10 * len(EMOTIONS_32)
+
+
+def small_test_note(n_test: int) -> str | None:
+    """One line saying why scores on ``n_test`` rows measure nothing; None from MIN_TEST_ROWS rows on."""
+    if n_test >= MIN_TEST_ROWS:
+        return None
+    step = f"one row moves accuracy by {100 / n_test:.0f} points" if n_test else "there is nothing to score"
+    return (f"Only {n_test} test rows ({step}, and {len(EMOTIONS_32)} emotions cannot each appear even once): "
+            f"the scores below measure nothing, before or after training. The bundled sample is ours, synthetic and "
+            f"small so the track runs in minutes on a CPU; for scores, set ED_DATA_PATH to the Empathetic Dialogues "
+            f"release (from {MIN_TEST_ROWS} test rows on this line goes away).")
 
 
 def train_config(cfg: EdTrainConfig, task: str) -> TrainConfig:
