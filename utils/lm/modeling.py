@@ -216,6 +216,7 @@ def merge_adapter(model_source: str, adapter_dir: str | os.PathLike, out_dir: st
     try:
         merged.save_pretrained(tmp)
         load_tokenizer(model_source).save_pretrained(tmp)
+        sources.write_notice(tmp, model_source)
         return replace_dir(tmp, out)
     finally:
         if tmp.exists():

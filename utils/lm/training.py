@@ -349,6 +349,8 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
         trainer.train(resume_from_checkpoint=resumed_from)
     wall = time.perf_counter() - start
     adapter_dir = _save_adapter(trainer, out, identity["fingerprint"])
+    if trainer.is_world_process_zero():
+        sources.write_notice(adapter_dir, model)  # Gemma's terms travel with what is made from it
     merged_dir = None
     if cfg.merge and trainer.is_world_process_zero():
         merged_dir = str(merge_adapter(model, adapter_dir, out / "merged"))
