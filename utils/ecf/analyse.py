@@ -181,8 +181,18 @@ def _record(conv: dict, rows: list[list[float]], probs: list[list], span_conv: d
                            for k, u in enumerate(conv["conversation"])]
     out["emotion-cause_pairs"] = conv["emotion-cause_pairs"]
     out["pair_probabilities"] = [p_pair.get((int(e.split("_")[0]), int(c))) for e, c in conv["emotion-cause_pairs"]]
-    out["cause_spans"] = span_conv["emotion-cause_pairs"]  # Subtask 1: "<utterance>_<start>_<end>"
+    out["cause_spans"] = span_conv["emotion-cause_pairs"]  # Subtask 1: "<utterance>_<start>_<end>", as the scorer
+    # reads positions (a span ending in punctuation encodes as 0_0 there); the words themselves, for a reader:
+    texts = {u["utterance_ID"]: u["text"] for u in conv["conversation"]}
+    out["cause_span_words"] = [list(_span_words(texts[int(c)], s)) for (_, c), (_, s) in
+                               zip(conv["emotion-cause_pairs"], span_conv["emotion-cause_pairs"])]
     return out
+
+
+def _span_words(text: str, encoded: str) -> tuple[int, int]:
+    """Whitespace-token [start, end) of a cause span: the encoded one where it names words, else the rule's."""
+    _, start, end = (int(x) for x in encoded.split("_"))
+    return (start, end) if end > start else spans.RULES[SPAN_RULE](text)
 
 
 def main(argv: list[str] | None = None) -> int:

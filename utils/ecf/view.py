@@ -26,11 +26,11 @@ color:#546e7a}
 """
 
 
-def _span_words(text: str, span: str | None) -> str:
+def _span_words(text: str, span: tuple[int, int] | None) -> str:
     """``text`` escaped, with the cause span (whitespace tokens [start, end)) underlined."""
     if not span:
         return escape(text)
-    _, start, end = (int(x) for x in span.split("_"))
+    start, end = span
     words = text.split()
     inner = " ".join(words[start:end])
     return " ".join(filter(None, [escape(" ".join(words[:start])), f'<span class="span">{escape(inner)}</span>',
@@ -56,7 +56,7 @@ def _utterance(conv: dict, utt: dict, causes: list[tuple[int, float | None]], ef
 
 def _conversation(conv: dict) -> str:
     pairs = [(int(e.split("_")[0]), int(c), p) for (e, c), p in zip(conv["emotion-cause_pairs"], conv["pair_probabilities"])]
-    spans = {int(s.split("_")[0]): s for _, s in conv.get("cause_spans", [])}
+    spans = {int(c): tuple(w) for (_, c), w in zip(conv["emotion-cause_pairs"], conv.get("cause_span_words", []))}
     rows = []
     for utt in conv["conversation"]:
         k = utt["utterance_ID"]
