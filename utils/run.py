@@ -25,7 +25,9 @@ aside (``utils.lm.resume``); ``--replace`` lets a run overwrite both instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import io
 import json
 import os
 import shutil
@@ -161,7 +163,13 @@ def smoke_model(books: list[Path], folder: Path) -> Path | None:
     directory = folder / name
     if (directory / "config.json").exists():
         return directory
-    return build_tiny_llama(directory, texts, words=words)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Writing model shards" of a model saved in a second says nothing
+    try:
+        return build_tiny_llama(directory, texts, words=words)
+    finally:
+        hf_logging.enable_progress_bar()
 
 
 def execute(book: Path, params: dict[str, Any], out_dir: Path, kernel: str = "python3") -> float:
@@ -247,7 +255,8 @@ def run_series(params: dict[str, Any], only: list[str] | None = None, track: str
     if smoke:
         params = {**SMOKE_DEFAULTS, **params}
         if "MODEL" not in params:
-            plan(books, params)  # a bad parameter stops the run before the tiny model is built
+            with contextlib.redirect_stdout(io.StringIO()):  # not "MODEL=auto -> ...": the tiny model replaces it
+                plan(books, params)  # a bad parameter stops the run before the tiny model is built
             model = smoke_model(books, artifact_dir(params, "CHECKPOINT_DIR", "checkpoints"))
             if model is not None:
                 params["MODEL"] = str(model)
