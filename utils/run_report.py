@@ -127,8 +127,10 @@ def _number(value: Any) -> str:
 def _ids(ids: Sequence[int]) -> str:
     if not ids:
         return "no rows"
+    if len(ids) == 1:
+        return f"run {ids[0]}"
     contiguous = list(ids) == list(range(ids[0], ids[-1] + 1))
-    return f"runs {ids[0]}-{ids[-1]}" if contiguous and len(ids) > 1 else "runs " + ", ".join(map(str, ids))
+    return f"runs {ids[0]}-{ids[-1]}" if contiguous else "runs " + ", ".join(map(str, ids))
 
 
 def closing_lines(entry: dict[str, Any], summary: Path) -> list[str]:
