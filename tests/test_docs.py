@@ -168,3 +168,31 @@ def test_the_pages_read_well():
 
 def _output_types(page_text: str) -> set[str]:
     return {o["output_type"] for c in json.loads(page_text)["cells"] for o in c.get("outputs", [])}
+
+
+def test_a_page_takes_a_new_digest_only_where_just_its_parameters_cell_changed(tmp_path, monkeypatch):
+    import subprocess
+
+    def notebook(params: str, code: str) -> dict:
+        return {"cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "source": params},
+                          {"cell_type": "code", "metadata": {}, "source": code}]}
+
+    shown = notebook('LORA_TARGETS: str = "q_proj"', "train()")
+    books, pages = tmp_path / "notebooks", tmp_path / "docs"
+    books.mkdir(), pages.mkdir()
+    (books / "02_x.ipynb").write_text(json.dumps(shown), encoding="utf-8")
+    entry = {"notebook": "02_x.ipynb", "commit": "abc", "uncommitted_changes": False,
+             "code_sha256": docs.code_digest(books / "02_x.ipynb")}
+    (pages / "rendered.json").write_text(json.dumps({"pages": [entry]}), encoding="utf-8")
+    monkeypatch.setattr(docs.subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, json.dumps(shown)))
+    (books / "02_x.ipynb").write_text(json.dumps(notebook('LORA_TARGETS: str = "auto"', "train()")), encoding="utf-8")
+    with pytest.raises(ValueError, match="--why"):
+        docs.amend_parameters(["02"], " ", pages, books)
+    assert docs.amend_parameters(["02"], "same run", pages, books) == ["02_x.ipynb"]
+    page = json.loads((pages / "rendered.json").read_text(encoding="utf-8"))["pages"][0]
+    assert page["code_sha256"] == docs.code_digest(books / "02_x.ipynb")
+    assert page["amended"][0]["code_sha256_before"] == entry["code_sha256"] and page["amended"][0]["why"] == "same run"
+    (books / "02_x.ipynb").write_text(json.dumps(notebook('LORA_TARGETS: str = "auto"', "train(more=1)")),
+                                      encoding="utf-8")
+    with pytest.raises(ValueError, match="code other than the parameters cell changed"):
+        docs.amend_parameters(["02"], "same run", pages, books)

@@ -4,6 +4,7 @@
     python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --ecf-test ecf:Subtask_2_test.json \
         --checkpoints runs/series --only 02,03,04,05,06
     python -m utils.docs --tidy   # the pages already there: no stderr box (tidy_progress), nothing rendered
+    python -m utils.docs --amend-parameters 02,04 --why "..."   # only a parameters cell changed since the render
 
 The source notebooks under ``notebooks/`` stay stripped; this executes copies with papermill and keeps
 their outputs (plots embedded as PNG). Notebook 01 runs on the given ECF file with ``SHOW_TEXT=False``
@@ -20,6 +21,12 @@ A page has no stderr box (``tidy_progress``): the weight-loading bars are droppe
 (where each ended: count, time, rate) are shown as plain output; a warning would stay stderr, and
 ``tests/test_docs.py`` refuses a page with one. ``python -m utils.docs --tidy`` applies the same to the pages
 already in ``docs/`` without rendering them again, and records it in ``rendered.json`` (``postprocessing``).
+
+A page is stale when its notebook's code cells changed (``code_digest``). Where the only change is the generated
+``parameters`` cell (a help text, or a default that gives the same run, as ``LORA_TARGETS="auto"`` does on the
+model a page shows), ``--amend-parameters`` takes the new digest with the reason, after checking against the
+notebook at the page's recorded commit that every other code cell is unchanged; the page's entry keeps the old
+digest and the reason under ``amended``. Any other change needs a new render.
 """
 
 from __future__ import annotations
@@ -328,6 +335,47 @@ def notebook_overrides(items: Iterable[str]) -> dict[str, dict]:
     return found
 
 
+def _code_cells(notebook: dict) -> list[str]:
+    """The code cells' sources, the parameters cell left out."""
+    return ["".join(c["source"]) for c in notebook["cells"]
+            if c["cell_type"] == "code" and "parameters" not in c.get("metadata", {}).get("tags", [])]
+
+
+def amend_parameters(books: Iterable[str], why: str, folder: Path = DOCS_DIR,
+                     notebooks: Path = run.NOTEBOOK_DIR) -> list[str]:
+    """Take the current code digest for the pages of ``books`` (numbers) whose notebooks changed only in their
+    parameters cell since the render (checked against the notebook at the page's recorded commit, which must
+    have been clean), recording the old digest and ``why``; raises naming the page otherwise."""
+    from utils.io import read_json
+
+    if not why.strip():
+        raise ValueError("--why is required: say why the page still shows what the notebook now runs")
+    record_path = folder / "rendered.json"
+    record = read_json(record_path)
+    wanted = {b[:2] for b in books}
+    amended = []
+    for entry in record.get("pages", []):
+        name = entry["notebook"]
+        if name[:2] not in wanted:
+            continue
+        current = notebooks / name
+        if entry.get("code_sha256") == code_digest(current):
+            continue
+        if entry.get("uncommitted_changes") or not entry.get("commit"):
+            raise ValueError(f"{name}: rendered from a tree with uncommitted changes; render it again")
+        shown = subprocess.run(["git", "show", f"{entry['commit']}:notebooks/{name}"], cwd=ROOT, capture_output=True,
+                               text=True, check=True).stdout
+        if _code_cells(json.loads(shown)) != _code_cells(json.loads(current.read_text(encoding="utf-8"))):
+            raise ValueError(f"{name}: code other than the parameters cell changed since {entry['commit'][:8]}; "
+                             "render the page again")
+        when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        entry.setdefault("amended", []).append({"on": when, "code_sha256_before": entry["code_sha256"], "why": why})
+        entry["code_sha256"] = code_digest(current)
+        amended.append(name)
+    write_json_atomic(record_path, record)
+    return amended
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m utils.docs", description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -339,6 +387,10 @@ def main(argv: list[str] | None = None) -> int:
                         "the official Subtask_2_test.json")
     parser.add_argument("--checkpoints", default="", help="notebooks 03, 05, 06: a CHECKPOINT_DIR with emotion/ and "
                         "cause/ adapters and their task.json")
+    parser.add_argument("--amend-parameters", metavar="NN,NN", help="render nothing: the pages of these notebooks "
+                        "take their notebooks' new code digest where only the parameters cell changed (--why)")
+    parser.add_argument("--why", default="", help="with --amend-parameters: why the pages still show what the "
+                        "notebooks run")
     parser.add_argument("--out", default=str(DOCS_DIR))
     parser.add_argument("--only", default="01,07", help="comma-separated notebook numbers")
     parser.add_argument("--param", action="append", default=[], metavar="NN:KEY=VALUE",
@@ -348,8 +400,16 @@ def main(argv: list[str] | None = None) -> int:
         changed = tidy_pages(Path(args.out))
         print(f"[emocause] tidied {len(changed)} page(s): {', '.join(changed) or 'none needed it'}")
         return 0
+    if args.amend_parameters:
+        try:
+            done = amend_parameters(args.amend_parameters.split(","), args.why, Path(args.out))
+        except (ValueError, subprocess.CalledProcessError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
+        print(f"[emocause] amended {len(done)} page(s): {', '.join(done) or 'none needed it'}")
+        return 0
     if not args.ecf_data:
-        parser.error("--ecf-data is required (or --tidy)")
+        parser.error("--ecf-data is required (or --tidy, --amend-parameters)")
     try:
         render(args.ecf_data, Path(args.out), tuple(args.only.split(",")), args.ecf_test, args.checkpoints,
                notebook_overrides(args.param))
