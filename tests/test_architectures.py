@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from utils.ecf import artifacts, config, data, examples, finetune, predict, prompts
 from utils.ecf.data import EMOTIONS
@@ -61,6 +62,9 @@ def test_every_family_runs_both_ecf_stages_the_fused_read_and_the_merge(family, 
     result = finetune.finetune(cfg, "emotion", examples.task_examples(cfg, "emotion", splits["train"], tok),
                                examples.task_examples(cfg, "emotion", splits["val"], tok))
     assert ATTENTION.get(arch, LLAMA_ATTENTION) <= set(result.lora_targets)
+    saved = load_file(str(Path(result.adapter_dir) / "adapter_model.safetensors"))
+    for target in ATTENTION.get(arch, LLAMA_ATTENTION):  # the weights are there, not only the names
+        assert any(f".{target}.lora_A" in key for key in saved), (target, sorted(saved)[:4])
     assert 0 < result.trainable_parameters < result.total_parameters
     assert result.global_step == 2 and result.train_loss_first is not None
     assert (Path(result.adapter_dir) / "NOTICE.md").is_file() == (arch == "gemma3")  # Gemma's terms travel along
@@ -154,3 +158,13 @@ def test_gemma3_is_the_embedded_gguf_and_what_is_made_from_it_carries_its_terms(
     assert sources.model_identity("gemma3")["sha256"].startswith("a5fd3b62")  # the package's checked file
     assert sources.write_notice(tmp_path, "gemma3").read_text(encoding="utf-8").count("Gemma Terms of Use") == 1
     assert sources.write_notice(tmp_path / "other", "smollm2") is None
+
+
+def test_a_tokenizer_that_cannot_tell_the_labels_apart_says_what_to_do():
+    from utils.lm.tiny import build_tokenizer
+
+    tok = build_tokenizer("mistral", ["so so so", "sun sea"],
+                          vocab_size=60)  # no label word is a token: several start with "▁s"
+    with pytest.raises(ValueError) as e:
+        label_token_ids(tok, EMOTIONS)
+    assert "['sadness', 'surprise']" in str(e.value) and "STYLE='per_utterance'" in str(e.value)

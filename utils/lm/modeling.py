@@ -244,9 +244,11 @@ def label_token_ids(tokenizer, words: Sequence[str], prefix: str = " ") -> list[
     clashes = {tokenizer.convert_ids_to_tokens(t): ws for t, ws in owners.items() if len(ws) > 1}
     if clashes:
         detail = "; ".join(f"{ws} all start with token {tok!r}" for tok, ws in clashes.items())
+        name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
         raise ValueError(
-            f"label words share a first token ({detail}): score whole words with inference.score_options "
-            "or choose label words that start differently"
+            f"{name}'s tokenizer starts label words with the same token ({detail}), and the conversation and fused "
+            "styles read each label at one token: pick another MODEL, or STYLE='per_utterance', which generates "
+            "whole words"
         )
     return ids
 
