@@ -45,13 +45,14 @@ def test_windows_read_every_candidate_once_within_max_length(tokenizer):
     assert len(keys) == len(set(keys)) and set(keys) == set(expected)  # each pair read once, none missing
 
 
-def test_windows_keep_the_texts_whole(tokenizer):
+@pytest.mark.parametrize("before, after", [(5, 2), (9, 4)])  # CAUSE_WINDOW_*: wider windows cost more tokens
+def test_windows_keep_the_texts_whole(tokenizer, before, after):
     conv = long_conversation()
-    for first, last, own in windows.plan_windows(conv, tokenizer, 1024):
-        assert first <= own[0] - 5 or first == 1
-        assert last >= own[-1] + 2 or last == len(conv["conversation"])
+    for first, last, own in windows.plan_windows(conv, tokenizer, 1024, before, after):
+        assert first <= own[0] - before or first == 1
+        assert last >= own[-1] + after or last == len(conv["conversation"])
         part = windows._window(conv, first, last)
-        assert not windows.needs_windows(part, tokenizer, 1024)  # fits at full text: nothing is shortened
+        assert not windows.needs_windows(part, tokenizer, 1024, before, after)  # fits at full text: nothing shortened
         assert part["conversation"][0]["utterance_ID"] == 1  # renumbered as training conversations are
 
 

@@ -14,7 +14,8 @@ from typing import Any
 from utils.ecf import prompts
 
 
-def _line_tokens(conv: dict, tokenizer: Any) -> list[int]:
+def _line_tokens(conv: dict, tokenizer: Any, before: int = prompts.WINDOW_BEFORE,
+                 after: int = prompts.WINDOW_AFTER) -> list[int]:
     """Tokens of each utterance's line in the cause read at full text (its cause line, if emotional, included)."""
     out = []
     for utt in conv["conversation"]:
@@ -23,23 +24,29 @@ def _line_tokens(conv: dict, tokenizer: Any) -> list[int]:
              + len(prompts.text_ids(tokenizer, utt, prompts.MAX_UTTERANCE_TOKENS)) + 1)
         if emotion != "neutral":  # ``U4 joy: U4 U3 ...``: the most candidates it can have
             n += len(prompts.encode(tokenizer, f"U{i} {emotion}:")) + 1 + sum(
-                len(prompts.encode(tokenizer, f" U{j}")) for j in range(i - 5, i + 3) if j > 0)
+                len(prompts.encode(tokenizer, f" U{j}")) for j in range(i - before, i + after + 1) if j > 0)
         out.append(n)
     return out
 
 
-def needs_windows(conv: dict, tokenizer: Any, max_length: int) -> bool:
+def _room(tokenizer: Any, max_length: int) -> int:
+    """Tokens left for the lines after the cause read's header."""
+    return max_length - len(prompts.header_ids(tokenizer, prompts.CAUSE_HEADER))
+
+
+def needs_windows(conv: dict, tokenizer: Any, max_length: int, before: int = prompts.WINDOW_BEFORE,
+                  after: int = prompts.WINDOW_AFTER) -> bool:
     """Whether the cause read of ``conv`` at full text would exceed ``max_length``."""
-    header = len(prompts.header_ids(tokenizer, prompts.CAUSE_HEADER))
-    return header + sum(_line_tokens(conv, tokenizer)) > max_length
+    return sum(_line_tokens(conv, tokenizer, before, after)) > _room(tokenizer, max_length)
 
 
 def plan_windows(conv: dict, tokenizer: Any, max_length: int, before: int = prompts.WINDOW_BEFORE,
-                 after: int = prompts.WINDOW_AFTER) -> list[tuple[int, int, list[int]]]:
-    """(first, last utterance id, the emotional utterance ids it answers for) of each window of ``conv``."""
+                 after: int = prompts.WINDOW_AFTER, cost: list[int] | None = None) -> list[tuple[int, int, list[int]]]:
+    """(first, last utterance id, the emotional utterance ids it answers for) of each window of ``conv``
+    (``cost``: its ``_line_tokens``, where the caller has them)."""
     n = len(conv["conversation"])
-    cost = _line_tokens(conv, tokenizer)
-    room = max_length - len(prompts.header_ids(tokenizer, prompts.CAUSE_HEADER))
+    cost = _line_tokens(conv, tokenizer, before, after) if cost is None else cost
+    room = _room(tokenizer, max_length)
 
     def fits(s: int, e: int) -> bool:
         return sum(cost[s - 1:e]) <= room
@@ -70,9 +77,10 @@ def cause_queries(conv: dict, tokenizer: Any, max_length: int, before: int = pro
                   after: int = prompts.WINDOW_AFTER, layout: str = prompts.CAUSE_LAYOUT) -> tuple[list, int]:
     """``prompts.cause_queries`` of ``conv``, read in windows where the whole does not fit at full text: the
     queries (keys in ``conv``'s utterance ids, each pair once) and the number of windows (0: read whole)."""
-    if not needs_windows(conv, tokenizer, max_length):
+    cost = _line_tokens(conv, tokenizer, before, after)  # once: the check and the plan share it
+    if sum(cost) <= _room(tokenizer, max_length):
         return prompts.cause_queries(conv, tokenizer, max_length, before, after, layout=layout), 0
-    out, windows = [], plan_windows(conv, tokenizer, max_length, before, after)
+    out, windows = [], plan_windows(conv, tokenizer, max_length, before, after, cost)
     for first, last, own in windows:
         shift, mine = first - 1, set(own)
         for q in prompts.cause_queries(_window(conv, first, last), tokenizer, max_length, before, after, layout=layout):
