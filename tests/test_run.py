@@ -51,7 +51,7 @@ def test_a_cause_model_on_predicted_emotions_needs_the_train_labels_in_the_same_
 
 
 def test_discover_filters_notebooks():
-    assert [p.name[:2] for p in run.discover(track="ecf")] == ["01", "02", "03", "04", "05", "06", "10"]
+    assert [p.name[:2] for p in run.discover(track="ecf")] == ["01", "02", "03", "04", "05", "06", "10", "11"]
     assert [p.name[:2] for p in run.discover(track="empathetic")] == ["07", "08", "09", "10"]
     assert [p.name[:2] for p in run.discover(only=["03", "02"])] == ["02", "03"]  # series order, not the asked order
     with pytest.raises(run.RunError, match="matches no notebook"):

@@ -47,6 +47,7 @@ CONFIGS = {
     "08": f"{ED_CONFIG}:EdClassifyConfig",
     "09": f"{ED_CONFIG}:EdGenerateConfig",
     "10": "utils.tracking:LogConfig",
+    "11": "utils.ecf.config:ConversationConfig",
 }
 CELL_TYPES = (str, int, float, bool)  # what a parameters cell declares (and papermill injects)
 TRUE, FALSE = ("true", "yes", "y", "on", "1"), ("false", "no", "n", "off", "0")

@@ -44,8 +44,9 @@ from utils.env import ROOT, resolve_artifact
 from utils.io import write_json_atomic
 
 NOTEBOOK_DIR = notebook_params.NOTEBOOK_DIR
-# notebook 10 (the experiment log) closes both tracks
-TRACKS = {"ecf": ("01", "02", "03", "04", "05", "06", "10"), "empathetic": ("07", "08", "09", "10")}
+# notebook 10 (the experiment log) closes both tracks; the ECF track's 11 (your own conversation) runs after it: it
+# scores nothing and logs nothing, so the log has every run of the track when 10 reads it
+TRACKS = {"ecf": ("01", "02", "03", "04", "05", "06", "10", "11"), "empathetic": ("07", "08", "09", "10")}
 SMOKE_DIR = "runs/smoke"  # --smoke's own folder: the tiny model never touches a real run's adapters or results
 SMOKE_DEFAULTS = {"SMOKE": True, "TRAIN_DIR": f"{SMOKE_DIR}/results_train", "TEST_DIR": f"{SMOKE_DIR}/results_test",
                   "CHECKPOINT_DIR": f"{SMOKE_DIR}/checkpoints"}
@@ -297,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a parameter; overrides --config")
     parser.add_argument("--only", help="comma-separated notebook numbers or names, e.g. 01,02")
     parser.add_argument("--track", choices=("all", *TRACKS), default="ecf",
-                        help="ecf (default: 01-06 and the experiment log), empathetic (07-10) or all")
+                        help="ecf (default: 01-06, the experiment log and 11, your own conversation), "
+                             "empathetic (07-10) or all")
     parser.add_argument("--smoke", action="store_true", help="tiny random model and a few steps")
     parser.add_argument("--replace", action="store_true",
                         help="let this run overwrite a finished adapter and the results of a run with other parameters "

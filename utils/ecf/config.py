@@ -1,4 +1,4 @@
-"""The ECF notebooks' parameters: one frozen dataclass per notebook (02-06), validated on creation."""
+"""The ECF notebooks' parameters: one frozen dataclass per notebook (02-06, 11), validated on creation."""
 
 from __future__ import annotations
 
@@ -186,6 +186,31 @@ class CauseInferenceConfig(LoggedConfig):
 class EvaluationConfig(SeriesConfig):
     """Notebook 06."""
     ERROR_ROWS: int = param(20, "error-table rows shown inline (the CSV files hold them all)")
+
+
+# written for notebook 11, not taken from data/ecf_sample.json or the corpus: a page or test that shows it quotes no one
+MY_CONVERSATION = ("Mira: I finally handed in my thesis this morning .\n"
+                   "Tom: Congratulations ! How does it feel ?\n"
+                   "Mira: Strange . I keep thinking I forgot a page .\n"
+                   "Tom: You read it five times last night , relax .\n"
+                   "Mira: You are right . I am just so relieved it is over !")
+
+
+@dataclass(frozen=True)
+class ConversationConfig(HostedConfig):
+    """Notebook 11: the adapters of a finished run (02, 04) on a conversation of one's own (``utils.ecf.analyse``)."""
+    TEST_DIR: str = param("results_test", "test-side artifacts: here your_conversation.json (Subtask 2 format with "
+                                          "probabilities) and your_conversation.html (the view)")
+    CHECKPOINT_DIR: str = param("checkpoints", "adapters live in <CHECKPOINT_DIR>/<task>/<STYLE>/adapter")
+    STYLE: str = param("conversation", 'the STYLE notebooks 02 and 04 trained with; analyse reads the "conversation" '
+                                       "style's adapters only (another style: the notebook says so and shows nothing)")
+    MY_CONVERSATION: str = param(MY_CONVERSATION, 'the conversation to read: one "Speaker: utterance" per line '
+                                                  "(blank lines ignored)")
+
+    def __post_init__(self) -> None:
+        prompts.check_style(self.STYLE)
+        if not self.MY_CONVERSATION.strip():
+            raise ValueError('MY_CONVERSATION is empty: write one "Speaker: utterance" per line')
 
 
 def check_emotion_source(source: str) -> str:
