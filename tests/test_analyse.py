@@ -94,7 +94,28 @@ def test_a_long_conversation_is_read_in_windows_and_said_so(analyser):
     notes: list[str] = []
     [conv] = analyse.analyse(talk, analyser=analyser, notes=notes)
     assert len(conv["conversation"]) == 160
-    assert notes and "longer than max_length=1024" in notes[0] and "windows" in notes[0]
+    assert len(notes) == 1 and "160 utterances do not fit max_length=1024" in notes[0] and "chunks" in notes[0]
+    assert any(u["emotion"] != "neutral" for u in conv["conversation"]) and "causes read in windows" in notes[0]
+
+
+def test_the_length_note_follows_the_emotions_read(analyser):
+    """All neutral: no cause read at all, so no windows to speak of; the emotions still went in chunks."""
+    from tests.test_windows import long_conversation
+
+    conv = long_conversation(160)
+    quiet = {**conv, "conversation": [{**u, "emotion": "neutral"} for u in conv["conversation"]]}
+    note = analyse._length_note(quiet, analyser.tokenizer, 1024, "compact", 1024, 5, 2)
+    assert note and "chunks" in note and "windows" not in note
+    assert "causes read in windows" in analyse._length_note(conv, analyser.tokenizer, 1024, "compact", 1024, 5, 2)
+    short = long_conversation(4)
+    assert analyse._length_note(short, analyser.tokenizer, 1024, "compact", 1024, 5, 2) is None
+
+def test_a_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    """Windows editors save UTF-8 with a BOM: the JSON is still JSON, the first speaker has no stray character."""
+    (tmp_path / "talk.json").write_bytes(b"\xef\xbb\xbf" + json.dumps([{"speaker": "Ana", "text": "Hi!"}]).encode())
+    (tmp_path / "talk.txt").write_bytes(b"\xef\xbb\xbfAna: Hi!\r\nBen: Hello.\r\n")
+    assert [u["speaker"] for u in analyse.read_input(str(tmp_path / "talk.json"))[0]["conversation"]] == ["Ana"]
+    assert [u["speaker"] for u in analyse.read_input(str(tmp_path / "talk.txt"))[0]["conversation"]] == ["Ana", "Ben"]
 
 
 def test_cli_writes_json_and_html(run_dir, tmp_path, capsys):

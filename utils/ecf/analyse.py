@@ -37,7 +37,7 @@ class InputError(ValueError):
 
 def _decode(raw: bytes, source: str) -> str:
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a byte-order mark (Windows editors write one) is not text
     except UnicodeDecodeError as e:
         line = raw[: e.start].count(b"\n") + 1
         raise InputError(f"{source}, line {line}: not UTF-8 text (byte 0x{raw[e.start]:02x}); save it as UTF-8") from None
@@ -155,20 +155,28 @@ def analyse(text_or_conversation: Any, checkpoint_dir: str | Path = "checkpoints
     pred = with_fallback(found.convs, fallback)
     span_pred = (spans.predict_spans(predict.reader(an.model, an.tokenizer), an.tokenizer, pred, int(rec["max_length"]))
                  if rec.get("spans") else spans.subtask1_predictions(pred, SPAN_RULE))
-    for conv in convs:
-        _note_length(conv, an.tokenizer, length, int(rec["max_length"]), notes)
+    if notes is not None:
+        fmt = predict.recorded(an.emotion.record)["fmt"]
+        for conv in labelled:  # the emotions the cause read used: whether it needed windows depends on them
+            note = _length_note(conv, an.tokenizer, length, fmt, int(rec["max_length"]), rec["window_before"],
+                                rec["window_after"])
+            notes += [note] if note else []
     return [_record(c, r, found.probs, s) for c, r, s in zip(pred, rows, span_pred)]
 
 
-def _note_length(conv: dict, tokenizer: Any, emotion_length: int, cause_length: int, notes: list[str] | None) -> None:
-    """Say when a conversation is longer than MAX_LENGTH and how it was read."""
-    chunks = len(prompts.emotion_queries(conv, tokenizer, emotion_length))
-    labelled = {**conv, "conversation": [{**u, "emotion": "joy"} for u in conv["conversation"]]}  # the longest read
-    if chunks > 1 or windows.needs_windows(labelled, tokenizer, cause_length):
-        line = (f"conversation {conv['conversation_ID']}: {len(conv['conversation'])} utterances are longer than "
-                f"max_length={cause_length} tokens: emotions read in {chunks} chunk(s), causes in windows around each "
-                "emotional utterance (5 before to 2 after it, texts whole)")
-        (notes if notes is not None else []).append(line)
+def _length_note(conv: dict, tokenizer: Any, emotion_length: int, fmt: str, cause_length: int, before: int,
+                 after: int) -> str | None:
+    """One line where ``conv`` (with the emotions read) did not fit MAX_LENGTH whole, saying how it was read."""
+    chunks = len(prompts.emotion_queries(conv, tokenizer, emotion_length, fmt=fmt))
+    windowed = windows.needs_windows(conv, tokenizer, cause_length, before, after)
+    if chunks == 1 and not windowed:
+        return None
+    how = [f"emotions read in {chunks} chunks"] if chunks > 1 else []
+    if windowed:
+        how.append(f"causes read in windows around each emotional utterance ({before} before to {after} after it, "
+                   "texts whole)")
+    return (f"conversation {conv['conversation_ID']}: its {len(conv['conversation'])} utterances do not fit "
+            f"max_length={cause_length if windowed else emotion_length} tokens whole: {'; '.join(how)}")
 
 
 def _record(conv: dict, rows: list[list[float]], probs: list[list], span_conv: dict) -> dict:

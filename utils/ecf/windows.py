@@ -36,8 +36,9 @@ def _room(tokenizer: Any, max_length: int) -> int:
 
 def needs_windows(conv: dict, tokenizer: Any, max_length: int, before: int = prompts.WINDOW_BEFORE,
                   after: int = prompts.WINDOW_AFTER) -> bool:
-    """Whether the cause read of ``conv`` at full text would exceed ``max_length``."""
-    return sum(_line_tokens(conv, tokenizer, before, after)) > _room(tokenizer, max_length)
+    """Whether the cause read of ``conv`` at full text would exceed ``max_length`` (no emotional utterance: no
+    cause read, nothing to exceed)."""
+    return bool(prompts.emotional_utterances(conv)) and sum(_line_tokens(conv, tokenizer, before, after)) > _room(tokenizer, max_length)
 
 
 def plan_windows(conv: dict, tokenizer: Any, max_length: int, before: int = prompts.WINDOW_BEFORE,
