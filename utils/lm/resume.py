@@ -100,7 +100,7 @@ def resume_plan(out: Path, identity: dict, resume: bool) -> tuple[str | None, li
     from checkpoints written with its own identity; another run's (or any, without RESUME) are removed and
     this run starts over, with a line that says what differs."""
     found = checkpoints(out)
-    previous = json.loads((out / RUN_FILE).read_text(encoding="utf-8")) if (out / RUN_FILE).is_file() else None
+    previous = _recorded_identity(out)
     same = previous is not None and previous.get("fingerprint") == identity["fingerprint"]
     if not found or (resume and same):
         return (last_checkpoint(out) if found else None), [], ""
@@ -112,6 +112,7 @@ def resume_plan(out: Path, identity: dict, resume: bool) -> tuple[str | None, li
 
 
 def _recorded_identity(out: Path) -> dict | None:
+    """The identity in ``out``'s run.json; None where there is none."""
     path = out / RUN_FILE
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 

