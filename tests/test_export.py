@@ -98,6 +98,10 @@ def test_unmapped_architecture_is_named(tmp_path):
     with pytest.raises(gguf_export.UnmappedArchitecture, match="GPT2LMHeadModel"):
         gguf_export.write_gguf(tmp_path, tmp_path / "x.gguf")
     assert not (tmp_path / "x.gguf").exists()
+    card = export.Card(title="gpt2", base_model=str(tmp_path), data="none")
+    with pytest.raises(gguf_export.UnmappedArchitecture, match="GPT2LMHeadModel"):  # before any merge is tried
+        export.export(str(tmp_path), tmp_path / "no-adapter", card, tmp_path / "merged", tmp_path / "x.gguf")
+    assert not (tmp_path / "merged").exists()
 
 
 def test_ecf_export_without_a_finished_run_says_which_notebook(tmp_path, capsys):

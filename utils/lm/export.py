@@ -19,7 +19,7 @@ from typing import Any
 from utils.io import write_text_atomic
 from utils.lm import gguf_export
 from utils.lm.modeling import merge_adapter
-from utils.lm.sources import resolve_model_source
+from utils.lm.sources import local_source, resolve_model_source
 
 KNOWN_LICENCES = {  # the hub models the README names, for a card written without the model's own card at hand
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "apache-2.0",
@@ -121,6 +121,10 @@ def export(model: str, adapter_dir: str | os.PathLike, card: Card, merged_dir: s
         raise ValueError("nothing to write: give a merged folder, a GGUF file or both")
     if quant not in gguf_export.QUANTS:
         raise ValueError(f"quant {quant!r}: use one of {list(gguf_export.QUANTS)}")
+    if gguf_file is not None:  # an architecture the writer does not map fails now, not after minutes of merging
+        from transformers import AutoConfig
+
+        gguf_export.gguf_architecture(AutoConfig.from_pretrained(local_source(model)))
     scratch = None
     if merged_dir is None:  # the GGUF is written from a merged folder: a temporary one
         scratch = Path(tempfile.mkdtemp(prefix=".emocause-merge."))
