@@ -1,4 +1,4 @@
-"""Notebooks 02-06 run in order under papermill (through utils.run) and leave valid artifacts."""
+"""Notebooks 02-06 and 11 run in order under papermill (through utils.run) and leave valid artifacts."""
 
 from __future__ import annotations
 
@@ -25,6 +25,9 @@ EMOTION_KEYS = {"accuracy", "weighted_f1", "macro_f1", "report", "confusion_matr
 # no BOS, no chat template: the recipe's plain prompts) and Phi-3 (fused qkv_proj, SentencePiece with BOS)
 STYLES = [("conversation", "predicted", "llama"), ("per_utterance", "gold", "gpt2"), ("fused", "predicted", "phi3")]
 
+# 11 reads the adapters 02 and 04 left (the conversation style's; another style: a line that says so)
+BOOKS = ("02", "03", "04", "05", "06", "11")
+
 
 @pytest.fixture(scope="module", params=STYLES, ids=[f"{s}-{a}" for s, _, a in STYLES])
 def series(request, tiny_family, tmp_path_factory):
@@ -36,7 +39,7 @@ def series(request, tiny_family, tmp_path_factory):
               "LEARNING_RATE": 1e-2, "LOGGING_STEPS": 1, "CAUSE_EMOTIONS": cause_emotions}
     if style == "conversation":  # 04 trains on 03's labels of the train split
         params["LABEL_TRAIN"] = True
-    summary = run.run_series(params, only=["02", "03", "04", "05", "06"])
+    summary = run.run_series(params, only=list(BOOKS))
     return out, summary, style
 
 
@@ -47,7 +50,7 @@ def _gold_test():
 
 def test_series_ran_every_notebook_in_order(series):
     out, summary, _ = series
-    assert [n["notebook"][:2] for n in summary["notebooks"]] == ["02", "03", "04", "05", "06"]
+    assert [n["notebook"][:2] for n in summary["notebooks"]] == list(BOOKS)
     for entry in summary["notebooks"]:  # each executed copy ran every code cell, none raised
         nb = json.loads((out / "results_test" / "executed" / entry["notebook"]).read_text(encoding="utf-8"))
         code = [c for c in nb["cells"] if c["cell_type"] == "code"]
@@ -177,6 +180,38 @@ def test_evaluation_wrote_tables_and_figures(series):
 
     kinds = set(tracking.query_runs(tracking.db_path(None, out / "results_train"))["kind"])
     assert {"emotion_train", "emotion_inference", "cause_train", "cause_inference"} <= kinds
+
+
+def test_your_conversation_is_read_with_the_series_adapters_and_shown_whole(series):
+    """Notebook 11: MY_CONVERSATION labelled by 02's and 04's adapters, in the Subtask 2 JSON and in the view."""
+    import html
+    import re
+
+    out, _, style = series
+    folder = out / "results_test"
+    executed = json.loads((folder / "executed" / "11_your_conversation.ipynb").read_text(encoding="utf-8"))
+    if style != "conversation":  # analyse reads the conversation style's adapters only: said, nothing written
+        from utils import docs
+
+        assert f"this run has STYLE={style!r}: nothing to show" in "\n".join(docs.output_texts(executed))
+        assert not (folder / "your_conversation.json").exists() and not (folder / "your_conversation.html").exists()
+        return
+    lines = config.ConversationConfig().MY_CONVERSATION.splitlines()
+    result = json.loads((folder / "your_conversation.json").read_text(encoding="utf-8"))
+    data.validate_conversations(result)  # the official format: every emotion a label, pairs inside the conversation
+    (conv,) = result
+    assert [f"{u['speaker']}: {u['text']}" for u in conv["conversation"]] == lines
+    assert all(0 < u["emotion_probability"] <= 1 and set(u["emotion_probabilities"]) == set(EMOTIONS)
+               for u in conv["conversation"])
+    assert len(conv["pair_probabilities"]) == len(conv["emotion-cause_pairs"])
+    page = (folder / "your_conversation.html").read_text(encoding="utf-8")
+    shown = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", page)).split())  # the words a reader sees
+    for utt in conv["conversation"]:
+        assert f"U{utt['utterance_ID']} {utt['speaker']} {' '.join(utt['text'].split())} {utt['emotion']}" in shown
+    # the same page inline, in a frame, at the end of the executed notebook
+    inline = ["".join(o["data"]["text/html"]) for o in executed["cells"][-1]["outputs"]
+              if "text/html" in o.get("data", {})]
+    assert len(inline) == 1 and "<iframe srcdoc=" in inline[0] and html.escape(page) in inline[0]
 
 
 def test_the_model_pages_render_from_the_series_adapters_without_the_corpus_text(series, tmp_path):
