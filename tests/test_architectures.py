@@ -158,6 +158,9 @@ def test_gemma3_is_the_embedded_gguf_and_what_is_made_from_it_carries_its_terms(
     assert sources.model_identity("gemma3")["sha256"].startswith("a5fd3b62")  # the package's checked file
     assert sources.write_notice(tmp_path, "gemma3").read_text(encoding="utf-8").count("Gemma Terms of Use") == 1
     assert sources.write_notice(tmp_path / "other", "smollm2") is None
+    renamed = tmp_path / "model.gguf"  # no "gemma" in its name: its own metadata says what it is
+    renamed.symlink_to(Path(folder) / name)
+    assert sources.is_gemma(str(renamed)) and not sources.is_gemma(str(sources.smollm2_path()))
 
 
 def test_a_tokenizer_that_cannot_tell_the_labels_apart_says_what_to_do():

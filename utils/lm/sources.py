@@ -68,25 +68,37 @@ def embedded_path(model: str) -> Path | None:
     return None
 
 
-def is_gemma(model: str) -> bool:
-    """Weights under the Gemma Terms of Use: the embedded alias, or a source whose config is a Gemma's."""
-    name = str(model).strip().lower()
-    if name in GEMMA3_ALIASES or "gemma" in name:
-        return True
-    config = Path(model).expanduser() / "config.json"
+def _model_type(model: str) -> str:
+    """The family a local model names for itself: config.json's model_type, or a GGUF's general.architecture;
+    "" for a hub id or anything unreadable."""
+    path = Path(model).expanduser()
     try:
-        return config.is_file() and json.loads(config.read_text(encoding="utf-8")).get("model_type", "").startswith("gemma")
-    except (OSError, json.JSONDecodeError):
-        return False
+        if path.suffix.lower() == ".gguf" and path.is_file():
+            from gguf import GGUFReader
+
+            field = GGUFReader(str(path)).get_field("general.architecture")
+            return field.contents() if field is not None else ""
+        config = path / "config.json"
+        return json.loads(config.read_text(encoding="utf-8")).get("model_type", "") if config.is_file() else ""
+    except (OSError, ValueError):  # json.JSONDecodeError and gguf's own format errors are ValueErrors
+        return ""
+
+
+def is_gemma(model: str) -> bool:
+    """Weights under the Gemma Terms of Use: the embedded alias, a hub id that names Gemma, or a local folder or
+    GGUF file whose own metadata says Gemma."""
+    name = str(model).strip().lower()
+    return name in GEMMA3_ALIASES or "gemma" in name or _model_type(model).startswith("gemma")
 
 
 def notice(model: str) -> str | None:
     """The licence notice that must travel with anything made from ``model`` (None: none asked)."""
     if not is_gemma(model):
         return None
-    return ("# Notice\n\nThis was made from Gemma (Gemma 3 270M, a base model by Google). Gemma is provided under "
-            "and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms. Use of this adapter or "
-            "model must comply with those terms and the Gemma Prohibited Use Policy.\n")
+    made_from = "Gemma 3 270M, the base model" if str(model).strip().lower() in GEMMA3_ALIASES else str(model)
+    return (f"# Notice\n\nThis was made from a Gemma model by Google ({made_from}). Gemma is provided under and "
+            "subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms. Use of this adapter or model "
+            "must comply with those terms and the Gemma Prohibited Use Policy.\n")
 
 
 def write_notice(folder: str | os.PathLike, model: str) -> Path | None:
