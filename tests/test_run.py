@@ -285,6 +285,7 @@ def test_smoke_writes_under_its_own_folders_and_says_so(monkeypatch, capsys):
     monkeypatch.setattr(run, "execute", lambda book, params, out_dir: calls.append((params, out_dir)) or 0.0)
     monkeypatch.setattr(run, "write_json_atomic", lambda path, obj: path)
     monkeypatch.setattr(run, "smoke_model", lambda books, folder: folder / "tiny-llama")
+    monkeypatch.setattr(run, "keep_earlier_results", lambda params, track: [])  # runs/smoke's own files stay
     entry = run.run_series({}, only=["02", "03"], smoke=True)
     smoke = ROOT / "runs" / "smoke"
     assert {k: params[k] for params, _ in calls for k in ("TRAIN_DIR", "TEST_DIR", "CHECKPOINT_DIR")} == {
@@ -322,13 +323,24 @@ def test_a_run_with_other_parameters_keeps_the_earlier_results_and_summaries_mer
     assert "LIMIT: 3 -> 4" in said and str(kept_test) in said and str(kept_train) in said
     assert all((kept_test / name).read_text() == text for name, text in earlier.items())
     assert (kept_train / "eda_stats.json").is_file() and not (kept_train / "experiments.sqlite").exists()
-    monkeypatch.setenv(env.REPLACE_ENV, "0")  # unset again after the test: --replace sets it for the kernels
+    monkeypatch.setenv(env.REPLACE_ENV, "0")
+    seen = []  # what the kernels inherit
+    monkeypatch.setattr(run, "execute", lambda book, params, out_dir: seen.append(os.environ[env.REPLACE_ENV]) or 0.0)
     run.run_series({**base, "LIMIT": 5}, only=["01", "02"], replace=True)  # asked: no copy
-    assert len(list(tmp_path.glob("results_test.kept-*"))) == 1 and os.environ[env.REPLACE_ENV] == "1"
+    assert len(list(tmp_path.glob("results_test.kept-*"))) == 1
+    assert seen == ["1", "1"] and os.environ[env.REPLACE_ENV] == "0"  # for this run's kernels only
     run.run_series({**base, "ED_LIMIT": 8}, only=["07"], track="empathetic")
     summary = json.loads((tmp_path / "results_test" / run.SUMMARY_FILE).read_text())
     assert set(summary["tracks"]) == {"ecf", "empathetic"} and summary["last"] == "empathetic"
     assert summary["tracks"]["ecf"]["parameters"]["LIMIT"] == 5  # the other track's entry stays
+    run.run_series({**base, "LIMIT": 6}, only=["01", "07"], track="all")  # an "all" run speaks for both tracks
+    summary = json.loads((tmp_path / "results_test" / run.SUMMARY_FILE).read_text())
+    assert {t: summary["tracks"][t]["parameters"].get("LIMIT") for t in ("ecf", "empathetic", "all")} == {
+        "ecf": 6, "empathetic": 6, "all": 6}
+    capsys.readouterr()
+    run.run_series({**base, "LIMIT": 7}, only=["01"])  # so an ecf run after it keeps the all-run's results
+    assert "LIMIT: 6 -> 7" in capsys.readouterr().out
+    assert not list(tmp_path.glob(".*.partial"))  # every copy completed under its final name
 
 
 def test_the_run_ends_with_its_scores_beside_their_baselines(tmp_path):

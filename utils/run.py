@@ -224,7 +224,10 @@ def keep_earlier_results(params: dict[str, Any], track: str) -> list[str]:
     (not the experiment log, which every run adds to) beside them as ``<folder>.kept-<its run id>``; the lines that
     say so. Nothing to keep where the last run had these parameters (a rerun) or none ran."""
     test_dir, train_dir = output_dir(params), artifact_dir(params, "TRAIN_DIR", "results_train")
-    previous = read_summary(test_dir).get("tracks", {}).get(track)
+    entries = read_summary(test_dir).get("tracks", {})
+    # the newest run that wrote into these folders for any track this run covers ("all" covers both)
+    previous = max((entries[t] for t in covered(track) if t in entries), key=lambda e: str(e.get("run_id")),
+                   default=None)
     if not previous or _same(previous.get("parameters"), params):
         return []
     old = previous.get("parameters") or {}
@@ -237,7 +240,10 @@ def keep_earlier_results(params: dict[str, Any], track: str) -> list[str]:
             while target.exists():
                 n += 1
                 target = folder.with_name(f"{folder.name}{KEPT}{previous.get('run_id', 'earlier')}-{n}")
-            shutil.copytree(folder, target, ignore=shutil.ignore_patterns("*.sqlite", "*.sqlite-*", ".lock"))
+            partial = target.with_name(f".{target.name}.partial")  # a copy cut short never looks like a kept run
+            shutil.rmtree(partial, ignore_errors=True)
+            shutil.copytree(folder, partial, ignore=shutil.ignore_patterns("*.sqlite", "*.sqlite-*", ".lock"))
+            os.replace(partial, target)
             kept.append(str(target))
     if not kept:
         return []
@@ -245,12 +251,15 @@ def keep_earlier_results(params: dict[str, Any], track: str) -> list[str]:
             f"copied to {' and '.join(kept)} (--replace: no copy)"]
 
 
+def covered(track: str) -> tuple[str, ...]:
+    """The summary entries a run of ``track`` speaks for: itself, and each track for "all"."""
+    return (track, *TRACKS) if track == "all" else (track,)
+
+
 def run_series(params: dict[str, Any], only: list[str] | None = None, track: str = "ecf",
         smoke: bool = False, replace: bool = False) -> dict[str, Any]:
     """Run the series and write the summary; the parameters are the run's whole configuration. Returns this
     track's entry of the summary (parameters, notebooks with their timings, headline, where things are)."""
-    from utils import run_report
-
     params = dict(params)
     books = discover(only, track)
     if smoke:
@@ -267,11 +276,38 @@ def run_series(params: dict[str, Any], only: list[str] | None = None, track: str
         print(f"[emocause] --smoke writes under its own folders: {artifact_dir(params, 'CHECKPOINT_DIR', 'checkpoints')}, "
               f"{artifact_dir(params, 'TRAIN_DIR', 'results_train')}, {test_dir}; a real run's files stay as they are",
               flush=True)
-    if replace:
-        os.environ[env.REPLACE_ENV] = "1"  # the kernels inherit it: training may replace a finished adapter
-    else:
+    if not replace:
         for line in keep_earlier_results(params, track):
             print(line, flush=True)
+    with _replacing(replace):
+        entry = _run_books(params, steps, only, test_dir)
+    summary = read_summary(test_dir)
+    for name in covered(track):  # another track's entry stays
+        summary.setdefault("tracks", {})[name] = entry
+    summary["last"] = track
+    write_json_atomic(test_dir / SUMMARY_FILE, summary)
+    return entry
+
+
+@contextlib.contextmanager
+def _replacing(replace: bool):
+    """$EMOCAUSE_REPLACE=1 for this run's kernels only (training may then replace a finished adapter)."""
+    before = os.environ.get(env.REPLACE_ENV)
+    if replace:
+        os.environ[env.REPLACE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(env.REPLACE_ENV, None)
+        else:
+            os.environ[env.REPLACE_ENV] = before
+
+
+def _run_books(params: dict[str, Any], steps: list, only: list[str] | None, test_dir: Path) -> dict[str, Any]:
+    """Execute the planned notebooks in order; the run's summary entry with its answer (``run_report``)."""
+    from utils import run_report
+
     started = time.time()
     entry: dict[str, Any] = {"run_id": time.strftime("%Y%m%d-%H%M%S", time.localtime(started)),
                              "started_at": run_report.utc(started), "parameters": params, "only": only,
@@ -283,10 +319,6 @@ def run_series(params: dict[str, Any], only: list[str] | None = None, track: str
         print(f"[emocause] {book.name} done in {seconds:.1f} s", flush=True)
     entry["total_wall_s"] = round(sum(n["wall_s"] for n in entry["notebooks"]), 2)
     entry.update(run_report.answer(params, [book for book, _ in steps], started, test_dir))
-    summary = read_summary(test_dir)
-    summary.setdefault("tracks", {})[track] = entry  # another track's entry stays
-    summary["last"] = track
-    write_json_atomic(test_dir / SUMMARY_FILE, summary)
     return entry
 
 
