@@ -3,6 +3,7 @@
     python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --only 01,07
     python -m utils.docs --ecf-data ../shared/data/ecf/Subtask_1_train.json --ecf-test ecf:Subtask_2_test.json \
         --checkpoints runs/series --only 02,03,04,05,06
+    python -m utils.docs --ecf-data data/ecf_sample.json --checkpoints checkpoints --only 11   # your own conversation
     python -m utils.docs --tidy   # the pages already there: no stderr box (tidy_progress), nothing rendered
     python -m utils.docs --amend-parameters 02,04 --why "..."   # only a parameters cell changed since the render
 
@@ -198,12 +199,14 @@ def provenance(data_files: Iterable[Path]) -> dict[str, Any]:
             "data_sha256": {Path(f).name: file_sha256(f) for f in data_files}}
 
 
-ECF_BOOKS = ("01", "02", "03", "04", "05", "06")  # the pages that show the ECF corpus: each is checked for quotes
+ECF_BOOKS = ("01", "02", "03", "04", "05", "06", "11")  # pages checked for quotes of the ECF corpus
 TRAIN_BOOKS = ("02", "04")  # train (or restore a finished run of the same identity) into --checkpoints
 MODEL_BOOKS = ("03", "05", "06")  # the pages that need trained adapters (--checkpoints) and a test file
 
 
-PAGE_TASKS = {"03": ("emotion",), "05": ("emotion", "cause"), "06": ("emotion", "cause")}  # the adapters each shows
+PAGE_TASKS = {"03": ("emotion",), "05": ("emotion", "cause"), "06": ("emotion", "cause"),
+              "11": ("emotion", "cause")}  # the adapters each shows
+ADAPTER_BOOKS = ("11",)  # pages that read --checkpoints' adapters and no corpus (your own conversation)
 
 
 def _models(checkpoints: Path, tasks: tuple[str, ...] = ("emotion", "cause")) -> dict[str, dict]:
@@ -273,6 +276,12 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
         test_path, ckpt = resolve(ecf_test).resolve(), Path(checkpoints).resolve()
         corpus.append(test_path)
         scrub += [(str(test_path), test_path.name), (str(ckpt), "checkpoints")]
+    if any(b in ADAPTER_BOOKS for b in books):
+        if not checkpoints:
+            raise FileNotFoundError(f"notebooks {', '.join(ADAPTER_BOOKS)} need --checkpoints")
+        ckpt = Path(checkpoints).resolve()
+        plans.update({b: {"CHECKPOINT_DIR": str(ckpt)} for b in ADAPTER_BOOKS})
+        scrub.append((str(ckpt), "checkpoints"))
     record: dict[str, Any] = {"rendered_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                               **provenance(corpus), "pages": []}
     out.mkdir(parents=True, exist_ok=True)
@@ -301,7 +310,7 @@ def render(ecf_data: str, out: Path = DOCS_DIR, books: tuple[str, ...] = ("01", 
             entry = {"notebook": book.name, "wall_s": round(seconds, 1), "code_sha256": code_digest(book),
                      "parameters": {k: Path(v).name if k in PATH_PARAMS else v for k, v in params.items()},
                      "postprocessing": TIDY_NOTE}
-            if key in MODEL_BOOKS:
+            if key in MODEL_BOOKS + ADAPTER_BOOKS:
                 entry["models"] = {task: _provenance(r)
                                    for task, r in _models(Path(checkpoints).resolve(), PAGE_TASKS[key]).items()}
             record["pages"].append(entry)
