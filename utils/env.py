@@ -275,6 +275,14 @@ def ephemeral_warning(folder: Path, platform: str | None = None) -> str | None:
 LIBRARY_WARNINGS = (("ignore", r"IProgress not found", None), ("ignore", r".*is_gradient_checkpointing.*deprecated", FutureWarning))
 
 
+def quiet_command() -> None:
+    """A command-line tool's output is its own: LIBRARY_WARNINGS off, and no weight-loading bar per model load."""
+    quiet_library_warnings()
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 def quiet_library_warnings() -> None:
     """Silence LIBRARY_WARNINGS and let pandas show whole tables (60 rows would cut the cut-off and distance tables)."""
     import warnings

@@ -216,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="the finished run's adapters")
     parser.add_argument("--style", default="conversation", help="the STYLE the adapters were trained with")
     args = parser.parse_args(argv)
+    from utils import env
+
+    env.quiet_command()
     notes: list[str] = []
     try:
         convs = read_input(args.input)

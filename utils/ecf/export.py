@@ -74,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--style", default="conversation", help="the STYLE the adapters were trained with")
     parser.add_argument("--no-check", action="store_true", help="do not read the GGUF back to compare logits")
     args = parser.parse_args(argv)
+    from utils import env
+
+    env.quiet_command()
     try:
         run = trained(args.checkpoint_dir, args.task, args.style)
         merged, gguf = args.merged, args.gguf

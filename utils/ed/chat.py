@@ -126,6 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest reply in tokens (default 64)")
     parser.add_argument("--history", type=int, default=2, help="earlier exchanges the reply sees (default 2)")
     args = parser.parse_args(argv)
+    from utils import env
+
+    env.quiet_command()
     if args.max_new_tokens < 1 or args.history < 0:
         parser.error("--max-new-tokens must be >= 1 and --history >= 0")
     try:

@@ -158,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quant", default="f16", choices=gguf_export.QUANTS)
     parser.add_argument("--title", default="", help="the model card's title")
     args = parser.parse_args(argv)
+    from utils import env
+
+    env.quiet_command()
     card = Card(title=args.title or f"{Path(args.adapter).parent.name} adapter merged into {args.model}",
                 base_model=args.model, data=f"See the run that wrote {args.adapter}.")
     try:
