@@ -140,3 +140,17 @@ def test_smollm2_round_trip(tmp_path):
     assert out["licence"] == "apache-2.0"
     check = out["check"]
     assert check["same_tokens"] and check["relative"] < gguf_export.TOLERANCE["f16"] and check["top1_agreement"] >= 0.9
+
+
+def test_a_sentencepiece_tokenizer_is_refused_before_anything_is_merged(tiny_family, tmp_path, monkeypatch):
+    import shutil
+
+    merged = []
+    monkeypatch.setattr(export, "merge_adapter", lambda *a, **k: merged.append(a))
+    model = tmp_path / "llama-with-sentencepiece"  # Llama's weights (mapped), Mistral's SentencePiece tokenizer (not)
+    shutil.copytree(tiny_family("llama"), model)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(tiny_family("mistral") / name, model / name)
+    with pytest.raises(gguf_export.UnmappedArchitecture, match="byte-level: False"):
+        export.export(str(model), tmp_path / "adapter", export.Card("t", "m", "d"), gguf_file=tmp_path / "m.gguf")
+    assert merged == []

@@ -18,7 +18,7 @@ from typing import Any
 
 from utils.io import write_text_atomic
 from utils.lm import gguf_export
-from utils.lm.modeling import merge_adapter
+from utils.lm.modeling import load_tokenizer, merge_adapter
 from utils.lm.sources import local_source, resolve_model_source
 
 KNOWN_LICENCES = {  # the hub models the README names, for a card written without the model's own card at hand
@@ -125,6 +125,7 @@ def export(model: str, adapter_dir: str | os.PathLike, card: Card, merged_dir: s
         from transformers import AutoConfig
 
         gguf_export.gguf_architecture(AutoConfig.from_pretrained(local_source(model)))
+        gguf_export.check_tokenizer(load_tokenizer(model))
     scratch = None
     if merged_dir is None:  # the GGUF is written from a merged folder: a temporary one
         scratch = Path(tempfile.mkdtemp(prefix=".emocause-merge."))

@@ -118,16 +118,23 @@ def _add_tensors(writer: Any, model: Any, config: Any, quant: str) -> int:
     return count
 
 
+def check_tokenizer(tokenizer: Any) -> dict:
+    """The tokenizer's JSON spec where this writer maps it (byte-level BPE); raises UnmappedArchitecture naming it."""
+    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    kind = spec.get("model", {}).get("type")
+    byte_level = any(p.get("type") == "ByteLevel" for p in _flatten(spec.get("pre_tokenizer")))
+    if kind != "BPE" or not byte_level:
+        raise UnmappedArchitecture(f"tokenizer {type(tokenizer).__name__} ({kind} model, byte-level: {byte_level}) "
+                                   "has no GGUF mapping here: only byte-level BPE")
+    return spec
+
+
 def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     """A byte-level BPE tokenizer (GPT-2's kind: SmolLM2, the tiny test model) as GGUF's "gpt2" vocabulary."""
     from gguf import TokenType
 
-    spec = json.loads(tokenizer.backend_tokenizer.to_str())
+    spec = check_tokenizer(tokenizer)
     model = spec.get("model", {})
-    byte_level = any(p.get("type") == "ByteLevel" for p in _flatten(spec.get("pre_tokenizer")))
-    if model.get("type") != "BPE" or not byte_level:
-        raise UnmappedArchitecture(f"tokenizer {type(tokenizer).__name__} ({model.get('type')} model, "
-                                   f"byte-level: {byte_level}) has no GGUF mapping here: only byte-level BPE")
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
     added = {a["id"]: a for a in spec.get("added_tokens", [])}
     tokens, types = [], []
