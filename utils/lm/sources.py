@@ -11,6 +11,7 @@ twenty. A path that is plainly local but missing is an error here, never a hub r
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import json
@@ -42,9 +43,10 @@ def smollm2_path() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=1)
 def gemma3_path() -> Path:
     """The Gemma 3 270M GGUF file (Q4_K_M), assembled once from the chunk packages into the cache and checked
-    against its sha256 by the package."""
+    against its sha256 by the package: once per process, as every resolution of the alias asks for it."""
     try:
         package = importlib.import_module(GEMMA3_PACKAGE)
     except ImportError:
