@@ -60,3 +60,14 @@ def test_session_switches_adapters_and_keeps_history(tiny_model_dir, adapters):
 def test_missing_adapter_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
     assert chat.main(["--model", str(tiny_model_dir), "--adapter", str(tmp_path)]) == 2
     assert "adapter_model.safetensors" in capsys.readouterr().err
+
+
+def test_the_cli_finds_the_notebooks_adapters_unless_told_otherwise(tmp_path, monkeypatch, adapters):
+    import shutil
+
+    monkeypatch.setenv("EMOCAUSE_PERSIST_DIR", str(tmp_path))
+    assert chat.found_adapter("auto", "response") is None  # nothing trained yet: the base model
+    shutil.copytree(adapters["response"], tmp_path / "checkpoints" / "empathetic" / "response" / "adapter")
+    assert chat.found_adapter("auto", "response") == str(tmp_path / "checkpoints" / "empathetic" / "response" / "adapter")
+    assert chat.found_adapter("auto", "emotion") is None
+    assert chat.found_adapter("none", "response") is None and chat.found_adapter("x/y", "response") == "x/y"

@@ -64,16 +64,21 @@ def test_eda_notebook_writes_figures_and_stats(series):
 def test_classification_notebook_trains_and_scores_valid_labels(series):
     out = series / "train" / "empathetic"
     metrics = json.loads((out / "classification_metrics.json").read_text(encoding="utf-8"))
-    for stage in ("base", "tuned"):
+    for stage in ("majority", "tfidf_logreg", "base", "tuned"):
         assert {"accuracy", "weighted_f1", "macro_f1", "weighted_precision", "macro_recall"} <= set(metrics[stage])
-        assert len(metrics[stage]["confusion_matrix"]) == 32
+        assert len(metrics[stage]["confusion_matrix"]) == 32 and metrics[stage]["n"] == metrics["rows"]["test"]
+    assert metrics["train_tokens"] > 0
     pred = pd.read_csv(out / "classification_predictions.csv")
-    assert len(pred) > 0 and pred["predicted"].isin(EMOTIONS_32).all()  # constrained: always a label
+    assert len(pred) == metrics["rows"]["test"] and pred["predicted"].isin(EMOTIONS_32).all()  # always a label
+    assert pred["conv_id"].is_unique  # one row per conversation, named
     errors = pd.read_csv(out / "classification_errors.csv")
-    assert list(errors.columns[:3]) == ["text", "gold", "predicted"]
-    assert (out / "figures" / "ed_confusion.png").is_file()
+    assert list(errors.columns[:4]) == ["conv_id", "text", "gold", "predicted"]
+    for png in ("ed_confusion", "ed_per_class_f1", "ed_confused_pairs"):
+        assert (out / "figures" / f"{png}.png").stat().st_size > 5000
+    # one conversation per emotion in the sample: every training row's label is new, so its loss need not fall
+    # (tests/test_ed_real.py trains the read on repeated labels and checks it learns them)
     summary = json.loads((series / "ck" / "empathetic" / "emotion" / "train_summary.json").read_text())
-    assert summary["train_loss_last"] < summary["train_loss_first"]
+    assert 0 < summary["train_loss_first"] < 20 and summary["global_step"] > 0
     assert lora_b_norm(series / "ck" / "empathetic" / "emotion" / "adapter") > 0
 
 

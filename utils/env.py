@@ -27,7 +27,7 @@ INSTALL_ENV = "EMOCAUSE_INSTALL"  # "check": pip checks the requirements against
 COLAB_DRIVE = Path("/content/drive/MyDrive")  # Google Drive, once mounted: the only Colab folder a recycle keeps
 KAGGLE_WORKING = Path("/kaggle/working")  # saved with a Kaggle notebook's output
 # "ecf:Subtask_1_train.json" as a data path: an official file, downloaded once and checked ("module:function")
-SCHEMES = {"ecf": "utils.ecf.data:official_file"}
+SCHEMES = {"ecf": "utils.ecf.data:official_file", "ed": "utils.ed.download:release_folder"}
 # what the install cell says before pip starts (measured: tests/test_hosted.py, a fresh venv with pip's cache warm)
 HOSTED_INSTALL_ESTIMATE = ("About 1-3 minutes on a fresh Colab or Kaggle runtime (an estimate: most packages are "
                            "already there), seconds on a rerun.")

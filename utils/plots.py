@@ -85,6 +85,27 @@ def countplot(
     return save_figure(fig, path, show)
 
 
+def bar_values(
+    values: Mapping[str, float],
+    path: str | os.PathLike,
+    title: str,
+    *,
+    xlabel: str = "",
+    fmt: str = "{:.2f}",
+    show: bool = True,
+) -> Path:
+    """Horizontal bars of one value per label, in the order given (a pandas Series works), each written with ``fmt``."""
+    pairs = list(values.items())  # a dict or a pandas Series
+    labels, heights = [str(k) for k, _ in pairs], [float(v) for _, v in pairs]
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(labels) + 1)))
+    ax.barh(labels, heights, color=sns.color_palette()[0])
+    for y, h in enumerate(heights):
+        ax.text(h, y, " " + fmt.format(h), va="center", fontsize=8)
+    ax.set(title=title, xlabel=xlabel)
+    ax.invert_yaxis()  # the first value on top
+    return save_figure(fig, path, show)
+
+
 def histogram(
     values: Sequence[float],
     path: str | os.PathLike,

@@ -74,14 +74,16 @@ def ed_headline(ed_dir: Path, started: float) -> list[dict]:
     """Rows of notebooks 08 and 09's metric files: after training beside before it (and the majority class)."""
     rows = []
     classes = _fresh(ed_dir / "classification_metrics.json", started)
-    if classes and _get(classes, "tuned", "accuracy") is not None:
-        beside = {"before training": _get(classes, "base", "accuracy")}
-        if _get(classes, "majority", "accuracy") is not None:
-            beside["majority class"] = classes["majority"]["accuracy"]
-        rows.append({"what": f"32-class accuracy ({_get(classes, 'tuned', 'n') or '?'} test rows)",
-                     "score": classes["tuned"]["accuracy"], "beside": beside})
+    for key, name in (("weighted_f1", "weighted F1"), ("accuracy", "accuracy")):
+        if classes and _get(classes, "tuned", key) is not None:
+            beside = {what: _get(classes, stage, key) for stage, what in
+                      (("base", "before training"), ("tfidf_logreg", "TF-IDF + logistic regression"),
+                       ("majority", "majority class")) if _get(classes, stage, key) is not None}
+            rows.append({"what": f"32-class {name} ({_get(classes, 'tuned', 'n') or '?'} test rows)",
+                         "score": classes["tuned"][key], "beside": beside})
     replies = _fresh(ed_dir / "generation_metrics.json", started)
-    for key, name in (("bleu", "replies, BLEU"), ("rougeL", "replies, ROUGE-L"), ("perplexity", "replies, perplexity")):
+    for key, name in (("bleu", "replies, BLEU"), ("rougeL", "replies, ROUGE-L"), ("distinct_2", "replies, distinct-2"),
+                      ("perplexity", "replies, perplexity")):
         if _get(replies, "after", key) is not None:
             rows.append({"what": name, "score": replies["after"][key],
                          "beside": {"before training": _get(replies, "before", key)}})

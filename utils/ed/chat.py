@@ -1,6 +1,7 @@
 """Empathetic chat: detect the emotion of each message (32 classes, constrained scoring), answer kindly.
 
-    python -m utils.ed.chat                                   # embedded SmolLM2, offline
+    python -m utils.ed.chat                                   # embedded SmolLM2 (offline) with notebooks 08 and 09's
+                                                              # adapters where they exist
     python -m utils.ed.chat --adapter checkpoints/empathetic/response/adapter \\
                          --classifier-adapter checkpoints/empathetic/emotion/adapter
     printf 'I failed my exam\\n/quit\\n' | python -m utils.ed.chat --model path/to/model
@@ -20,10 +21,23 @@ from typing import Iterator, TextIO
 from utils.ed.predict import classify
 from utils.ed.prompts import prompt_ids, respond_prompt
 from utils.lm.inference import generate
-from utils.lm.modeling import check_adapter, load_model, load_tokenizer
+from utils.env import resolve_artifact
+from utils.lm.modeling import check_adapter, is_adapter, load_model, load_tokenizer
 
 QUIT = "/quit"
 DEFAULT_MODEL = "smollm2"
+AUTO = "auto"  # --adapter / --classifier-adapter: notebook 09's / 08's adapter under checkpoints/, where it exists
+
+
+def found_adapter(asked: str | None, task: str) -> str | None:
+    """``asked``, or for "auto" the adapter notebooks 08 (task "emotion") and 09 ("response") left under
+    checkpoints/empathetic/ (None where there is none); "none": the base model."""
+    if asked is None or asked.lower() == "none":
+        return None
+    if asked != AUTO:
+        return asked
+    folder = resolve_artifact("checkpoints") / "empathetic" / task / "adapter"
+    return str(folder) if is_adapter(folder) else None
 
 
 def _check_adapter(path: str | os.PathLike) -> str:
@@ -121,8 +135,11 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="hub id, local folder, .gguf file or 'smollm2' (default, embedded)")
-    parser.add_argument("--adapter", help="LoRA adapter for the replies (notebook 09's)")
-    parser.add_argument("--classifier-adapter", help="LoRA adapter for the emotion (notebook 08's)")
+    parser.add_argument("--adapter", default=AUTO,
+                        help="LoRA adapter for the replies (default: notebook 09's, where it exists; 'none': the base "
+                             "model)")
+    parser.add_argument("--classifier-adapter", default=AUTO,
+                        help="LoRA adapter for the emotion (default: notebook 08's, where it exists; 'none')")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="longest reply in tokens (default 64)")
     parser.add_argument("--history", type=int, default=2, help="earlier exchanges the reply sees (default 2)")
     args = parser.parse_args(argv)
@@ -131,14 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     env.quiet_command()
     if args.max_new_tokens < 1 or args.history < 0:
         parser.error("--max-new-tokens must be >= 1 and --history >= 0")
+    args.adapter, args.classifier_adapter = found_adapter(args.adapter, "response"), found_adapter(
+        args.classifier_adapter, "emotion")
     try:
         session = ChatSession(args.model, args.adapter, args.classifier_adapter,
                               max_new_tokens=args.max_new_tokens, history_turns=args.history)
     except (FileNotFoundError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"emocause chat with {args.model}"
-          + (f" + {args.adapter}" if args.adapter else "") + f"; type {QUIT} to leave", flush=True)
+    print(f"emocause chat with {args.model}; replies from {args.adapter or 'the base model'}, emotions from "
+          f"{args.classifier_adapter or 'the base model'}; type {QUIT} to leave", flush=True)
     loop(session)
     return 0
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from utils.ed.data import EMOTIONS_32, CleaningReport, load_empathetic, split_by_conversation
-from utils.ed.prompts import TEXT_FIELD_CHOICES
+from utils.ed.data import EMOTIONS_32, CleaningReport, first_turns, load_empathetic, split_by_conversation
+from utils.ed.prompts import TEXT_FIELD_CHOICES, label_ids
 from utils.env import resolve, resolve_artifact
 from utils.lm import plan
 from utils.lm.modeling import is_adapter
@@ -19,6 +19,12 @@ from utils.params import HostedConfig, param
 from utils.tracking import Tracked
 
 MISSING_POLICIES = ("mode", "drop")
+ED_UNITS = ("conversation", "turn")
+# CPU_TRAIN_ROWS=-1 on a CPU: rows that train in about an hour of SmolLM2-135M on 2 cores (bench/RESULTS.md
+# section 11: about 180 training tokens/s, a classification example ~60 tokens, a reply example ~85)
+CLASSIFY_CPU_ROWS, GENERATE_CPU_ROWS = 8000, 6000
+CPU_TOKENS_PER_S = 180  # LoRA training of SmolLM2-135M on a 2-core AMD EPYC (bench/RESULTS.md section 11)
+MAX_VAL_ROWS = 1000  # a seeded sample of the val split is enough for the eval loss
 SMOKE_ROWS, SMOKE_TEST_ROWS, SMOKE_STEPS, SMOKE_NEW_TOKENS = 32, 8, 4, 16
 
 
@@ -84,9 +90,12 @@ class EdModelConfig(EdDataConfig, Tracked):
                                'embedded SmolLM2 on a CPU or offline: the resolved model is printed and recorded), '
                                'hub id, local folder, .gguf file, or "smollm2" (embedded, offline)')
     CHECKPOINT_DIR: str = param("checkpoints", "adapters: CHECKPOINT_DIR/empathetic/<task>/adapter")
+    ED_TEST_PATH: str = param("", "file or release folder whose rows are the test set, read in place of the split's "
+                                  "test part (its conversations leave train and val); empty: the release's test file, "
+                                  "else its valid file, else TEST_FRAC of the conversations")
     TEST_FRAC: float = param(0.1, "share of conversations held out for evaluation")
     VAL_FRAC: float = param(0.1, "share of conversations for the eval loss")
-    ED_TEST_LIMIT: int = param(0, "first N test rows to evaluate; 0: all")
+    ED_TEST_LIMIT: int = param(0, "a seeded sample of N test rows to evaluate; 0: all")
     TRACKING_DB: str = param("", "experiment log; empty: $EMOCAUSE_TRACKING_DB or TRAIN_DIR/experiments.sqlite")
 
     def __post_init__(self) -> None:
@@ -106,6 +115,10 @@ class EdTrainConfig(TrainingParams, EdModelConfig):
     SAVE_STEPS: int = param(200, "checkpoint every SAVE_STEPS steps (what RESUME continues from)")
     LOGGING_STEPS: int = param(10, "log the training loss every LOGGING_STEPS steps")
     EVAL_BASE: bool = param(True, "also evaluate the model before fine-tuning")
+    CPU_TRAIN_ROWS: int = param(-1, "on a CPU, train on a seeded sample of this many rows (-1: the notebook's CPU "
+                                    "budget, about an hour on 2 cores; 0: all); on a GPU every row")
+
+    cpu_budget_rows = 0  # the notebook's default CPU_TRAIN_ROWS (-1): about an hour of SmolLM2 on 2 cores
 
     def task_dir(self, task: str) -> Path:
         """CHECKPOINT_DIR/empathetic/<task>: the training output folder (adapter in ./adapter)."""
@@ -117,10 +130,21 @@ class EdClassifyConfig(EdTrainConfig):
     """notebooks/08_empathetic_classification.ipynb."""
 
     TEXT_FIELDS: str = param("situation+dialogue", "classifier input: situation | dialogue | situation+dialogue")
+    LEARNING_RATE: float = param(1e-3, "peak learning rate of the LoRA weights (linear decay, 3% warm-up)")
+    LORA_TARGETS: str = param("auto", '"auto" (attention and MLP here), "attention", "mlp" or module names: found in '
+                                      "the model's own layers")
+    ED_UNIT: str = param("conversation", "conversation (one example each: the situation and the first speaker turn, "
+                                         "the literature's unit) | turn (every speaker turn)")
+    MAX_LENGTH: int = param(160, "tokens per example; a longer text is shortened, never the label")
     ERROR_ROWS: int = param(20, "error-table rows shown inline (the CSV has them all)")
+
+    cpu_budget_rows = CLASSIFY_CPU_ROWS
+    LORA_AUTO = ("attention", "mlp")  # as the ECF track's label reads
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ED_UNIT not in ED_UNITS:
+            raise ValueError(f"ED_UNIT={self.ED_UNIT!r}: use one of {list(ED_UNITS)}")
         if self.TEXT_FIELDS not in TEXT_FIELD_CHOICES:
             raise ValueError(f"TEXT_FIELDS={self.TEXT_FIELDS!r}: use one of {list(TEXT_FIELD_CHOICES)}")
 
@@ -129,11 +153,15 @@ class EdClassifyConfig(EdTrainConfig):
 class EdGenerateConfig(EdTrainConfig):
     """notebooks/09_empathetic_generation.ipynb."""
 
-    ED_TEST_LIMIT: int = param(200, "first N test rows to evaluate; 0: all")  # generation is the slow part
-    MAX_NEW_TOKENS: int = param(64, "longest generated reply in tokens")
+    LEARNING_RATE: float = param(5e-4, "peak learning rate of the LoRA weights (linear decay, 3% warm-up)")
+    ED_TEST_LIMIT: int = param(300, "a seeded sample of N test rows to evaluate; 0: all")  # generation is the slow part
+    MAX_LENGTH: int = param(160, "tokens per example; the prompt is cut from the left, never the answer")
+    MAX_NEW_TOKENS: int = param(48, "longest generated reply in tokens")
     RATING_ROWS: int = param(20, "prompts in the rating sheet, each answered before and after fine-tuning")
     RATINGS_PATH: str = param("", "filled rating sheet(s), a file or a folder, read when present; "
                                   "empty: TRAIN_DIR/empathetic/ratings")
+    cpu_budget_rows = GENERATE_CPU_ROWS
+
     CLASSIFIER_ADAPTER: str = param("", "emotion adapter for the chat; empty: notebook 08's when it exists, "
                                         "else the base model")
     CHAT_MESSAGES: str = param("I lost my job today and I don't know what to tell my family."
@@ -176,12 +204,50 @@ def load_for(cfg: EdDataConfig) -> tuple[pd.DataFrame, CleaningReport]:
                            on_error=cfg.ON_ERROR)
 
 
-def splits_for(cfg: EdTrainConfig, df: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """Split by conversation, then cap train/val at ED_LIMIT rows and test at ED_TEST_LIMIT; say in one line when
-    the test split is too small for its scores to mean anything (``small_test_note``)."""
-    splits = split_by_conversation(df, cfg.TEST_FRAC, cfg.VAL_FRAC, cfg.SEED)
-    caps = {"train": cfg.ED_LIMIT, "val": cfg.ED_LIMIT, "test": cfg.ED_TEST_LIMIT}
-    splits = {name: part.head(caps[name]) if caps[name] else part for name, part in splits.items()}
+def test_rows_for(cfg: EdModelConfig) -> pd.DataFrame | None:
+    """ED_TEST_PATH's rows, cleaned like the data (None when it is empty)."""
+    if not cfg.ED_TEST_PATH:
+        return None
+    test, report = load_empathetic(resolve(cfg.ED_TEST_PATH), fmt=cfg.ED_FORMAT, missing=cfg.MISSING,
+                                   lowercase=cfg.LOWERCASE, on_error=cfg.ON_ERROR)
+    print(f"test set: {len(test):,} rows of {test['conv_id'].nunique():,} conversations from {cfg.ED_TEST_PATH}")
+    return test
+
+
+def train_rows(cfg: EdTrainConfig, train: pd.DataFrame, device: str) -> pd.DataFrame:
+    """The training rows: all on a GPU; on a CPU a seeded sample of CPU_TRAIN_ROWS (-1: the notebook's budget)."""
+    rows = cfg.cpu_budget_rows if cfg.CPU_TRAIN_ROWS < 0 else cfg.CPU_TRAIN_ROWS
+    if device != "cpu" or not rows or rows >= len(train):
+        return train
+    print(f"CPU: training on a seeded sample of {rows:,} of the {len(train):,} training rows (CPU_TRAIN_ROWS; "
+          "0 trains on all)")
+    return train.sample(n=rows, random_state=cfg.SEED).reset_index(drop=True)
+
+
+def budget_line(examples, epochs: float, device: str) -> str:
+    """One line before training: examples, tokens and, on a CPU, the estimated time (``CPU_TOKENS_PER_S``)."""
+    tokens = sum(len(ex["input_ids"]) for ex in examples) * epochs
+    line = f"training on {len(examples):,} examples, {tokens:,.0f} tokens ({epochs:g} epoch(s))"
+    if device != "cpu":
+        return line
+    return (line + f": about {tokens / CPU_TOKENS_PER_S / 60:.0f} min on a CPU (an estimate at {CPU_TOKENS_PER_S} "
+            "tokens/s, measured for SmolLM2-135M on 2 cores; a larger model or fewer cores take longer)")
+
+
+def splits_for(cfg: EdTrainConfig, df: pd.DataFrame, unit: str = "turn") -> dict[str, pd.DataFrame]:
+    """Split by conversation (``split_by_conversation``; ED_TEST_PATH's rows as the test set), keep the ``unit``'s
+    rows (conversation: the first turn of each), then cap train/val at ED_LIMIT rows and draw a seeded
+    ED_TEST_LIMIT of test; say in one line when the test split is too small for its scores to mean anything."""
+    splits = split_by_conversation(df, cfg.TEST_FRAC, cfg.VAL_FRAC, cfg.SEED, test=test_rows_for(cfg))
+    if unit == "conversation":
+        splits = {name: first_turns(part) for name, part in splits.items()}
+    caps = {"train": cfg.ED_LIMIT, "val": cfg.ED_LIMIT}
+    splits = {name: part.head(caps[name]) if caps.get(name) else part for name, part in splits.items()}
+    if len(splits["val"]) > MAX_VAL_ROWS:  # the eval loss needs no more; more only costs time
+        splits["val"] = splits["val"].sample(n=MAX_VAL_ROWS, random_state=cfg.SEED).reset_index(drop=True)
+    if cfg.ED_TEST_LIMIT and cfg.ED_TEST_LIMIT < len(splits["test"]):
+        splits["test"] = splits["test"].sample(n=cfg.ED_TEST_LIMIT, random_state=cfg.SEED).sort_index()
+        splits["test"] = splits["test"].reset_index(drop=True)
     note = small_test_note(len(splits["test"]))
     if note:
         print(note)
@@ -203,6 +269,9 @@ def small_test_note(n_test: int) -> str | None:
             f"release (from {MIN_TEST_ROWS} test rows on this line goes away).")
 
 
-def train_config(cfg: EdTrainConfig, task: str) -> TrainConfig:
-    """utils.lm.training.TrainConfig for task 'emotion' or 'response' from the notebook's parameters."""
-    return cfg.train_config(str(cfg.task_dir(task)))
+def train_config(cfg: EdTrainConfig, task: str, tokenizer=None) -> TrainConfig:
+    """utils.lm.training.TrainConfig for task 'emotion' (the loss a softmax over the 32 label tokens: pass the
+    tokenizer) or 'response' (the usual LM loss on the reply) from the notebook's parameters."""
+    ids = label_ids(tokenizer) if task == "emotion" else None
+    extra = {"answer_ids": tuple(ids)} if ids else {}
+    return cfg.train_config(str(cfg.task_dir(task)), **extra)

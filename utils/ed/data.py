@@ -163,6 +163,10 @@ def _read_original_file(path: Path, split: str, report: CleaningReport, on_error
                            f"{len(header)} (a raw comma in the text? the release writes '_comma_')", number)
                 continue
             fields = dict(zip(header, parts))
+            blank = next((c for c in ("conv_id", "context", "prompt", "utterance") if not fields[c].strip()), None)
+            if blank:
+                _malformed(report, on_error, path, f"{blank} is empty", number, blank)
+                continue
             if not fields["utterance_idx"].strip().isdigit():
                 _malformed(report, on_error, path, f"utterance_idx {fields['utterance_idx']!r} is not a positive "
                            "integer", number, "utterance_idx")
@@ -299,11 +303,26 @@ def load_empathetic(path: str | os.PathLike | None = None, *, fmt: str = "auto",
 
 # ---------------------------------------------------------------- splits
 def split_by_conversation(df: pd.DataFrame, test_frac: float = 0.2, val_frac: float = 0.0,
-                          seed: int = 42) -> dict[str, pd.DataFrame]:
-    """Seeded split by conv_id (no conversation in two splits); the release's own split when present."""
-    if "split" in df.columns and set(df["split"]) >= {"train", "test"}:
-        return {name: df[df["split"] == s].reset_index(drop=True)
-                for name, s in (("train", "train"), ("val", "valid"), ("test", "test"))}
+                          seed: int = 42, test: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+    """Split by conv_id, no conversation in two splits. ``test`` given (ED_TEST_PATH): it is the test split, and
+    its conversations leave the others. Otherwise the release's own split where the data has one: its test file,
+    else its valid file (the test file held out, as in ../shared/data/ed) is the test split. What the release
+    does not give comes from a seeded share of the remaining conversations (val: ``val_frac`` of all)."""
+    if test is not None:
+        df = df[~df["conv_id"].isin(set(test["conv_id"]))]
+    parts = {name: part for name, part in df.groupby("split", sort=False)} if "split" in df.columns else {}
+    if test is None and ("test" in parts or "valid" in parts) and "train" in parts:
+        test = parts["test"] if "test" in parts else parts.pop("valid")
+    if test is not None:
+        if "valid" in parts and "train" in parts:
+            return {"train": parts["train"].reset_index(drop=True), "val": parts["valid"].reset_index(drop=True),
+                    "test": test.reset_index(drop=True)}
+        return {**_seeded_split(parts.get("train", df), 0.0, val_frac, seed), "test": test.reset_index(drop=True)}
+    return _seeded_split(df, test_frac, val_frac, seed)
+
+
+def _seeded_split(df: pd.DataFrame, test_frac: float, val_frac: float, seed: int) -> dict[str, pd.DataFrame]:
+    """Seeded shuffle of the conversations into test, val and train shares."""
     convs = sorted(df["conv_id"].unique())
     random.Random(seed).shuffle(convs)
     n_test = max(1, round(test_frac * len(convs))) if test_frac > 0 else 0
@@ -312,6 +331,12 @@ def split_by_conversation(df: pd.DataFrame, test_frac: float = 0.2, val_frac: fl
               "train": set(convs[n_test + n_val:])}
     return {name: df[df["conv_id"].isin(ids)].reset_index(drop=True) for name, ids in
             (("train", groups["train"]), ("val", groups["val"]), ("test", groups["test"]))}
+
+
+def first_turns(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per conversation: its first speaker turn with the situation (the literature's classification unit;
+    rows keep the reading order, the first of a conversation is its first turn)."""
+    return df.drop_duplicates("conv_id", keep="first").reset_index(drop=True)
 
 
 def word_counts(texts: Iterable[str], stopwords: Iterable[str] | None = None) -> dict[str, int]:

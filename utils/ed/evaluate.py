@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from utils.scores import label_scores
@@ -52,7 +53,22 @@ def classification_eval(lm, tokenizer, test: pd.DataFrame, cfg: EdClassifyConfig
     predictions = _predict_resumable(test, fn, cfg, f"classify_{stage}", adapter, f"classify ({stage})")
     table = test.assign(text=[classifier_text(r, cfg.TEXT_FIELDS) for r in test.to_dict("records")],
                         predicted=[p["label"] for p in predictions], confidence=[p["prob"] for p in predictions])
-    return label_scores(list(table["emotion"]), list(table["predicted"]), labels=EMOTIONS_32), table
+    return score_labels(list(table["emotion"]), list(table["predicted"])), table
+
+
+def score_labels(gold, predicted) -> dict:
+    """utils.scores.label_scores over the 32 emotions."""
+    return label_scores(list(gold), list(predicted), labels=EMOTIONS_32)
+
+
+def confused_pairs(matrix, labels, top: int = 15) -> pd.DataFrame:
+    """The ``top`` most confused label pairs, both directions counted together (rows gold, columns predicted)."""
+    counts = np.asarray(matrix)
+    rows = [{"pair": f"{labels[i]} / {labels[j]}", "count": int(counts[i, j] + counts[j, i]),
+             "gold first, predicted second": int(counts[i, j]), "gold second, predicted first": int(counts[j, i])}
+            for i in range(len(labels)) for j in range(i + 1, len(labels)) if counts[i, j] + counts[j, i]]
+    return pd.DataFrame(rows, columns=["pair", "count", "gold first, predicted second", "gold second, predicted first"]
+                        ).sort_values("count", ascending=False, kind="stable").head(top).reset_index(drop=True)
 
 
 def headline(scores: dict) -> dict:
