@@ -26,7 +26,8 @@ REPLACE_ENV = "EMOCAUSE_REPLACE"
 INSTALL_ENV = "EMOCAUSE_INSTALL"  # "check": pip checks the requirements against what is installed, downloads nothing
 COLAB_DRIVE = Path("/content/drive/MyDrive")  # Google Drive, once mounted: the only Colab folder a recycle keeps
 KAGGLE_WORKING = Path("/kaggle/working")  # saved with a Kaggle notebook's output
-# "ecf:Subtask_1_train.json" as a data path: an official file, downloaded once and checked ("module:function")
+# "ecf:Subtask_1_train.json" or "ed:release" as a data path: an official file, downloaded once and checked
+# ("module:function")
 SCHEMES = {"ecf": "utils.ecf.data:official_file", "ed": "utils.ed.download:release_folder"}
 # what the install cell says before pip starts (measured: tests/test_hosted.py, a fresh venv with pip's cache warm)
 HOSTED_INSTALL_ESTIMATE = ("About 1-3 minutes on a fresh Colab or Kaggle runtime (an estimate: most packages are "
@@ -323,7 +324,8 @@ def setup(install: bool | None = None, quiet: bool = False, persist_dir: str = "
 
 def resolve(path: str | os.PathLike) -> Path:
     """Resolve a notebook parameter path against the repository root, so cwd does not matter;
-    "ecf:<name>" is an official ECF file (``SCHEMES``), fetched into the persistent data folder once."""
+    "ecf:<name>" is an official ECF file and "ed:release" the EmpatheticDialogues release (``SCHEMES``), fetched
+    into the persistent data folder once."""
     scheme, _, name = str(path).partition(":")
     if name and scheme in SCHEMES:
         module, function = SCHEMES[scheme].split(":")
