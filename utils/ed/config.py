@@ -24,7 +24,7 @@ ED_UNITS = ("conversation", "turn")
 # (07-10, evaluations included) ends within about two hours (bench/RESULTS.md section 11: about 150-200 training
 # tokens/s; a classification example ~60 tokens, a reply example ~85; replies are a smaller share because 09's
 # evaluation generates)
-CLASSIFY_CPU_ROWS, GENERATE_CPU_ROWS = 8000, 3500
+CLASSIFY_CPU_ROWS, GENERATE_CPU_ROWS = 8000, 2500
 CPU_TOKENS_PER_S = 180  # LoRA training of SmolLM2-135M on a 2-core AMD EPYC (bench/RESULTS.md section 11)
 MAX_VAL_ROWS = 1000  # a seeded sample of the val split is enough for the eval loss
 SMOKE_ROWS, SMOKE_TEST_ROWS, SMOKE_STEPS, SMOKE_NEW_TOKENS = 32, 8, 4, 16
@@ -156,7 +156,7 @@ class EdGenerateConfig(EdTrainConfig):
     """notebooks/09_empathetic_generation.ipynb."""
 
     LEARNING_RATE: float = param(5e-4, "peak learning rate of the LoRA weights (linear decay, 3% warm-up)")
-    ED_TEST_LIMIT: int = param(300, "a seeded sample of N test rows to evaluate; 0: all")  # generation is the slow part
+    ED_TEST_LIMIT: int = param(250, "a seeded sample of N test rows to evaluate; 0: all")  # generation is the slow part
     MAX_LENGTH: int = param(160, "tokens per example; the prompt is cut from the left, never the answer")
     MAX_NEW_TOKENS: int = param(48, "longest generated reply in tokens")
     RATING_ROWS: int = param(20, "prompts in the rating sheet, each answered before and after fine-tuning")
