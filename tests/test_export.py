@@ -4,6 +4,8 @@ merged model's logits (tiny Llama here; SmolLM2 in the slow test)."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -118,11 +120,17 @@ def test_ecf_export_cli_writes_both_forms_from_a_run(tmp_path, tiny_model_dir, c
     (tmp_path / "results_test").mkdir()
     (tmp_path / "results_test" / "emotion_metrics.json").write_text(json.dumps(
         {"weighted_f1": 0.4, "macro_f1": 0.3, "baselines": {"majority": {"weighted_f1": 0.2, "macro_f1": 0.1}}}))
+    capsys.readouterr()  # the adapter's own loading above is not the command's
     rc = ecf_export.main(["--task", "emotion", "--checkpoint-dir", str(tmp_path / "checkpoints"),
                           "--test-dir", str(tmp_path / "results_test"), "--quant", "q8_0"])
-    assert rc == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
-    assert "top-1 agreement" in printed
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "top-1 agreement" in captured.out
+    assert captured.err == ""  # no weight-loading, shard-writing or GGUF-reading bars
+    umask = os.umask(0)
+    os.umask(umask)
+    for made in (folder / "export", folder / "export" / "merged"):  # mkdtemp's 0700 would hide them from others
+        assert stat.S_IMODE(made.stat().st_mode) == 0o777 & ~umask, made
     card = (folder / "export" / "merged" / "README.md").read_text(encoding="utf-8")
     assert "0.400 | 0.200" in card and "emotion:" in card  # the recorded score beside its baseline; the prompt
     assert (folder / "export" / "emotion.q8_0.gguf").stat().st_size > 0

@@ -44,6 +44,17 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+def test_a_folder_made_beside_its_target_gets_the_umasks_mode_not_mkdtemps(tmp_path):
+    import os
+    before = os.umask(0o027)
+    try:
+        made = io.temp_dir_beside(tmp_path / "new" / "merged")
+    finally:
+        os.umask(before)
+    assert made.parent == tmp_path / "new" and made.name.startswith(".merged.") and not list(made.iterdir())
+    assert made.stat().st_mode & 0o777 == 0o750  # mkdtemp alone makes 0700
+
+
 def test_csv_cells_that_would_run_as_formulas_are_written_as_text(tmp_path):
     import pandas as pd
 

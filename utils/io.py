@@ -27,6 +27,16 @@ def _umask() -> int:
     return mask
 
 
+def temp_dir_beside(path: str | os.PathLike) -> Path:
+    """A new empty folder beside ``path`` (its parent made if missing), to be renamed onto it once whole; with
+    the umask's usual mode, since mkdtemp's 0700 would stay on the finished folder and hide it from others."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""

@@ -19,7 +19,7 @@ from typing import Any
 from utils.io import write_text_atomic
 from utils.lm import gguf_export
 from utils.lm.modeling import load_tokenizer, merge_adapter
-from utils.lm.sources import local_source, resolve_model_source
+from utils.lm.sources import gguf_bar_follows_switch, local_source, resolve_model_source
 
 KNOWN_LICENCES = {  # the hub models the README names, for a card written without the model's own card at hand
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "apache-2.0",
@@ -102,7 +102,8 @@ def logit_gap(merged_dir: str | os.PathLike, gguf_file: str | os.PathLike, text:
 
     gguf_file = Path(gguf_file)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32, use_safetensors=True).eval()
-    back = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32).eval()
+    with gguf_bar_follows_switch():
+        back = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32).eval()
     ids = AutoTokenizer.from_pretrained(merged_dir)(text, return_tensors="pt")["input_ids"]
     ids_back = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)(text, return_tensors="pt")
     with torch.no_grad():
