@@ -256,6 +256,23 @@ def test_a_notice_a_cell_prints_reaches_the_terminal_at_once_and_once():
     assert out.getvalue().splitlines()[1:] == [f"{NOTICE}kept the finished run in a.kept-1"]
 
 
+def test_what_a_cell_prints_reaches_the_terminal_with_its_escape_sequences_escaped():
+    out = Terminal(tty=False)
+    feedback = progress.Feedback("11_x.ipynb", out, every_s=1000)
+    cell = _code("mine = analyse()", [])
+    feedback.cell_start(cell, 0, [cell])
+    cell["outputs"].append({"output_type": "stream", "name": "stdout",
+                            "text": f"{NOTICE}moved Ana\x1b]0;title\x07 aside: আমি\n"})
+    feedback.message()
+    assert out.getvalue().splitlines()[1] == f"{NOTICE}moved Ana\\x1b]0;title\\x07 aside: আমি"
+
+
+def test_the_parameters_a_notebook_receives_are_echoed_escaped(executed, capsys):
+    run.run_series({"MY_CONVERSATION": "Ana: \x9b2J\x1b[31mhi আমি"}, only=["11"])
+    said = capsys.readouterr().out
+    assert executed and "\x1b" not in said and "\x9b" not in said and "Ana: \\x9b2J\\u001b[31mhi আমি" in said  # JSON escapes C0 only
+
+
 @pytest.mark.slow
 def test_a_notebook_run_prints_its_cells_and_progress(tmp_path, capfd, monkeypatch):
     import nbformat

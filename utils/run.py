@@ -42,6 +42,7 @@ from utils import params as notebook_params
 from utils import env
 from utils.env import ROOT, resolve_artifact
 from utils.io import write_json_atomic
+from utils.text import terminal_safe
 
 NOTEBOOK_DIR = notebook_params.NOTEBOOK_DIR
 # notebook 10 (the experiment log) closes both tracks; the ECF track's 11 (your own conversation) runs after it: it
@@ -278,7 +279,7 @@ def run_series(params: dict[str, Any], only: list[str] | None = None, track: str
               flush=True)
     if not replace:
         for line in keep_earlier_results(params, track):
-            print(line, flush=True)
+            print(terminal_safe(line), flush=True)  # it quotes parameter values
     with _replacing(replace):
         entry = _run_books(params, steps, only, test_dir)
     summary = read_summary(test_dir)
@@ -313,7 +314,7 @@ def _run_books(params: dict[str, Any], steps: list, only: list[str] | None, test
                              "started_at": run_report.utc(started), "parameters": params, "only": only,
                              "notebooks": []}
     for book, book_params in steps:
-        print(f"[emocause] {book.name} {json.dumps(book_params, ensure_ascii=False)}", flush=True)
+        print(terminal_safe(f"[emocause] {book.name} {json.dumps(book_params, ensure_ascii=False)}"), flush=True)
         seconds = execute(book, book_params, test_dir / "executed")
         entry["notebooks"].append({"notebook": book.name, "wall_s": round(seconds, 2)})
         print(f"[emocause] {book.name} done in {seconds:.1f} s", flush=True)
@@ -350,13 +351,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             texts = read_config(args.config) if args.config else {}
         except RunError as e:  # a usage error: the file named on the command line
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {terminal_safe(str(e))}", file=sys.stderr)
             return 2
         texts.update(dict(args.param))
         params = typed(texts, books)
         entry = run_series(params, only, args.track, args.smoke, args.replace)
     except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(e))}", file=sys.stderr)
         return 1
     from utils import run_report
 

@@ -26,6 +26,7 @@ from utils.ecf import predict, prompts, spans, windows
 from utils.ecf.data import EMOTIONS, DataError, strip_labels, validate_conversations, with_emotions
 from utils.ecf.decision import decide, offsets_vector, with_fallback
 from utils.ecf.trained import NoFinishedRun, Trained, trained
+from utils.text import terminal_safe
 
 LINE = re.compile(r"^\s*([^:]{1,80}?)\s*:\s*(\S.*?)\s*$")  # "Speaker: utterance"
 SPAN_RULE = "longest_clause"  # spans.choose_rule's default: 05's rule where val has no gold spans
@@ -229,10 +230,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.html:
             write_text_atomic(args.html, view.html(result, f"{args.input} · {an.emotion.model}", notes))
     except (InputError, NoFinishedRun, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(e))}", file=sys.stderr)  # a file name or an ECF id is the user's text
         return 2
     for line in notes:
-        print(line)
+        print(terminal_safe(line))
     print(view.table(result))
     return 0
 

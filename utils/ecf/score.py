@@ -21,6 +21,7 @@ from pathlib import Path
 from utils.ecf.data import DataError, load_ecf, read_ecf_json
 from utils.ecf.metric import ScoreError, emotion_scores_convs, extra_conversations, score_subtask1, score_subtask2
 from utils.io import write_json_atomic
+from utils.text import terminal_safe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,14 +44,14 @@ def main(argv: list[str] | None = None) -> int:
                             field="emotion-cause_pairs")
         pred = read_ecf_json(args.pred)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(e))}", file=sys.stderr)  # it may quote the file's text
         return 2
     try:
         scores = (score_subtask1 if args.subtask == 1 else score_subtask2)(pred, gold)
         if args.emotions:
             scores["emotions"] = emotion_scores_convs(pred, gold)
     except ScoreError as e:
-        print(f"error: {args.gold if e.role == 'gold' else args.pred}: {e}", file=sys.stderr)
+        print(terminal_safe(f"error: {args.gold if e.role == 'gold' else args.pred}: {e}"), file=sys.stderr)
         return 2
     extra = extra_conversations(pred, gold)
     if extra:
