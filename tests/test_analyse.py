@@ -174,3 +174,17 @@ def test_an_error_quoting_the_users_text_is_printed_escaped(tmp_path, capsys, mo
     assert analyse.main([str(tmp_path / "talk\x1b]0;title\x07.txt")]) == 2
     err = capsys.readouterr().err
     assert "talk\\x1b]0;title\\x07.txt" in err and "\x1b" not in err and "\x07" not in err
+
+
+@pytest.mark.parametrize("flag, where, expected", [
+    ("--json", "", "is a folder; give a file path such as"),  # the folder itself
+    ("--html", "talk.txt/view.html", "is a file, not a folder"),  # a parent that is a file
+])
+def test_an_output_path_that_cannot_be_written_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, flag,
+                                                                            where, expected):
+    monkeypatch.setattr(analyse.Analyser, "load", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    (tmp_path / "talk.txt").write_text("Ana: hi\n", encoding="utf-8")
+    target = tmp_path / where if where else tmp_path
+    assert analyse.main([str(tmp_path / "talk.txt"), flag, str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} {target}" in err and expected in err

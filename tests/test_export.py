@@ -139,6 +139,29 @@ def test_ecf_export_cli_writes_both_forms_from_a_run(tmp_path, tiny_model_dir, c
         trained(tmp_path / "checkpoints", "emotion", "per_utterance")
 
 
+@pytest.mark.parametrize("flag, where, expected", [
+    ("--gguf", "", "is a folder; give a file path such as"),
+    ("--merged", "taken", "is a file; give a folder"),
+    ("--gguf", "taken/x.gguf", "is a file, not a folder"),
+])
+def test_an_output_that_cannot_be_written_is_named_before_anything_loads(tmp_path, capsys, monkeypatch, flag, where,
+                                                                         expected):
+    folder = tmp_path / "checkpoints" / "emotion" / "conversation"  # a finished run as trained() finds it
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"")
+    (folder / "task.json").write_text(json.dumps({"task": "emotion", "style": "conversation", "model": "tiny"}))
+    (tmp_path / "taken").write_text("a file")
+    monkeypatch.setattr(modeling, "load_tokenizer", lambda *a, **k: pytest.fail("loaded before the check"))
+    monkeypatch.setattr(export, "merge_adapter", lambda *a, **k: pytest.fail("merged before the check"))
+    target = tmp_path / where if where else tmp_path
+    assert ecf_export.main(["--task", "emotion", "--checkpoint-dir", str(tmp_path / "checkpoints"), flag,
+                            str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} {target}" in err and expected in err
+    assert export.main(["--model", "none", "--adapter", "none", flag, str(target)]) == 2  # the generic command too
+    assert f"{flag} {target}" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_smollm2_round_trip(tmp_path):
     """SmolLM2-135M (tied embeddings, 9 query / 3 key-value heads) with an adapter: merged vs its f16 GGUF."""
