@@ -33,9 +33,9 @@ def test_committed_notebook_is_clean_and_parameterised(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
-def test_unknown_parameter_is_refused_with_the_known_names():
+def test_unknown_parameter_is_refused_with_the_nearest_known_name():
     books = run.discover(only=["01"])
-    with pytest.raises(run.RunError, match=r"unknown parameter\(s\) \['DATA_PTH'\].*DATA_PATH"):
+    with pytest.raises(run.RunError, match=r"unknown parameter\(s\) 'DATA_PTH' \(did you mean DATA_PATH\?\)"):
         run.plan(books, {"DATA_PTH": "x.json"})
     (book, params), = run.plan(books, {"DATA_PATH": "x.json"})
     assert book.name.startswith("01_") and params == {"DATA_PATH": "x.json"}
@@ -77,6 +77,14 @@ def executed(monkeypatch):
     monkeypatch.setattr(run, "write_json_atomic", lambda path, obj: path)
     monkeypatch.setattr(run, "keep_earlier_results", lambda params, track: [])  # the repository's results stay
     return calls
+
+
+def test_a_typo_in_a_parameter_name_suggests_the_nearest_names_in_one_short_line(executed, capsys):
+    assert run.main(["-p", "MODLE", "x", "-p", "epochs", "2", "-p", "QWERTY", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "'MODLE' (did you mean MODEL?)" in err and "'epochs' (did you mean EPOCHS?)" in err and "'QWERTY'," in err
+    assert "python -m utils.run --list" in err and len(err.splitlines()) == 1 and len(err) < 300  # no 60-name list
+    assert "LEARNING_RATE" not in err and executed == []
 
 
 def test_a_mistyped_parameter_stops_the_run_before_the_first_notebook(executed, capsys):
@@ -158,7 +166,7 @@ class Demo:
 def test_config_validates_names_and_types():
     cfg = params.from_namespace(Demo, {"DATA_PATH": "y.json", "EPOCHS": 2, "LIMIT": 3, "other": 1})
     assert cfg == Demo("y.json", 2.0, 3) and isinstance(cfg.EPOCHS, float)
-    with pytest.raises(params.ConfigError, match="unknown parameter.*'EPOCH'"):
+    with pytest.raises(params.ConfigError, match=r"unknown parameter.*'EPOCH' \(did you mean EPOCHS\?\)"):
         params.build(Demo, {"EPOCH": 2})
     with pytest.raises(params.ConfigError, match="'LIMIT' must be"):
         params.build(Demo, {"LIMIT": "3"})

@@ -112,8 +112,8 @@ def plan(books: list[Path], params: dict[str, Any]) -> list[tuple[Path, dict[str
     known = set().union(*fields.values())
     unknown = sorted(set(params) - known - set(SMOKE_DEFAULTS) - set(RUNNER_PARAMS))
     if unknown:
-        raise RunError(f"unknown parameter(s) {unknown}: no notebook in the run declares them; "
-                       f"declared: {sorted(known)}")
+        raise RunError(notebook_params.unknown_names(unknown, known | set(RUNNER_PARAMS),
+                                                     "not declared by any notebook of this run"))
     steps, built = [], []
     for book, cls in classes.items():
         given = {k: v for k, v in params.items() if k in fields[book]}
