@@ -368,6 +368,26 @@ def test_a_run_with_other_parameters_keeps_the_earlier_results_and_summaries_mer
     assert not list(tmp_path.glob(".*.partial"))  # every copy completed under its final name
 
 
+def test_a_run_of_notebook_11_alone_copies_nothing_and_keeps_the_headline(monkeypatch, tmp_path):
+    def execute(book, params, out_dir):  # 03 scores, as it does; 11 writes its own two files
+        if book.name.startswith("03"):
+            _results(tmp_path / "results_test", {"emotion_metrics.json": '{"weighted_f1": 0.41}'})
+        if book.name.startswith("11"):
+            _results(tmp_path / "results_test", {"your_conversation.json": "[]"})
+        return 0.0
+
+    monkeypatch.setattr(run, "execute", execute)
+    base = {"TEST_DIR": str(tmp_path / "results_test"), "TRAIN_DIR": str(tmp_path / "results_train")}
+    scored = run.run_series({**base, "LIMIT": 3}, only=["03"])
+    assert [row["score"] for row in scored["headline"]] == [0.41]
+    run.run_series({**base, "MY_CONVERSATION": "Ana: hi"}, only=["11"])  # other parameters, no results changed
+    assert not list(tmp_path.glob("*.kept-*"))
+    summary = json.loads((tmp_path / "results_test" / run.SUMMARY_FILE).read_text())
+    assert summary["tracks"]["ecf"]["headline"] == scored["headline"] and summary["last"] == "ecf"
+    assert summary["tracks"]["ecf"]["parameters"]["LIMIT"] == 3  # what the next run compares with
+    assert summary["views"]["ecf"]["parameters"] == {**base, "MY_CONVERSATION": "Ana: hi"}
+
+
 def test_the_run_ends_with_its_scores_beside_their_baselines(tmp_path):
     import sqlite3
     import time
