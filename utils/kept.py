@@ -113,7 +113,7 @@ def remove(names: list[str], root: Path | None = None) -> list[Kept]:
     return list(dict.fromkeys(chosen))
 
 
-def _mib(size: int) -> str:
+def _size_text(size: int) -> str:
     return f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
 
 
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {terminal_safe(str(e))}", file=sys.stderr)
             return 2
         for run in gone:
-            print(terminal_safe(f"removed {run.name} ({_mib(run.size)})"))
+            print(terminal_safe(f"removed {run.name} ({_size_text(run.size)})"))
         return 0
     runs = kept_runs(root)
     if not runs:
@@ -140,8 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     width = max(len(k.name) for k in runs)
     for k in runs:
         when = time.strftime("%Y-%m-%d %H:%M", time.localtime(k.kept_at))
-        print(terminal_safe(f"{k.name:<{width}}  {_mib(k.size):>10}  {when}  {k.what}"))
-    print(f"{len(runs)} kept, {_mib(sum(k.size for k in runs))}; python -m utils.kept --remove NAME... removes them")
+        print(terminal_safe(f"{k.name:<{width}}  {_size_text(k.size):>10}  {when}  {k.what}"))
+    print(f"{len(runs)} kept, {_size_text(sum(k.size for k in runs))}; python -m utils.kept --remove NAME... removes them")
     return 0
 
 
