@@ -148,3 +148,43 @@ def test_no_finished_run_says_which_notebook(tmp_path, capsys):
     assert analyse.main([str(tmp_path / "talk.txt"), "--checkpoint-dir", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "02_emotion_finetuning" in err and "python -m utils.run" in err
+
+
+def _result(speaker: str, text: str) -> list[dict]:
+    """One analysed conversation as analyse returns it, without a model."""
+    probs = {e: 1.0 if e == "joy" else 0.0 for e in EMOTIONS}
+    utts = [{"utterance_ID": 1, "speaker": speaker, "text": text, "emotion": "joy", "emotion_probability": 1.0,
+             "emotion_probabilities": probs}]
+    return [{"conversation_ID": 1, "conversation": utts, "emotion-cause_pairs": [["1_joy", "1"]],
+             "pair_probabilities": [0.9], "cause_spans": [["1_joy", "1_0_1"]], "cause_span_words": [[0, 1]]}]
+
+
+def test_the_terminal_table_shows_escape_sequences_escaped_and_keeps_every_script():
+    text = "\x1b[31mred\x1b]0;title\x07 আমি খুশি 开心 😀"
+    table = view.table(_result("Ana\x9b", text), width=80)
+    assert not any(ord(c) < 0x20 and c != "\n" or 0x7f <= ord(c) <= 0x9f for c in table)
+    assert "Ana\\x9b: \\x1b[31mred\\x1b]0;title\\x07 আমি খুশি 开心 😀" in table
+    assert len(table.splitlines()) == 2
+    cut = view.table(_result("Ana", "\x1b" * 40), width=48).splitlines()[1]
+    assert cut.index("…") == 5 + 47 and cut.index("joy") == 5 + 48 + 1  # cut after escaping: the columns hold
+
+
+def test_an_error_quoting_the_users_text_is_printed_escaped(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(analyse.Analyser, "load", lambda *a, **k: pytest.fail("no model for unreadable input"))
+    assert analyse.main([str(tmp_path / "talk\x1b]0;title\x07.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "talk\\x1b]0;title\\x07.txt" in err and "\x1b" not in err and "\x07" not in err
+
+
+@pytest.mark.parametrize("flag, where, expected", [
+    ("--json", "", "is a folder; give a file path such as"),  # the folder itself
+    ("--html", "talk.txt/view.html", "is a file, not a folder"),  # a parent that is a file
+])
+def test_an_output_path_that_cannot_be_written_fails_before_the_model_loads(tmp_path, capsys, monkeypatch, flag,
+                                                                            where, expected):
+    monkeypatch.setattr(analyse.Analyser, "load", lambda *a, **k: pytest.fail("the model loaded before the check"))
+    (tmp_path / "talk.txt").write_text("Ana: hi\n", encoding="utf-8")
+    target = tmp_path / where if where else tmp_path
+    assert analyse.main([str(tmp_path / "talk.txt"), flag, str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} {target}" in err and expected in err

@@ -57,6 +57,11 @@ def test_session_switches_adapters_and_keeps_history(tiny_model_dir, adapters):
     assert [m["role"] for m in prompt] == ["system", "user", "assistant", "user"]
 
 
+def test_a_reply_is_shown_with_its_escape_sequences_escaped():
+    shown = chat.format_turn({"emotion": "joyful", "prob": 0.5, "reply": "hi\x1b[2J\x1b]0;title\x07 আমি 😀\nbye"})
+    assert shown == "[emotion: joyful (50%)]\nbot: hi\\x1b[2J\\x1b]0;title\\x07 আমি 😀\nbye"
+
+
 def test_missing_adapter_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
     assert chat.main(["--model", str(tiny_model_dir), "--adapter", str(tmp_path)]) == 2
     assert "adapter_model.safetensors" in capsys.readouterr().err

@@ -4,6 +4,8 @@ merged model's logits (tiny Llama here; SmolLM2 in the slow test)."""
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -118,17 +120,46 @@ def test_ecf_export_cli_writes_both_forms_from_a_run(tmp_path, tiny_model_dir, c
     (tmp_path / "results_test").mkdir()
     (tmp_path / "results_test" / "emotion_metrics.json").write_text(json.dumps(
         {"weighted_f1": 0.4, "macro_f1": 0.3, "baselines": {"majority": {"weighted_f1": 0.2, "macro_f1": 0.1}}}))
+    capsys.readouterr()  # the adapter's own loading above is not the command's
     rc = ecf_export.main(["--task", "emotion", "--checkpoint-dir", str(tmp_path / "checkpoints"),
                           "--test-dir", str(tmp_path / "results_test"), "--quant", "q8_0"])
-    assert rc == 0, capsys.readouterr().err
-    printed = capsys.readouterr().out
-    assert "top-1 agreement" in printed
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "top-1 agreement" in captured.out
+    assert captured.err == ""  # no weight-loading, shard-writing or GGUF-reading bars
+    umask = os.umask(0)
+    os.umask(umask)
+    for made in (folder / "export", folder / "export" / "merged"):  # mkdtemp's 0700 would hide them from others
+        assert stat.S_IMODE(made.stat().st_mode) == 0o777 & ~umask, made
     card = (folder / "export" / "merged" / "README.md").read_text(encoding="utf-8")
     assert "0.400 | 0.200" in card and "emotion:" in card  # the recorded score beside its baseline; the prompt
     assert (folder / "export" / "emotion.q8_0.gguf").stat().st_size > 0
     with pytest.raises(NoFinishedRun):
         from utils.ecf.trained import trained
         trained(tmp_path / "checkpoints", "emotion", "per_utterance")
+
+
+@pytest.mark.parametrize("flag, where, expected", [
+    ("--gguf", "", "is a folder; give a file path such as"),
+    ("--merged", "taken", "is a file; give a folder"),
+    ("--gguf", "taken/x.gguf", "is a file, not a folder"),
+])
+def test_an_output_that_cannot_be_written_is_named_before_anything_loads(tmp_path, capsys, monkeypatch, flag, where,
+                                                                         expected):
+    folder = tmp_path / "checkpoints" / "emotion" / "conversation"  # a finished run as trained() finds it
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_model.safetensors").write_bytes(b"")
+    (folder / "task.json").write_text(json.dumps({"task": "emotion", "style": "conversation", "model": "tiny"}))
+    (tmp_path / "taken").write_text("a file")
+    monkeypatch.setattr(modeling, "load_tokenizer", lambda *a, **k: pytest.fail("loaded before the check"))
+    monkeypatch.setattr(export, "merge_adapter", lambda *a, **k: pytest.fail("merged before the check"))
+    target = tmp_path / where if where else tmp_path
+    assert ecf_export.main(["--task", "emotion", "--checkpoint-dir", str(tmp_path / "checkpoints"), flag,
+                            str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"{flag} {target}" in err and expected in err
+    assert export.main(["--model", "none", "--adapter", "none", flag, str(target)]) == 2  # the generic command too
+    assert f"{flag} {target}" in capsys.readouterr().err
 
 
 @pytest.mark.slow

@@ -44,6 +44,30 @@ def test_atomic_files_get_ordinary_permissions(tmp_path):
     assert path.stat().st_mode & 0o777 == 0o666 & ~mask
 
 
+def test_a_folder_made_beside_its_target_gets_the_umasks_mode_not_mkdtemps(tmp_path):
+    import os
+    before = os.umask(0o027)
+    try:
+        made = io.temp_dir_beside(tmp_path / "new" / "merged")
+    finally:
+        os.umask(before)
+    assert made.parent == tmp_path / "new" and made.name.startswith(".merged.") and not list(made.iterdir())
+    assert made.stat().st_mode & 0o777 == 0o750  # mkdtemp alone makes 0700
+
+
+def test_an_output_path_is_checked_before_the_work(tmp_path, monkeypatch):
+    assert io.check_output(tmp_path / "new" / "deeper" / "a.json", "--json") == tmp_path / "new" / "deeper" / "a.json"
+    assert io.check_output(tmp_path, "--merged", folder=True) == tmp_path  # an existing folder is replaced whole
+    (tmp_path / "f").write_text("x")
+    for path, folder, said in ((tmp_path, False, "is a folder"), (tmp_path / "f", True, "is a file; give a folder"),
+                               (tmp_path / "f" / "a.json", False, f"{tmp_path / 'f'} is a file, not a folder")):
+        with pytest.raises(io.OutputPathError, match=f"^--x {path}.*{said}"):
+            io.check_output(path, "--x", folder=folder)
+    monkeypatch.setattr(io.os, "access", lambda path, mode: False)  # as a user without write permission (not root)
+    with pytest.raises(io.OutputPathError, match=f"may not write in {tmp_path}"):
+        io.check_output(tmp_path / "new" / "a.json", "--json")
+
+
 def test_csv_cells_that_would_run_as_formulas_are_written_as_text(tmp_path):
     import pandas as pd
 

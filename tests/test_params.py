@@ -202,3 +202,32 @@ def test_text_is_typed_by_the_field():
     for name, text, annotation in (("EPOCHS", "abc", float), ("LIMIT", "1.5", int), ("SMOKE", "maybe", bool)):
         with pytest.raises(params.ConfigError, match=rf"'{name}' must be {annotation.__name__}, got '{text}'"):
             params.from_text(name, text, annotation)
+
+
+def test_a_notebook_with_a_typo_in_a_parameter_name_stops_instead_of_ignoring_it():
+    cls = params.config_class("02")
+    with pytest.raises(params.ConfigError, match=r"'MODLE' \(did you mean MODEL\?\).*would ignore it"):
+        params.from_namespace(cls, {"MODLE": "x", "ROOT": "/repo", "ENV": None})
+    kept = {"MODEL": "x", "ROOT": "/repo", "MODELS": object(), "In": [], "_i1": ""}  # not plain values or not near
+    assert params.from_namespace(cls, kept).MODEL == "x"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_global_a_notebook_assigns_reads_as_a_typo_of_its_parameters(path):
+    """Every upper-case global any cell assigns (a rerun in one kernel sees them all) stays clear of the typo
+    check: a literal as itself, anything else as the object it is."""
+    import ast
+
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    cls = params.config_class(path)
+    found = {}
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code" and "parameters" not in cell.get("metadata", {}).get("tags", []):
+            lines = "".join(cell["source"]).splitlines()
+            tree = ast.parse("\n".join(l for l in lines if not l.lstrip().startswith(("!", "%"))))  # shell, magics
+            for node in ast.walk(tree):
+                value = node.value.value if isinstance(getattr(node, "value", None), ast.Constant) else object()
+                targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+                found |= {t.id: value for t in targets if isinstance(t, ast.Name) and t.id.isupper()}
+    assert found  # ROOT, ENV, CFG at least
+    params.from_namespace(cls, {**found, **{f.name: f.default for f in dataclasses.fields(cls)}})

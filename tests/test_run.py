@@ -33,9 +33,9 @@ def test_committed_notebook_is_clean_and_parameterised(path):
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
 
 
-def test_unknown_parameter_is_refused_with_the_known_names():
+def test_unknown_parameter_is_refused_with_the_nearest_known_name():
     books = run.discover(only=["01"])
-    with pytest.raises(run.RunError, match=r"unknown parameter\(s\) \['DATA_PTH'\].*DATA_PATH"):
+    with pytest.raises(run.RunError, match=r"unknown parameter\(s\) 'DATA_PTH' \(did you mean DATA_PATH\?\)"):
         run.plan(books, {"DATA_PTH": "x.json"})
     (book, params), = run.plan(books, {"DATA_PATH": "x.json"})
     assert book.name.startswith("01_") and params == {"DATA_PATH": "x.json"}
@@ -77,6 +77,14 @@ def executed(monkeypatch):
     monkeypatch.setattr(run, "write_json_atomic", lambda path, obj: path)
     monkeypatch.setattr(run, "keep_earlier_results", lambda params, track: [])  # the repository's results stay
     return calls
+
+
+def test_a_typo_in_a_parameter_name_suggests_the_nearest_names_in_one_short_line(executed, capsys):
+    assert run.main(["-p", "MODLE", "x", "-p", "epochs", "2", "-p", "QWERTY", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "'MODLE' (did you mean MODEL?)" in err and "'epochs' (did you mean EPOCHS?)" in err and "'QWERTY'," in err
+    assert "python -m utils.run --list" in err and len(err.splitlines()) == 1 and len(err) < 300  # no 60-name list
+    assert "LEARNING_RATE" not in err and executed == []
 
 
 def test_a_mistyped_parameter_stops_the_run_before_the_first_notebook(executed, capsys):
@@ -158,7 +166,7 @@ class Demo:
 def test_config_validates_names_and_types():
     cfg = params.from_namespace(Demo, {"DATA_PATH": "y.json", "EPOCHS": 2, "LIMIT": 3, "other": 1})
     assert cfg == Demo("y.json", 2.0, 3) and isinstance(cfg.EPOCHS, float)
-    with pytest.raises(params.ConfigError, match="unknown parameter.*'EPOCH'"):
+    with pytest.raises(params.ConfigError, match=r"unknown parameter.*'EPOCH' \(did you mean EPOCHS\?\)"):
         params.build(Demo, {"EPOCH": 2})
     with pytest.raises(params.ConfigError, match="'LIMIT' must be"):
         params.build(Demo, {"LIMIT": "3"})
@@ -256,6 +264,23 @@ def test_a_notice_a_cell_prints_reaches_the_terminal_at_once_and_once():
     assert out.getvalue().splitlines()[1:] == [f"{NOTICE}kept the finished run in a.kept-1"]
 
 
+def test_what_a_cell_prints_reaches_the_terminal_with_its_escape_sequences_escaped():
+    out = Terminal(tty=False)
+    feedback = progress.Feedback("11_x.ipynb", out, every_s=1000)
+    cell = _code("mine = analyse()", [])
+    feedback.cell_start(cell, 0, [cell])
+    cell["outputs"].append({"output_type": "stream", "name": "stdout",
+                            "text": f"{NOTICE}moved Ana\x1b]0;title\x07 aside: আমি\n"})
+    feedback.message()
+    assert out.getvalue().splitlines()[1] == f"{NOTICE}moved Ana\\x1b]0;title\\x07 aside: আমি"
+
+
+def test_the_parameters_a_notebook_receives_are_echoed_escaped(executed, capsys):
+    run.run_series({"MY_CONVERSATION": "Ana: \x9b2J\x1b[31mhi আমি"}, only=["11"])
+    said = capsys.readouterr().out
+    assert executed and "\x1b" not in said and "\x9b" not in said and "Ana: \\x9b2J\\u001b[31mhi আমি" in said  # JSON escapes C0 only
+
+
 @pytest.mark.slow
 def test_a_notebook_run_prints_its_cells_and_progress(tmp_path, capfd, monkeypatch):
     import nbformat
@@ -341,6 +366,26 @@ def test_a_run_with_other_parameters_keeps_the_earlier_results_and_summaries_mer
     run.run_series({**base, "LIMIT": 7}, only=["01"])  # so an ecf run after it keeps the all-run's results
     assert "LIMIT: 6 -> 7" in capsys.readouterr().out
     assert not list(tmp_path.glob(".*.partial"))  # every copy completed under its final name
+
+
+def test_a_run_of_notebook_11_alone_copies_nothing_and_keeps_the_headline(monkeypatch, tmp_path):
+    def execute(book, params, out_dir):  # 03 scores, as it does; 11 writes its own two files
+        if book.name.startswith("03"):
+            _results(tmp_path / "results_test", {"emotion_metrics.json": '{"weighted_f1": 0.41}'})
+        if book.name.startswith("11"):
+            _results(tmp_path / "results_test", {"your_conversation.json": "[]"})
+        return 0.0
+
+    monkeypatch.setattr(run, "execute", execute)
+    base = {"TEST_DIR": str(tmp_path / "results_test"), "TRAIN_DIR": str(tmp_path / "results_train")}
+    scored = run.run_series({**base, "LIMIT": 3}, only=["03"])
+    assert [row["score"] for row in scored["headline"]] == [0.41]
+    run.run_series({**base, "MY_CONVERSATION": "Ana: hi"}, only=["11"])  # other parameters, no results changed
+    assert not list(tmp_path.glob("*.kept-*"))
+    summary = json.loads((tmp_path / "results_test" / run.SUMMARY_FILE).read_text())
+    assert summary["tracks"]["ecf"]["headline"] == scored["headline"] and summary["last"] == "ecf"
+    assert summary["tracks"]["ecf"]["parameters"]["LIMIT"] == 3  # what the next run compares with
+    assert summary["views"]["ecf"]["parameters"] == {**base, "MY_CONVERSATION": "Ana: hi"}
 
 
 def test_the_run_ends_with_its_scores_beside_their_baselines(tmp_path):

@@ -27,6 +27,39 @@ def _umask() -> int:
     return mask
 
 
+class OutputPathError(ValueError):
+    """An output path a command cannot write: a folder where a file goes, a file where a folder goes, a parent
+    that is a file or that this user may not write in."""
+
+
+def check_output(path: str | os.PathLike, flag: str, folder: bool = False, example: str = "out.json") -> Path:
+    """``path`` where a command will write a file (with ``folder``: a folder, replaced whole); raise
+    OutputPathError naming ``flag`` and the path where it cannot, so a command fails before its model loads,
+    not after the work is done."""
+    path = Path(path)
+    if not folder and path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a folder; give a file path such as {path / example}")
+    if folder and path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a file; give a folder (it is made, or replaced whole)")
+    parent = path.absolute().parent
+    existing = next(p for p in (parent, *parent.parents) if p.exists())  # the rest is made on writing
+    if not existing.is_dir():
+        raise OutputPathError(f"{flag} {path}: {existing} is a file, not a folder; give another path")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{flag} {path}: this user may not write in {existing}; give another path")
+    return path
+
+
+def temp_dir_beside(path: str | os.PathLike) -> Path:
+    """A new empty folder beside ``path`` (its parent made if missing), to be renamed onto it once whole; with
+    the umask's usual mode, since mkdtemp's 0700 would stay on the finished folder and hide it from others."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    tmp.chmod(0o777 & ~_umask())
+    return tmp
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; rename it onto ``path`` only if the block succeeds."""

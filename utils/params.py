@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import importlib
 import io
 import json
@@ -25,7 +26,7 @@ import tokenize
 import types
 import typing
 from pathlib import Path
-from typing import Any, Mapping, TypeVar
+from typing import Any, Iterable, Mapping, TypeVar
 
 from utils import bootstrap, env
 from utils.env import ROOT
@@ -52,6 +53,10 @@ CONFIGS = {
 CELL_TYPES = (str, int, float, bool)  # what a parameters cell declares (and papermill injects)
 TRUE, FALSE = ("true", "yes", "y", "on", "1"), ("false", "no", "n", "off", "0")
 NONE = ("", "none", "null", "~")
+LIST_HINT = "python -m utils.run --list"
+# a notebook's own globals (ROOT, ENV, REPORT, ...) are upper-case too: only a plain value under a name this close
+# to a field is taken for a typo
+TYPO_CUTOFF = 0.8
 
 
 class ConfigError(ValueError):
@@ -98,20 +103,41 @@ def _check_type(name: str, value: Any, annotation: Any) -> Any:
     raise ConfigError(f"parameter {name!r} must be {type_name(annotation)}, got {value!r} ({type(value).__name__})")
 
 
+def nearest(name: str, known: Iterable[str], cutoff: float = 0.7) -> list[str]:
+    """The declared names closest to ``name`` (case aside), best first: what a typo meant."""
+    return difflib.get_close_matches(name.upper(), sorted(known), n=3, cutoff=cutoff)
+
+
+def unknown_names(unknown: Iterable[str], known: Iterable[str], where: str, cutoff: float = 0.7) -> str:
+    """One short line for parameter names nothing declares: each with its nearest declared names, and where
+    every parameter is listed, instead of all of them."""
+    known = sorted(known)
+    said = [f"{name!r} (did you mean {' or '.join(close)}?)" if (close := nearest(name, known, cutoff)) else repr(name)
+            for name in sorted(unknown)]
+    return f"unknown parameter(s) {', '.join(said)}: {where}; {LIST_HINT} lists every notebook's parameters"
+
+
 def build(cls: type[T], values: Mapping[str, Any], *, strict: bool = True) -> T:
     """Build dataclass ``cls`` from ``values``; with ``strict``, unknown keys raise."""
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if strict and unknown:
-        raise ConfigError(f"unknown parameter(s) {unknown} for {cls.__name__}; known: {sorted(fields)}")
+        raise ConfigError(unknown_names(unknown, fields, f"{cls.__name__} declares no such parameter"))
     hints = typing.get_type_hints(cls)
     kwargs = {k: _check_type(k, v, hints[k]) for k, v in values.items() if k in fields}
     return cls(**kwargs)
 
 
 def from_namespace(cls: type[T], namespace: Mapping[str, Any]) -> T:
-    """Pick ``cls``'s fields out of a notebook's globals (the parameters cell's values)."""
+    """Pick ``cls``'s fields out of a notebook's globals (the parameters cell's values); an upper-case global
+    holding a plain value that is no field but nearly one (``MODLE = "x"``, typed in the cell or injected by
+    papermill) raises, since it would otherwise be ignored and the run would use the default."""
     names = {f.name for f in dataclasses.fields(cls)}
+    typos = [k for k, v in namespace.items() if k.isupper() and not k.startswith("_") and k not in names
+             and isinstance(v, CELL_TYPES) and nearest(k, names, TYPO_CUTOFF)]
+    if typos:
+        raise ConfigError(unknown_names(typos, names, f"{cls.__name__} declares no such parameter, so the "
+                                                      "notebook would ignore it", TYPO_CUTOFF))
     return build(cls, {k: v for k, v in namespace.items() if k in names})
 
 

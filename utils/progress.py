@@ -19,6 +19,7 @@ from typing import Any, TextIO
 from papermill.engines import NBClientEngine, papermill_engines
 
 from utils.io import NOTICE
+from utils.text import terminal_safe
 
 ENGINE = "emocause"
 # tqdm: "work:  57%|█████▋    | 16/28 [00:08<00:06, 1.92it/s]" -> "work 57% 16/28 [00:08<00:06, 1.92it/s]"
@@ -110,7 +111,7 @@ class Feedback:
         if bar and bar != self.shown:
             self.shown, self.last = bar, now
             if self.tty:
-                self.out.write(f"\r\033[K    {bar}")
+                self.out.write(f"\r\033[K    {terminal_safe(bar)}")
                 self.open = True
                 self.out.flush()
             else:
@@ -125,7 +126,7 @@ class Feedback:
 
     def _write(self, line: str) -> None:
         self.close()
-        self.out.write(line + "\n")
+        self.out.write(terminal_safe(line) + "\n")  # a notice or a bar may quote a conversation
         self.out.flush()
 
 

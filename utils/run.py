@@ -19,7 +19,9 @@ progress bar (``utils.progress``).
 Nothing a run made is lost to another: ``--smoke`` writes under ``runs/smoke/`` (its own checkpoints and
 results); a run whose parameters differ from the last run of its track first copies that run's results
 beside them (``results_test.kept-<run id>``), and a training run moves a finished adapter of another identity
-aside (``utils.lm.resume``); ``--replace`` lets a run overwrite both instead.
+aside (``utils.lm.resume``); ``--replace`` lets a run overwrite both instead. A run of notebooks 10 and 11 alone
+changes no results: it copies nothing and leaves the summary's track entries as they were. ``python -m utils.kept``
+lists the kept copies and removes those named.
 """
 
 from __future__ import annotations
@@ -42,11 +44,15 @@ from utils import params as notebook_params
 from utils import env
 from utils.env import ROOT, resolve_artifact
 from utils.io import write_json_atomic
+from utils.text import terminal_safe
 
 NOTEBOOK_DIR = notebook_params.NOTEBOOK_DIR
 # notebook 10 (the experiment log) closes both tracks; the ECF track's 11 (your own conversation) runs after it: it
 # scores nothing and logs nothing, so the log has every run of the track when 10 reads it
 TRACKS = {"ecf": ("01", "02", "03", "04", "05", "06", "10", "11"), "empathetic": ("07", "08", "09", "10")}
+# notebooks that read the results earlier runs left and change none (10 draws the experiment log, 11 reads your own
+# conversation): a run of these alone keeps no copy and leaves its track's summary entry, and headline, as they were
+VIEWS = ("10", "11")
 SMOKE_DIR = "runs/smoke"  # --smoke's own folder: the tiny model never touches a real run's adapters or results
 SMOKE_DEFAULTS = {"SMOKE": True, "TRAIN_DIR": f"{SMOKE_DIR}/results_train", "TEST_DIR": f"{SMOKE_DIR}/results_test",
                   "CHECKPOINT_DIR": f"{SMOKE_DIR}/checkpoints"}
@@ -111,8 +117,8 @@ def plan(books: list[Path], params: dict[str, Any]) -> list[tuple[Path, dict[str
     known = set().union(*fields.values())
     unknown = sorted(set(params) - known - set(SMOKE_DEFAULTS) - set(RUNNER_PARAMS))
     if unknown:
-        raise RunError(f"unknown parameter(s) {unknown}: no notebook in the run declares them; "
-                       f"declared: {sorted(known)}")
+        raise RunError(notebook_params.unknown_names(unknown, known | set(RUNNER_PARAMS),
+                                                     "not declared by any notebook of this run"))
     steps, built = [], []
     for book, cls in classes.items():
         given = {k: v for k, v in params.items() if k in fields[book]}
@@ -248,7 +254,8 @@ def keep_earlier_results(params: dict[str, Any], track: str) -> list[str]:
     if not kept:
         return []
     return [f"[emocause] this {track} run's parameters differ from the last one's ({differ}): its results are kept, "
-            f"copied to {' and '.join(kept)} (--replace: no copy)"]
+            f"copied to {' and '.join(kept)} (--replace: no copy; python -m utils.kept lists kept runs and removes "
+            "them)"]
 
 
 def covered(track: str) -> tuple[str, ...]:
@@ -276,15 +283,19 @@ def run_series(params: dict[str, Any], only: list[str] | None = None, track: str
         print(f"[emocause] --smoke writes under its own folders: {artifact_dir(params, 'CHECKPOINT_DIR', 'checkpoints')}, "
               f"{artifact_dir(params, 'TRAIN_DIR', 'results_train')}, {test_dir}; a real run's files stay as they are",
               flush=True)
-    if not replace:
+    views = all(book.name[:2] in VIEWS for book in books)
+    if not replace and not views:
         for line in keep_earlier_results(params, track):
-            print(line, flush=True)
+            print(terminal_safe(line), flush=True)  # it quotes parameter values
     with _replacing(replace):
         entry = _run_books(params, steps, only, test_dir)
     summary = read_summary(test_dir)
-    for name in covered(track):  # another track's entry stays
-        summary.setdefault("tracks", {})[name] = entry
-    summary["last"] = track
+    if views:  # the tracks' entries describe the results in these folders, which this run left as they were
+        summary.setdefault("views", {})[track] = entry
+    else:
+        for name in covered(track):  # another track's entry stays
+            summary.setdefault("tracks", {})[name] = entry
+        summary["last"] = track
     write_json_atomic(test_dir / SUMMARY_FILE, summary)
     return entry
 
@@ -313,7 +324,7 @@ def _run_books(params: dict[str, Any], steps: list, only: list[str] | None, test
                              "started_at": run_report.utc(started), "parameters": params, "only": only,
                              "notebooks": []}
     for book, book_params in steps:
-        print(f"[emocause] {book.name} {json.dumps(book_params, ensure_ascii=False)}", flush=True)
+        print(terminal_safe(f"[emocause] {book.name} {json.dumps(book_params, ensure_ascii=False)}"), flush=True)
         seconds = execute(book, book_params, test_dir / "executed")
         entry["notebooks"].append({"notebook": book.name, "wall_s": round(seconds, 2)})
         print(f"[emocause] {book.name} done in {seconds:.1f} s", flush=True)
@@ -350,13 +361,13 @@ def main(argv: list[str] | None = None) -> int:
         try:
             texts = read_config(args.config) if args.config else {}
         except RunError as e:  # a usage error: the file named on the command line
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {terminal_safe(str(e))}", file=sys.stderr)
             return 2
         texts.update(dict(args.param))
         params = typed(texts, books)
         entry = run_series(params, only, args.track, args.smoke, args.replace)
     except RunError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(e))}", file=sys.stderr)
         return 1
     from utils import run_report
 

@@ -1,7 +1,9 @@
-"""Words for word clouds, in both tracks: the stop words and the tokeniser that works on any script."""
+"""Text in both tracks: words for word clouds (the stop words and the tokeniser that works on any script), and
+user text made safe to print on a terminal."""
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 # English function words are not what distinguishes one emotion's vocabulary from another's
@@ -32,3 +34,12 @@ def words(text: str) -> list[str]:
         if any(unicodedata.category(ch)[0] == "L" for ch in word):
             out.append(word)
     return out
+
+
+CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0, DEL and C1: Unicode's "Cc" category
+
+
+def terminal_safe(text: str, keep: str = "") -> str:
+    """``text`` with each control character but those in ``keep`` shown as ``\\x1b``: an escape sequence in a
+    conversation (colours, a window title, a cleared screen) is printed, not obeyed. Other Unicode passes."""
+    return CONTROLS.sub(lambda m: m[0] if m[0] in keep else f"\\x{ord(m[0]):02x}", text)

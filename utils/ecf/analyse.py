@@ -26,6 +26,8 @@ from utils.ecf import predict, prompts, spans, windows
 from utils.ecf.data import EMOTIONS, DataError, strip_labels, validate_conversations, with_emotions
 from utils.ecf.decision import decide, offsets_vector, with_fallback
 from utils.ecf.trained import NoFinishedRun, Trained, trained
+from utils.io import OutputPathError, check_output
+from utils.text import terminal_safe
 
 LINE = re.compile(r"^\s*([^:]{1,80}?)\s*:\s*(\S.*?)\s*$")  # "Speaker: utterance"
 SPAN_RULE = "longest_clause"  # spans.choose_rule's default: 05's rule where val has no gold spans
@@ -221,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     env.quiet_command()
     notes: list[str] = []
     try:
+        for flag, path, example in (("--json", args.json, "talk.json"), ("--html", args.html, "talk.html")):
+            if path:
+                check_output(path, flag, example=example)  # before the model loads, not after the inference
         convs = read_input(args.input)
         an = Analyser.load(args.checkpoint_dir, args.style)
         result = analyse(convs, analyser=an, notes=notes)
@@ -228,11 +233,11 @@ def main(argv: list[str] | None = None) -> int:
             write_json_atomic(args.json, result)
         if args.html:
             write_text_atomic(args.html, view.html(result, f"{args.input} · {an.emotion.model}", notes))
-    except (InputError, NoFinishedRun, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (InputError, NoFinishedRun, OutputPathError, OSError) as e:
+        print(f"error: {terminal_safe(str(e))}", file=sys.stderr)  # a file name or an ECF id is the user's text
         return 2
     for line in notes:
-        print(line)
+        print(terminal_safe(line))
     print(view.table(result))
     return 0
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from utils.ecf.trained import NoFinishedRun, Trained, recorded_scores, trained
 from utils.io import read_json
-from utils.lm.export import Card, export
+from utils.lm.export import Card, check_targets, export
 from utils.lm.gguf_export import QUANTS, UnmappedArchitecture
 
 TRAINING_KEYS = ("style", "max_length", "train_conversations", "train_tokens", "global_step", "epochs",
@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
         merged, gguf = args.merged, args.gguf
         if merged is None and gguf is None:  # both forms, beside the adapter
             merged, gguf = run.folder / "export" / "merged", run.folder / "export" / f"{args.task}.{args.quant}.gguf"
+        check_targets(merged, gguf)  # before the tokenizer and the model load
         from utils.lm.modeling import load_tokenizer
 
         card = card_for(run, args.test_dir, load_tokenizer(run.model))

@@ -16,11 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from utils.ecf.data import DataError, load_ecf, read_ecf_json
 from utils.ecf.metric import ScoreError, emotion_scores_convs, extra_conversations, score_subtask1, score_subtask2
-from utils.io import write_json_atomic
+from utils.io import OutputPathError, check_output, write_json_atomic
+from utils.text import terminal_safe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +31,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--emotions", action="store_true", help="also score utterance emotions")
     parser.add_argument("--out", help="also write the JSON here (atomically)")
     args = parser.parse_args(argv)
-    if args.out and Path(args.out).is_dir():
-        print(f"error: --out {args.out} is a folder; give a file path such as {Path(args.out) / 'scores.json'}",
-              file=sys.stderr)
+    try:
+        if args.out:
+            check_output(args.out, "--out", example="scores.json")  # before reading and scoring, not after
+    except OutputPathError as e:
+        print(f"error: {terminal_safe(str(e))}", file=sys.stderr)
         return 2
     try:
         gold = load_ecf(args.gold, require_labels=False)  # utterance emotions are optional, pairs are not
@@ -43,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
                             field="emotion-cause_pairs")
         pred = read_ecf_json(args.pred)
     except DataError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(e))}", file=sys.stderr)  # it may quote the file's text
         return 2
     try:
         scores = (score_subtask1 if args.subtask == 1 else score_subtask2)(pred, gold)
         if args.emotions:
             scores["emotions"] = emotion_scores_convs(pred, gold)
     except ScoreError as e:
-        print(f"error: {args.gold if e.role == 'gold' else args.pred}: {e}", file=sys.stderr)
+        print(terminal_safe(f"error: {args.gold if e.role == 'gold' else args.pred}: {e}"), file=sys.stderr)
         return 2
     extra = extra_conversations(pred, gold)
     if extra:

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from utils.ecf.data import DataError, load_ecf, summary
+from utils.text import terminal_safe
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             counts = summary(load_ecf(path, require_labels=not args.unlabelled))
         except DataError as e:
-            print(f"INVALID {e}", file=sys.stderr)
+            print(f"INVALID {terminal_safe(str(e))}", file=sys.stderr)  # it may quote the file's text
             status = 1
             continue
         print(f"OK {path}: {counts['conversations']} conversations, {counts['utterances']} utterances, "

@@ -6,6 +6,7 @@ from __future__ import annotations
 from html import escape
 
 from utils.ecf.data import EMOTIONS
+from utils.text import terminal_safe
 
 COLOURS = {"neutral": "#eceff1", "anger": "#ef9a9a", "disgust": "#c5e1a5", "fear": "#b39ddb", "joy": "#fff59d",
            "sadness": "#90caf9", "surprise": "#ffcc80"}  # pale fills: black text stays readable on each
@@ -79,14 +80,14 @@ def html(result: list[dict], title: str = "", notes: list[str] | None = None) ->
 
 
 def table(result: list[dict], width: int = 48) -> str:
-    """utterance, emotion, p, causes: one row per utterance."""
+    """utterance, emotion, p, causes: one row per utterance, control characters shown escaped."""
     lines = [f"{'utterance':<{width + 5}} {'emotion':<9} {'p':>5}  causes"]
     for conv in result:
         pairs = [(int(e.split("_")[0]), int(c), p) for (e, c), p in zip(conv["emotion-cause_pairs"],
                                                                          conv["pair_probabilities"])]
         for utt in conv["conversation"]:
             k = utt["utterance_ID"]
-            text = f"{utt['speaker']}: {utt['text']}".replace("\n", " ")
+            text = terminal_safe(f"{utt['speaker']}: {utt['text']}".replace("\n", " "))  # before the cut: widths hold
             text = text if len(text) <= width else text[: width - 1] + "…"
             causes = ", ".join(f"U{j}" + ("" if p is None else f" ({p:.2f})") for i, j, p in pairs if i == k)
             lines.append(f"U{k:<3} {text:<{width}} {utt['emotion']:<9} {utt['emotion_probability']:>5.2f}  {causes}")

