@@ -258,3 +258,22 @@ def test_notebooks_02_and_04_keep_the_defaults_below_the_floor_and_record_why(tm
     smoke = config.FinetuneConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path), SMOKE=True)
     assert finetune.too_small(smoke, _val(3), "offsets", "") is None
     assert "SMOKE: offsets chosen anyway" in capsys.readouterr().out
+
+
+def test_notebook_05_leaves_an_end_to_end_rule_chosen_for_another_emotion_adapter(tmp_path):
+    """02 retrained alone: 04's rule holds the previous emotion adapter's offsets; 05 says so and goes stage-wise."""
+    import json
+
+    (tmp_path / "emotion" / "conversation").mkdir(parents=True)
+    (tmp_path / "emotion" / "conversation" / "task.json").write_text(json.dumps({"fingerprint": "new1"}))
+    conv = data.with_pairs(_conv(3, ["neutral", "joy"], []), [])
+    lp = {3: [[-0.1] + [-5.0] * 6, [-0.5, -5.0, -5.0, -5.0, -0.9, -5.0, -5.0]]}
+    e2e = {"neutral_shift": -1.0, "offsets": decision.shifted(None, -1.0), "threshold": 0.2, "fallback": "self",
+           "weighted_f1": 0.31, "emotion_fingerprint": "old1"}
+    cfg = config.CauseInferenceConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
+    rule = predict.cause_rule(cfg, {"threshold": 0.45, "end_to_end": e2e}, [conv], lp)
+    assert rule.name == "stage_wise" and rule.threshold == 0.45 and rule.fallback == "none"
+    assert "chose its end-to-end rule for the emotion adapter old1, not this one (new1)" in rule.note
+    assert "rerun notebook 04" in rule.note
+    same = predict.cause_rule(cfg, {"threshold": 0.45, "end_to_end": {**e2e, "emotion_fingerprint": "new1"}}, [conv], lp)
+    assert same.name == "end_to_end"

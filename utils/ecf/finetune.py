@@ -50,8 +50,19 @@ def finetune(cfg: TrainingNotebookConfig, task: str, train_examples: list[dict],
     if main_process:
         write_task(cfg, task, {"fingerprint": result.fingerprint, "train_tokens": result.train_tokens,
                                "train_wall_s": result.wall_s,
-                               "global_step": result.global_step, **(extra or {})}, folder)
+                               "global_step": result.global_step, **provenance(cfg), **(extra or {})}, folder)
     return result
+
+
+PROVENANCE = ("data_path", "limit", "smoke", "trained_at")  # what the tools that use an adapter say it saw
+
+
+def provenance(cfg: TrainingNotebookConfig) -> dict:
+    """What the adapter was trained on and when, for the task record (``utils.ecf.trained.provenance`` reads it)."""
+    from datetime import datetime, timezone
+
+    return {"data_path": cfg.DATA_PATH, "limit": cfg.LIMIT, "smoke": cfg.SMOKE,
+            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _record(folder: Path, **fields: Any) -> None:
@@ -145,6 +156,7 @@ def tune_end_to_end(cfg: CauseFinetuneConfig, model: Any, tokenizer: Any, val: l
     rule = choose_end_to_end(val, emotion_task["val_logprobs"], emotion_task.get("offsets"), cause_probs,
                              per_distance=cfg.CAUSE_CUTOFFS == "per_distance", stage_cutoffs=stage_cutoffs,
                              read=one_read if cfg.STYLE == "fused" else None)
+    rule["emotion_fingerprint"] = emotion_task.get("fingerprint")  # the emotion adapter this rule was chosen for
     _record(Path(out or task_dir(cfg, "cause")), end_to_end=rule)
     return rule
 
@@ -181,7 +193,7 @@ def fused_cause_run(cfg: CauseFinetuneConfig, out: str | Path | None) -> TrainRe
     if out is not None:
         before, after = windows(cfg)
         record = {key: emotion[key] for key in ("fingerprint", "train_tokens", "train_wall_s", "global_step",
-                                                "train_conversations") if key in emotion}
+                                                "train_conversations", *PROVENANCE) if key in emotion}
         write_task(cfg, "cause", {**record, "trained_by": "02 (STYLE='fused': one adapter for both stages)",
                                   "adapter": str(adapter_dir(cfg, "cause")), "window_before": before,
                                   "window_after": after, "cause_layout": "fused", "cause_emotions": "gold"}, out)
