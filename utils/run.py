@@ -18,8 +18,9 @@ progress bar (``utils.progress``).
 
 Nothing a run made is lost to another: ``--smoke`` writes under ``runs/smoke/`` (its own checkpoints and
 results); a run whose parameters differ from the last run of its track first copies that run's results
-beside them (``results_test.kept-<run id>``), and a training run moves a finished adapter of another identity
-aside (``utils.lm.resume``); ``--replace`` lets a run overwrite both instead. Ctrl-C interrupts the running cell
+beside them (``results_test.kept-<run id>``), and a training run of another identity trains beside a finished
+adapter and moves it aside only once it has finished (``utils.lm.resume``); ``--replace`` lets a run overwrite both
+instead. Ctrl-C interrupts the running cell
 and ends the run with one line (the notebook and cell, the command that goes on) and exit status 130.
 """
 
