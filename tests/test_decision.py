@@ -277,3 +277,5 @@ def test_notebook_05_leaves_an_end_to_end_rule_chosen_for_another_emotion_adapte
     assert "rerun notebook 04" in rule.note
     same = predict.cause_rule(cfg, {"threshold": 0.45, "end_to_end": {**e2e, "emotion_fingerprint": "new1"}}, [conv], lp)
     assert same.name == "end_to_end"
+    below = predict.cause_rule(cfg, {"end_to_end_tuning": {"skipped": "the val split has 3 conversations"}}, [conv], lp)
+    assert "notebook 04 chose no end-to-end rule: the val split has 3 conversations" in below.note
