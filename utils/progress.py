@@ -87,9 +87,12 @@ def signal_kernels(signum: int) -> None:
     each in a session of its own, which the terminal's Ctrl-C does not reach)."""
     for km in list(KERNELS):
         provisioner = getattr(km, "provisioner", None)
-        pid, pgid = getattr(provisioner, "pid", None), getattr(provisioner, "pgid", None)
-        with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
-            os.killpg(pgid, signum) if pgid and hasattr(os, "killpg") else os.kill(pid, signum)
+        process = getattr(provisioner, "process", None)
+        if process is None or process.poll() is not None:  # shut down (its pid may be another process's by now)
+            continue
+        pgid = getattr(provisioner, "pgid", None)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum) if pgid and hasattr(os, "killpg") else process.send_signal(signum)
 
 
 @contextlib.contextmanager
