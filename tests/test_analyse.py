@@ -240,7 +240,7 @@ def test_a_rule_chosen_for_another_emotion_adapter_is_said_and_not_used(run_dir,
     an = analyse.Analyser.load(root)
     [line] = [n for n in an.about if "end-to-end rule" in n]
     assert line.startswith("notebook 04 chose its end-to-end rule for the emotion adapter old1, not this one (new1, "
-                           "trained 2026-12-08T09:00:00+00:00): so the stage-wise rule is used")
+                           "trained 2026-12-08 09:00 UTC): so the stage-wise rule is used")
     assert an.rule() == ({"neutral": 0.5}, 0.35, "none")  # 02's offsets for this adapter, 04's gold-emotion cut-off
     same = analyse.Analyser.load(_run_copy(run_dir, tmp_path / "same", {"fingerprint": "old1"},
                                            e2e={"emotion_fingerprint": "old1"}))

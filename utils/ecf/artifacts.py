@@ -104,7 +104,7 @@ def rule_mismatch(emotion: dict, cause: dict) -> str | None:
     chosen, current = e2e.get("emotion_fingerprint"), emotion.get("fingerprint")
     if not (chosen and current) or chosen == current:
         return None
-    when = f", trained {emotion['trained_at']}" if emotion.get("trained_at") else ""
+    when = f", trained {emotion['trained_at'][:16].replace('T', ' ')} UTC" if emotion.get("trained_at") else ""
     return f"notebook 04 chose its end-to-end rule for the emotion adapter {chosen}, not this one ({current}{when})"
 
 

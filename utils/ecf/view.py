@@ -116,7 +116,8 @@ def _tally(result: list[dict]) -> str:
     sources = [s for conv in result for *_, s in _pairs(conv)]
     guesses = sources.count("guess")
     return (f"{len(sources)} cause links: {len(sources) - guesses} found by the model (P above the cut-off), "
-            f"{guesses} guesses (below it: the fallback pairs of emotional utterances the model left with none)")
+            f"{guesses} {'guess' if guesses == 1 else 'guesses'} (below it: the fallback pairs of emotional utterances "
+            "the model left with none)")
 
 
 def table(result: list[dict], width: int = 48) -> str:
