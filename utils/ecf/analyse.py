@@ -123,8 +123,9 @@ class Analyser:
         stale = stale_rule(emotion, cause)
         about = [provenance(emotion), provenance(cause), *filter(None, [e_note, c_note, demo_warning([emotion, cause])])]
         if stale:
-            about.append(f"{stale}: so the stage-wise rule is used (02's offsets for this emotion adapter, 04's cut-offs "
-                         f"on gold emotions); rerun notebook 04 ({RUN_HINT} --only 04, with 02's parameters) to choose it for this one")
+            about.append(f"{stale}: so the stage-wise rule is used (02's offsets for this emotion adapter, 04's "
+                         f"cut-offs on gold emotions); rerun notebook 04 ({RUN_HINT} --only 04, with 02's parameters) "
+                         "to choose it for this one")
         return cls(model, load_tokenizer(emotion.model), emotion, cause, about, stale)
 
     def rule(self) -> tuple[dict | None, Any, str]:
