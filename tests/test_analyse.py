@@ -94,6 +94,7 @@ def test_a_long_conversation_is_read_in_windows_and_said_so(analyser):
     notes: list[str] = []
     [conv] = analyse.analyse(talk, analyser=analyser, notes=notes)
     assert len(conv["conversation"]) == 160
+    notes = [n for n in notes if n not in analyser.about]  # the lines on the adapters come first
     assert len(notes) == 1 and "160 utterances do not fit max_length=1024" in notes[0] and "chunks" in notes[0]
     assert any(u["emotion"] != "neutral" for u in conv["conversation"]) and "causes read in windows" in notes[0]
 
@@ -188,3 +189,134 @@ def test_an_output_path_that_cannot_be_written_fails_before_the_model_loads(tmp_
     assert analyse.main([str(tmp_path / "talk.txt"), flag, str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and f"{flag} {target}" in err and expected in err
+
+
+# ---------------------------------------------------------------- what the view knows, and says (#40)
+
+def _run_copy(run_dir, tmp_path, emotion: dict | None = None, cause: dict | None = None, e2e: dict | None = None):
+    """The fixture's checkpoint folder copied, its task records updated (``e2e``: into 04's end-to-end rule)."""
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(run_dir, root)
+    for task, changes in (("emotion", emotion or {}), ("cause", cause or {})):
+        path = root / task / "conversation" / "task.json"
+        record = {**json.loads(path.read_text()), **changes}
+        if task == "cause" and e2e:
+            record["end_to_end"] = {**record["end_to_end"], **e2e}
+        path.write_text(json.dumps(record))
+    return root
+
+
+ALL_EMOTIONAL = {"offsets": {"neutral": -50.0}}  # every utterance emotional: each has causes to show
+
+
+def test_the_view_says_what_the_adapters_were_trained_on_and_warns_once_for_the_sample(run_dir, tmp_path, capsys):
+    seen = {"data_path": "data/ecf_sample.json", "train_conversations": 27, "global_step": 7,
+            "trained_at": "2026-12-07T14:02:03+00:00", "smoke": False}
+    root = _run_copy(run_dir, tmp_path, seen, {**seen, "global_step": 9})
+    (tmp_path / "talk.txt").write_text(FOUR_LINES, encoding="utf-8")
+    assert analyse.main([str(tmp_path / "talk.txt"), "--checkpoint-dir", str(root),
+                         "--html", str(tmp_path / "o.html")]) == 0
+    out = capsys.readouterr().out
+    assert "emotion adapter (" in out and "7 steps on 27 conversations of data/ecf_sample.json" in out
+    assert "trained 2026-12-07 14:02 UTC, model " in out
+    assert "cause adapter (" in out and "9 steps on 27 conversations" in out
+    assert out.count("warning:") == 1 and "bundled synthetic sample (data/ecf_sample.json, emotion and cause)" in out
+    assert out.index("warning:") < out.index("utterance ")  # above the table
+    page = (tmp_path / "o.html").read_text(encoding="utf-8")
+    assert '<div class="warn">warning: trained on the bundled synthetic sample' in page
+    assert '<div class="about">emotion adapter' in page
+    smoke = analyse.Analyser.load(_run_copy(run_dir, tmp_path / "s", {"smoke": True, "data_path": "x.json"}))
+    assert [line for line in smoke.about if line.startswith("warning:")] == [
+        next(line for line in smoke.about if "a smoke run (emotion" in line)]
+    real = analyse.Analyser.load(_run_copy(run_dir, tmp_path / "r", {"data_path": "ecf:Subtask_2_train.json"}))
+    assert not [line for line in real.about if line.startswith("warning:")]
+    assert "a data file not recorded" in real.about[1]  # the fixture's cause record predates the field
+
+
+def test_a_fallback_guess_looks_different_from_a_cause_the_model_found(run_dir, tmp_path):
+    found = analyse.analyse(FOUR_LINES, analyser=analyse.Analyser.load(
+        _run_copy(run_dir, tmp_path / "found", e2e={**ALL_EMOTIONAL, "threshold": 0.0})))
+    guessed = analyse.analyse(FOUR_LINES, analyser=analyse.Analyser.load(
+        _run_copy(run_dir, tmp_path / "guessed", e2e={**ALL_EMOTIONAL, "threshold": 1.0, "fallback": "self_previous"})))
+    assert set(found[0]["pair_sources"]) == {"model"} and len(found[0]["emotion-cause_pairs"]) > 4
+    assert set(guessed[0]["pair_sources"]) == {"guess"}  # nothing passes a cut-off of 1: all the fallback's
+    assert guessed[0]["emotion-cause_pairs"] == [["1_" + guessed[0]["conversation"][0]["emotion"], "1"]] + [
+        p for k in range(2, 5) for p in ([f"{k}_{guessed[0]['conversation'][k - 1]['emotion']}", str(k)],
+                                         [f"{k}_{guessed[0]['conversation'][k - 1]['emotion']}", str(k - 1)])]
+    table, page = view.table(guessed), view.html(guessed)
+    assert "U1 guess (" in table and "7 cause links: 0 found by the model (P above the cut-off), 7 guesses" in table
+    assert page.count('class="guess"') == 7 and ">U1 guess</a>" in page
+    assert "guess" not in view.table(found).split("causes", 1)[1] and 'class="guess"' not in view.html(found)
+
+
+def test_an_utterance_the_reads_cut_is_marked_and_its_span_stays_in_what_was_read(analyser, run_dir, tmp_path):
+    from utils.ecf import prompts
+
+    long_text = " ".join(["Oh my God, there is something moving under the sofa."] * 30)  # 300 words
+    talk = [{"speaker": "Ana", "text": long_text}, {"speaker": "Ben", "text": "I am so sorry, I miss her every day."}]
+    seen = prompts.words_read(analyser.tokenizer, {"text": long_text})
+    assert 0 < seen < 300
+    an = analyse.Analyser.load(_run_copy(run_dir, tmp_path, e2e={**ALL_EMOTIONAL, "threshold": 0.0}))
+    notes: list[str] = []
+    [conv] = analyse.analyse(talk, analyser=an, notes=notes)
+    assert conv["conversation"][0]["words_read"] == seen and "words_read" not in conv["conversation"][1]
+    assert conv["conversation"][0]["text"] == long_text  # the output keeps the whole text
+    spans = [w for (_, c), w in zip(conv["emotion-cause_pairs"], conv["cause_span_words"]) if c == "1"]
+    assert spans and all(0 <= start < end <= seen for start, end in spans)
+    assert [n for n in notes if "cut:" in n] == [f"conversation 1: the reads see an utterance's first 96 tokens; cut: "
+                                                 f"U1 (read {seen} of 300 words); the rest is marked unread and no "
+                                                 "cause span covers it"]
+    assert "[cut]" in view.table([conv]).splitlines()[1]
+    page = view.html([conv])
+    assert page.count('class="unread"') == 1 and f"cut: read {seen} of 300 words" in page
+
+
+def test_a_rule_chosen_for_another_emotion_adapter_is_said_and_not_used(run_dir, tmp_path):
+    import os
+
+    root = _run_copy(run_dir, tmp_path, {"fingerprint": "new1", "trained_at": "2026-12-08T09:00:00+00:00",
+                                         "offsets": {"neutral": 0.5}}, {"threshold": 0.35},
+                     e2e={"emotion_fingerprint": "old1", "offsets": {"neutral": -9.0}})
+    an = analyse.Analyser.load(root)
+    [line] = [n for n in an.about if "end-to-end rule" in n]
+    assert line.startswith("notebook 04 chose its end-to-end rule for the emotion adapter old1, not this one (new1, "
+                           "trained 2026-12-08 09:00 UTC): so the stage-wise rule is used")
+    assert an.rule() == ({"neutral": 0.5}, 0.35, "none")  # 02's offsets for this adapter, 04's gold-emotion cut-off
+    same = analyse.Analyser.load(_run_copy(run_dir, tmp_path / "same", {"fingerprint": "old1"},
+                                           e2e={"emotion_fingerprint": "old1"}))
+    assert same.stale is None and same.rule()[2] == "self"
+    older = _run_copy(run_dir, tmp_path / "older")  # records from before the fingerprint: the files' times
+    weights = older / "emotion" / "conversation" / "adapter" / "adapter_model.safetensors"
+    later = (older / "cause" / "conversation" / "task.json").stat().st_mtime + 60
+    os.utime(weights, (later, later))
+    assert "is newer than the end-to-end rule" in analyse.Analyser.load(older).stale
+
+
+def test_a_kept_run_the_advice_names_is_accepted_by_analyse_and_export(run_dir, tmp_path, capsys):
+    from utils.ecf import export
+
+    root = _run_copy(run_dir, tmp_path)
+    (root / "emotion" / "conversation").rename(root / "emotion" / "conversation.kept-0123abcd")
+    (tmp_path / "talk.txt").write_text(FOUR_LINES, encoding="utf-8")
+    assert analyse.main([str(tmp_path / "talk.txt"), "--checkpoint-dir", str(root)]) == 2
+    err = capsys.readouterr().err
+    assert "--style conversation.kept-0123abcd" in err  # the advice, followed:
+    assert analyse.main([str(tmp_path / "talk.txt"), "--checkpoint-dir", str(root), "--style",
+                         "conversation.kept-0123abcd"]) == 0
+    out = capsys.readouterr().out
+    assert "conversation.kept-0123abcd): " in out and "the cause adapter is the one in place" in out
+    assert export.main(["--task", "emotion", "--checkpoint-dir", str(root), "--style", "conversation.kept-0123abcd",
+                        "--merged", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "README.md").is_file()
+
+
+def test_02_and_04_record_what_analyse_says_of_them():
+    from datetime import datetime
+
+    from utils.ecf import config, finetune, trained
+
+    record = finetune.provenance(config.FinetuneConfig(MODEL="smollm2", LIMIT=5))
+    assert set(record) == set(finetune.PROVENANCE) and record["limit"] == 5 and record["smoke"] is False
+    assert trained.is_sample(record["data_path"]) and datetime.fromisoformat(record["trained_at"]).tzinfo is not None

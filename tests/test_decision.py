@@ -216,3 +216,66 @@ def test_notebook_05_takes_the_end_to_end_rule_only_where_it_applies():
     assert "log-probs" in predict.cause_rule(cfg, task, [conv], None).note
     with pytest.raises(ValueError, match="DECISION_RULE='best'"):
         config.CauseInferenceConfig(DECISION_RULE="best")
+
+
+def _val(conversations: int, utterances: int = 10, pairs: int = 3) -> list[dict]:
+    """``conversations`` val conversations of ``utterances`` each, with ``pairs`` gold pairs each."""
+    return [{"conversation_ID": c, "conversation": [{"utterance_ID": k, "speaker": "A", "text": "x", "emotion": "joy"}
+                                                    for k in range(1, utterances + 1)],
+             "emotion-cause_pairs": [[f"{k}_joy", str(k)] for k in range(1, pairs + 1)]} for c in range(conversations)]
+
+
+def test_rules_are_chosen_only_on_a_val_split_big_enough_to_carry_them():
+    small, big = _val(3), _val(40)
+    assert "3 conversations, 30 utterances (the floor for offsets: 300)" in decision.below_floor(small, "offsets")
+    assert "9 gold pairs (the floor for cut-offs: 100)" in decision.below_floor(small, "cut-offs")
+    both = decision.below_floor(small, "the end-to-end rule")
+    assert "30 utterances" in both and "9 gold pairs" in both
+    assert decision.below_floor(big, "offsets") is None and decision.below_floor(big, "the end-to-end rule") is None
+    assert "(the floor for cut-offs: 100)" in decision.below_floor(_val(40, pairs=2), "cut-offs")  # 80 pairs
+
+
+def test_notebooks_02_and_04_keep_the_defaults_below_the_floor_and_record_why(tmp_path, capsys):
+    """Below the floor no model is even loaded: 02 records no offsets (03 takes the argmax), 04 no cut-offs and no
+    end-to-end rule (05 takes 0.5 and the stage-wise rule); each says so in a line. SMOKE runs the code anyway."""
+    import json
+
+    from utils.ecf import finetune
+
+    for task, cls in (("emotion", config.FinetuneConfig), ("cause", config.CauseFinetuneConfig)):
+        folder = tmp_path / task / "conversation"
+        folder.mkdir(parents=True)
+        (folder / "task.json").write_text(json.dumps({"task": task}))
+        cfg = cls(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
+        assert finetune.tune_rule(cfg, task, None, _val(3)) is None
+        record = json.loads((folder / "task.json").read_text())
+        assert "offsets" not in record and "threshold" not in record and "end_to_end" not in record
+        skipped = record["offset_tuning" if task == "emotion" else "threshold_tuning"]["skipped"]
+        assert skipped.startswith("the val split has 3 conversations")
+    said = capsys.readouterr().out
+    assert "no offsets chosen: the val split has 3 conversations, 30 utterances (the floor for offsets: 300)" in said
+    assert "no cut-offs chosen" in said and "stage-wise rule" in said
+    smoke = config.FinetuneConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path), SMOKE=True)
+    assert finetune.too_small(smoke, _val(3), "offsets", "") is None
+    assert "SMOKE: offsets chosen anyway" in capsys.readouterr().out
+
+
+def test_notebook_05_leaves_an_end_to_end_rule_chosen_for_another_emotion_adapter(tmp_path):
+    """02 retrained alone: 04's rule holds the previous emotion adapter's offsets; 05 says so and goes stage-wise."""
+    import json
+
+    (tmp_path / "emotion" / "conversation").mkdir(parents=True)
+    (tmp_path / "emotion" / "conversation" / "task.json").write_text(json.dumps({"fingerprint": "new1"}))
+    conv = data.with_pairs(_conv(3, ["neutral", "joy"], []), [])
+    lp = {3: [[-0.1] + [-5.0] * 6, [-0.5, -5.0, -5.0, -5.0, -0.9, -5.0, -5.0]]}
+    e2e = {"neutral_shift": -1.0, "offsets": decision.shifted(None, -1.0), "threshold": 0.2, "fallback": "self",
+           "weighted_f1": 0.31, "emotion_fingerprint": "old1"}
+    cfg = config.CauseInferenceConfig(MODEL="smollm2", CHECKPOINT_DIR=str(tmp_path))
+    rule = predict.cause_rule(cfg, {"threshold": 0.45, "end_to_end": e2e}, [conv], lp)
+    assert rule.name == "stage_wise" and rule.threshold == 0.45 and rule.fallback == "none"
+    assert "chose its end-to-end rule for the emotion adapter old1, not this one (new1)" in rule.note
+    assert "rerun notebook 04" in rule.note
+    same = predict.cause_rule(cfg, {"threshold": 0.45, "end_to_end": {**e2e, "emotion_fingerprint": "new1"}}, [conv], lp)
+    assert same.name == "end_to_end"
+    below = predict.cause_rule(cfg, {"end_to_end_tuning": {"skipped": "the val split has 3 conversations"}}, [conv], lp)
+    assert "notebook 04 chose no end-to-end rule: the val split has 3 conversations" in below.note

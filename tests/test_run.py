@@ -303,6 +303,89 @@ def test_a_notebook_run_prints_its_cells_and_progress(tmp_path, capfd, monkeypat
     assert "without encryption" not in captured.err and "WARNING" not in captured.err, captured.err
 
 
+def test_ctrl_c_ends_the_run_in_one_line_naming_where_and_the_command_that_goes_on(monkeypatch, capsys):
+    def stopped(book, params, out_dir):
+        raise run.Interrupted(f"{book.name} cell 9/14 (result = finetune.finetune(CFG, ...))")
+
+    monkeypatch.setattr(run, "execute", stopped)
+    monkeypatch.setattr(run, "keep_earlier_results", lambda params, track: [])
+    assert run.main(["--only", "02", "-p", "EPOCHS", "2"]) == run.STOPPED == 130
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "stopped by Ctrl-C in 02_emotion_finetuning.ipynb cell 9/14" in err
+    assert "run the same command again: python -m utils.run --only 02 -p EPOCHS 2" in err
+    feedback = progress.Feedback("02_x.ipynb", Terminal(tty=False))
+    feedback.stopped = True  # Ctrl-C between cells: the next one does not start
+    with pytest.raises(KeyboardInterrupt):
+        feedback.cell_start(_code("train()"), 0, [_code("train()")])
+
+
+def _script_notebook(tmp_path, name: str, code: str):
+    import nbformat
+
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("X = 1", metadata={"tags": ["parameters"]}),
+                                         nbformat.v4.new_code_cell(code), nbformat.v4.new_code_cell("print('after')")])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / name)
+    return tmp_path / name
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_run_interrupts_the_kernel_and_prints_one_line(tmp_path):
+    """python -m utils.run (its cli) on a notebook whose cell sleeps; SIGINT as a terminal's Ctrl-C sends it."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    book = _script_notebook(tmp_path, "99_sleep.ipynb", "import time\nprint('asleep', flush=True)\ntime.sleep(120)")
+    driver = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; from utils import run\n"
+              f"book = Path({str(book)!r})\n"
+              "run.discover = lambda only, track: [book]; run.typed = lambda texts, books: texts\n"
+              "run.plan = lambda books, params: [(book, {})]; run.keep_earlier_results = lambda params, track: []\n"
+              f"sys.argv = ['utils.run', '-p', 'TEST_DIR', {str(tmp_path / 'out')!r}]; run.cli()\n")
+    proc = subprocess.Popen([sys.executable, "-c", driver], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    lines = []
+    while not any("cell 2/3" in line for line in lines):  # the sleeping cell runs
+        lines.append(proc.stdout.readline())
+        assert lines[-1], "".join(lines) + proc.stderr.read()
+    time.sleep(2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err.count("\n") == 1 and "stopped by Ctrl-C in 99_sleep.ipynb cell 2/3 (print(" in err, err
+    assert "python -m utils.run -p TEST_DIR" in err and "cell 3/3" not in out
+    executed = json.loads((tmp_path / "out" / "executed" / "99_sleep.ipynb").read_text(encoding="utf-8"))
+    assert any(o.get("ename") == "KeyboardInterrupt" for c in executed["cells"] for o in c.get("outputs", []))
+
+
+@pytest.mark.slow
+def test_a_kernel_shut_down_after_its_run_gets_no_interrupt(tmp_path):
+    """jupyter_client interrupts every kernel before shutting it down; a kernel caught inside a message handler
+    then logged 'KeyboardInterrupt caught in kernel' at the end of a run nobody interrupted. The kernel here
+    keeps a SIGINT handler that leaves a file; the runner's manager must never trigger it."""
+    import asyncio
+
+    marker = tmp_path / "interrupted"
+
+    async def start_run_stop():
+        km = progress.kernel_manager()(kernel_name="python3")
+        await km.start_kernel()
+        kc = km.client()
+        kc.start_channels()
+        await kc.wait_for_ready(timeout=120)
+        code = ("import signal\nget_ipython().kernel.post_handler_hook = lambda: None  # keep the handler below\n"
+                f"signal.signal(signal.SIGINT, lambda *a: open({str(marker)!r}, 'w').close())")
+        reply = await kc.execute_interactive(code, timeout=120)
+        kc.stop_channels()
+        await km.shutdown_kernel()
+        return reply["content"]["status"]
+
+    assert asyncio.run(start_run_stop()) == "ok"
+    assert not marker.exists()
+
+
 # ---------------------------------------------------------------- nothing lost, and the run's answer at the end
 
 def test_smoke_writes_under_its_own_folders_and_says_so(monkeypatch, capsys):

@@ -193,6 +193,35 @@ def test_a_run_resumes_only_its_own_complete_checkpoints(tmp_path, tiny_model_di
     assert (tmp_path / f"run.kept-{other.fingerprint}" / "adapter" / "adapter_model.safetensors").is_file()
 
 
+def test_a_run_stopped_beside_a_finished_one_leaves_it_usable_in_place(tmp_path, tiny_model_dir, tok, capsys):
+    """A run of another identity trains in run.next-<its fingerprint>; stopped, the finished adapter is still in
+    run/ (not moved aside before training); rerun, it resumes there and only then takes run/'s place."""
+    examples = _examples(tok, 16, seed=3)
+
+    def cfg(**changes):
+        return TrainConfig(**{**dict(output_dir=str(tmp_path / "run"), max_steps=4, batch_size=4, learning_rate=5e-3,
+                                     save_steps=2, logging_steps=1), **changes})
+
+    first = training.train(str(tiny_model_dir), examples, None, cfg())
+    finished = {p.relative_to(tmp_path / "run"): p.read_bytes() for p in (tmp_path / "run").rglob("*")
+                if p.is_file() and p.name != ".lock"}
+    with pytest.raises(SimulatedKill):
+        training.train(str(tiny_model_dir), examples, None, cfg(learning_rate=1e-2), callbacks=[Capture(crash_at=3)])
+    assert {p.relative_to(tmp_path / "run"): p.read_bytes() for p in (tmp_path / "run").rglob("*")
+            if p.is_file() and p.name != ".lock"} == finished  # in place, byte for byte
+    [stage] = tmp_path.glob("run.next-*")
+    assert (stage / "checkpoint-2").is_dir() and not list(tmp_path.glob("run.kept-*"))
+    assert "takes its place only when it finishes" in capsys.readouterr().out
+    second = training.train(str(tiny_model_dir), examples, None, cfg(learning_rate=1e-2))
+    assert second.resumed_from == str(stage / "checkpoint-2") and second.global_step == 4
+    assert not stage.exists() and second.adapter_dir == str(tmp_path / "run" / "adapter")
+    assert json.loads((tmp_path / "run" / "run.json").read_text())["fingerprint"] == second.fingerprint
+    assert json.loads((tmp_path / "run" / "train_summary.json").read_text())["output_dir"] == str(tmp_path / "run")
+    kept = tmp_path / f"run.kept-{first.fingerprint}"
+    assert {p.relative_to(kept): p.read_bytes() for p in kept.rglob("*") if p.is_file()} == finished
+    assert f"{NOTICE}kept the finished run that was in {tmp_path / 'run'}" in capsys.readouterr().out
+
+
 def _fake_run(folder, fingerprint: str, finished: bool, steps=(3, 6)) -> None:
     for step in steps:
         (folder / f"checkpoint-{step}").mkdir(parents=True)

@@ -21,7 +21,7 @@ REPO_REF = "main"
 PERSIST_ENV = "EMOCAUSE_PERSIST_DIR"  # set by setup() from PERSIST_DIR, so subprocesses (launch) agree
 SIMULATE_GPU_ENV = "EMOCAUSE_SIMULATE_GPU"  # tests: the GPUs the device query reports ("Tesla T4,7.5,15.0")
 # "1": a training run may replace a finished adapter of another identity (``python -m utils.run --replace``);
-# otherwise that run is moved aside, beside its folder (``utils.lm.resume.make_room``)
+# otherwise that run is moved aside, beside its folder, once the new one has finished (``utils.lm.resume.promote``)
 REPLACE_ENV = "EMOCAUSE_REPLACE"
 INSTALL_ENV = "EMOCAUSE_INSTALL"  # "check": pip checks the requirements against what is installed, downloads nothing
 COLAB_DRIVE = Path("/content/drive/MyDrive")  # Google Drive, once mounted: the only Colab folder a recycle keeps

@@ -7,14 +7,21 @@ papermill calls its engine's notebook manager at each cell start and after each 
 ``FeedbackEngine`` (registered as ``ENGINE``) hooks a ``Feedback`` in there. The notebook's outputs
 themselves are untouched: the executed copy holds them all. A line a notebook prints as a notice
 (``utils.io.notice``: files moved aside or removed) is repeated on the terminal as it comes.
+
+Ctrl-C (``ctrl_c``) interrupts the running cell's kernel, as Jupyter's stop button does, and no further cell
+starts; papermill then shuts the kernel down as after any failed cell. A second Ctrl-C stops at once.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import signal
 import sys
 import time
-from typing import Any, TextIO
+import weakref
+from typing import Any, Iterator, TextIO
 
 from papermill.engines import NBClientEngine, papermill_engines
 
@@ -51,20 +58,65 @@ def latest_bar(outputs: list[dict]) -> str | None:
     return None
 
 
+KERNELS: "weakref.WeakSet[Any]" = weakref.WeakSet()  # the kernel managers of this process, for Ctrl-C
+
+
 def kernel_manager() -> type:
     """The kernel manager the runner starts kernels with: on POSIX over IPC (a socket file only this user can
-    open), so the kernel opens no TCP port and has no plain-text traffic to warn about; TCP elsewhere."""
-    import os
-
+    open), so the kernel opens no TCP port and has no plain-text traffic to warn about; TCP elsewhere. It sends
+    no interrupt before a shutdown (jupyter_client does, always: a kernel caught inside a message handler then
+    logged "KeyboardInterrupt caught in kernel" after a run nobody interrupted); a busy kernel that ignores the
+    shutdown request is killed after jupyter_client's wait, as before."""
     from jupyter_client.manager import AsyncKernelManager
 
-    if os.name != "posix":
-        return AsyncKernelManager
+    class QuietKernelManager(AsyncKernelManager):
+        transport = "ipc" if os.name == "posix" else "tcp"
 
-    class IpcKernelManager(AsyncKernelManager):
-        transport = "ipc"
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            KERNELS.add(self)
 
-    return IpcKernelManager
+        async def _async_interrupt_kernel(self) -> None:
+            if not self.shutting_down:  # an interrupt asked for (interrupt_kernel), not the one before a shutdown
+                await super()._async_interrupt_kernel()
+
+    return QuietKernelManager
+
+
+def signal_kernels(signum: int) -> None:
+    """Send ``signum`` to every running kernel of this process (its whole process group: jupyter_client starts
+    each in a session of its own, which the terminal's Ctrl-C does not reach)."""
+    for km in list(KERNELS):
+        provisioner = getattr(km, "provisioner", None)
+        process = getattr(provisioner, "process", None)
+        if process is None or process.poll() is not None:  # shut down (its pid may be another process's by now)
+            continue
+        pgid = getattr(provisioner, "pgid", None)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signum) if pgid and hasattr(os, "killpg") else process.send_signal(signum)
+
+
+@contextlib.contextmanager
+def ctrl_c(feedback: "Feedback") -> Iterator[None]:
+    """While a notebook runs: the first Ctrl-C interrupts its kernel and lets no further cell start
+    (``feedback.stopped``), so papermill ends the run and shuts the kernel down itself; a second one raises
+    KeyboardInterrupt here at once. Outside the main thread (no signals there) nothing changes."""
+    def on_sigint(signum: int, frame: Any) -> None:
+        if feedback.stopped:
+            raise KeyboardInterrupt
+        feedback.stopped = True
+        if feedback.cell is not None:  # a cell runs; a kernel still starting would die of it, with a traceback
+            signal_kernels(signal.SIGINT)
+
+    try:
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def notices(outputs: list[dict]) -> list[str]:
@@ -84,15 +136,20 @@ class Feedback:
         self.cell: Any = None
         self.shown, self.last, self.open = "", 0.0, False
         self.noticed = 0  # notices of the running cell already repeated
+        self.where = "before its first cell"  # the running cell, for the line a stopped run ends with
+        self.stopped = False  # Ctrl-C was pressed (``ctrl_c``): no further cell starts
 
     def cell_start(self, cell: Any, index: int, cells: list) -> None:
         """A line naming the code cell that starts (not the parameters cells), numbered as in the notebook's
         file, which has no injected-parameters cell."""
         if not _numbered(cell) or "parameters" in cell.get("metadata", {}).get("tags", []):
             return
+        if self.stopped:  # Ctrl-C between cells: papermill shuts the kernel down as after a failed cell
+            raise KeyboardInterrupt
         number = sum(map(_numbered, cells[:index + 1]))
         total = sum(map(_numbered, cells))
         self.cell, self.shown, self.last, self.noticed = cell, "", time.monotonic(), 0  # a quick cell shows no bar
+        self.where = f"cell {number}/{total} ({cell_summary(''.join(cell.get('source', '')), 60)})"
         self._write(f"[emocause] {self.name} cell {number}/{total}: {cell_summary(''.join(cell.get('source', '')))}")
 
     def message(self) -> None:

@@ -18,10 +18,11 @@ progress bar (``utils.progress``).
 
 Nothing a run made is lost to another: ``--smoke`` writes under ``runs/smoke/`` (its own checkpoints and
 results); a run whose parameters differ from the last run of its track first copies that run's results
-beside them (``results_test.kept-<run id>``), and a training run moves a finished adapter of another identity
-aside (``utils.lm.resume``); ``--replace`` lets a run overwrite both instead. A run of notebooks 10 and 11 alone
-changes no results: it copies nothing and leaves the summary's track entries as they were. ``python -m utils.kept``
-lists the kept copies and removes those named.
+beside them (``results_test.kept-<run id>``), and a training run of another identity trains beside a finished
+adapter and moves it aside only once it has finished (``utils.lm.resume``); ``--replace`` lets a run overwrite both
+instead. A run of notebooks 10 and 11 alone changes no results: it copies nothing and leaves the summary's track
+entries as they were; ``python -m utils.kept`` lists the kept copies and removes those named. Ctrl-C interrupts the
+running cell and ends the run with one line (the notebook and cell, the command that goes on) and exit status 130.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ import dataclasses
 import io
 import json
 import os
+import shlex
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
@@ -65,6 +68,17 @@ RUNNER_PARAMS = {"TEST_DIR": str}
 
 class RunError(RuntimeError):
     """A notebook or a parameter set that cannot run."""
+
+
+class Interrupted(RunError):
+    """Ctrl-C: the notebook and cell where the run stopped; ``hard`` when a second one left the kernel mid-cell."""
+
+    def __init__(self, where: str, hard: bool = False) -> None:
+        super().__init__(where)
+        self.where, self.hard = where, hard
+
+
+STOPPED = 130  # the exit status of a run stopped by Ctrl-C, as a shell gives a process killed by SIGINT
 
 
 def discover(only: list[str] | None = None, track: str = "all", directory: Path = NOTEBOOK_DIR) -> list[Path]:
@@ -187,14 +201,22 @@ def execute(book: Path, params: dict[str, Any], out_dir: Path, kernel: str = "py
     from utils import progress
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    start, feedback = time.perf_counter(), progress.Feedback(book.name)
     try:
-        papermill.execute_notebook(str(book), str(out_dir / book.name), parameters=params, kernel_name=kernel,
-                                   cwd=str(ROOT), progress_bar=False, engine_name=progress.ENGINE,
-                                   feedback=progress.Feedback(book.name), kernel_manager_class=progress.kernel_manager())
-    except papermill.PapermillExecutionError as e:
-        raise RunError(f"{book.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                       f"the executed copy with the traceback is {out_dir / book.name}") from None
+        with progress.ctrl_c(feedback):
+            papermill.execute_notebook(str(book), str(out_dir / book.name), parameters=params, kernel_name=kernel,
+                                       cwd=str(ROOT), progress_bar=False, engine_name=progress.ENGINE,
+                                       feedback=feedback, kernel_manager_class=progress.kernel_manager())
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the handler: the kernel may still be busy
+        progress.signal_kernels(signal.SIGKILL)
+        raise Interrupted(f"{book.name} {feedback.where}", hard=True) from None
+    except Exception as e:
+        if feedback.stopped:  # the cell Ctrl-C interrupted, or the kernel it caught starting
+            raise Interrupted(f"{book.name} {feedback.where}") from None
+        if isinstance(e, papermill.PapermillExecutionError):
+            raise RunError(f"{book.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                           f"the executed copy with the traceback is {out_dir / book.name}") from None
+        raise
     return time.perf_counter() - start
 
 
@@ -366,6 +388,12 @@ def main(argv: list[str] | None = None) -> int:
         texts.update(dict(args.param))
         params = typed(texts, books)
         entry = run_series(params, only, args.track, args.smoke, args.replace)
+    except Interrupted as e:
+        print(stopped_line(e.where, sys.argv[1:] if argv is None else argv), file=sys.stderr)
+        return STOPPED
+    except KeyboardInterrupt:  # before or after the notebooks
+        print(stopped_line("between notebooks", sys.argv[1:] if argv is None else argv), file=sys.stderr)
+        return STOPPED
     except RunError as e:
         print(f"error: {terminal_safe(str(e))}", file=sys.stderr)
         return 1
@@ -375,7 +403,25 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def stopped_line(where: str, argv: list[str]) -> str:
+    """The one line a run stopped by Ctrl-C ends with: where it stopped, and the command that goes on from there."""
+    command = " ".join(["python -m utils.run", *(shlex.quote(a) for a in argv)])
+    return (f"[emocause] stopped by Ctrl-C in {where}; to go on, run the same command again: {command} "
+            "(training resumes from its last checkpoint; a finished adapter stays where it was)")
+
+
+def cli() -> None:
+    """``python -m utils.run``: ``main``, and after Ctrl-C its one line and exit status 130, with nothing after it
+    (os._exit: no interpreter teardown to print the tracebacks of the event loop papermill was in)."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # inherited by the kernels: see utils.env.setup
-    sys.exit(main())
+    code = main()
+    if code == STOPPED:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    cli()

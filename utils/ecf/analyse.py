@@ -16,7 +16,7 @@ import argparse
 import json
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,8 @@ import numpy as np
 from utils.ecf import predict, prompts, spans, windows
 from utils.ecf.data import EMOTIONS, DataError, strip_labels, validate_conversations, with_emotions
 from utils.ecf.decision import decide, offsets_vector, with_fallback
-from utils.ecf.trained import NoFinishedRun, Trained, trained
+from utils.ecf.trained import (RUN_HINT, NoFinishedRun, Trained, base_style, demo_warning, provenance, stale_rule,
+                               trained)
 from utils.io import OutputPathError, check_output
 from utils.text import terminal_safe
 
@@ -104,27 +105,49 @@ class Analyser:
     tokenizer: Any
     emotion: Trained
     cause: Trained
+    about: list[str] = field(default_factory=list)  # what the adapters were trained on, and any warning
+    stale: str | None = None  # why 04's end-to-end rule does not fit this emotion adapter (stage-wise instead)
 
     @classmethod
     def load(cls, checkpoint_dir: str | Path = "checkpoints", style: str = "conversation") -> "Analyser":
+        """Both adapters of ``style``: "conversation", or a run kept aside ("conversation.kept-<fingerprint>"),
+        whose other task's adapter is the one in place where only one task was kept by that name."""
         from utils.lm.modeling import load_model, load_tokenizer
 
-        if style != "conversation":
+        if base_style(style) != "conversation":
             raise NoFinishedRun(f"analyse reads the conversation style's adapters, not STYLE={style!r}")
-        emotion, cause = trained(checkpoint_dir, "emotion", style), trained(checkpoint_dir, "cause", style)
+        (emotion, e_note), (cause, c_note) = (_named(checkpoint_dir, task, style) for task in ("emotion", "cause"))
         if emotion.model != cause.model:
             raise NoFinishedRun(f"{checkpoint_dir}: the emotion adapter was trained on {emotion.model!r}, the cause "
                                 f"adapter on {cause.model!r}; rerun the series with one MODEL")
         model = load_model(emotion.model, adapter=emotion.adapter)  # peft's "default": the emotion adapter
         model.load_adapter(str(cause.adapter), adapter_name="cause")
-        return cls(model, load_tokenizer(emotion.model), emotion, cause)
+        stale = stale_rule(emotion, cause)
+        about = [provenance(emotion), provenance(cause), *filter(None, [e_note, c_note, demo_warning([emotion, cause])])]
+        if stale:
+            about.append(f"{stale}: so the stage-wise rule is used (02's offsets for this emotion adapter, 04's "
+                         f"cut-offs on gold emotions); rerun notebook 04 ({RUN_HINT} --only 04, with 02's parameters) "
+                         "to choose it for this one")
+        return cls(model, load_tokenizer(emotion.model), emotion, cause, about, stale)
 
     def rule(self) -> tuple[dict | None, Any, str]:
-        """(emotion offsets, cause cut-off(s), fallback): 04's end-to-end rule where recorded, else stage-wise."""
+        """(emotion offsets, cause cut-off(s), fallback): 04's end-to-end rule where recorded and chosen for this
+        emotion adapter, else stage-wise."""
         e2e = self.cause.record.get("end_to_end")
-        if e2e:
+        if e2e and not self.stale:
             return e2e.get("offsets"), e2e["threshold"], e2e.get("fallback", "none")
         return self.emotion.record.get("offsets"), self.cause.record.get("threshold", 0.5), "none"
+
+
+def _named(checkpoint_dir: str | Path, task: str, style: str) -> tuple[Trained, str | None]:
+    """``task``'s run of ``style``; for a kept style that only the other task has, the run in place, with a line."""
+    try:
+        return trained(checkpoint_dir, task, style), None
+    except NoFinishedRun:
+        if style == base_style(style):
+            raise
+    run = trained(checkpoint_dir, task, base_style(style))
+    return run, f"no {task} run is kept as {style}: the {task} adapter is the one in place"
 
 
 def _softmax(rows: np.ndarray) -> np.ndarray:
@@ -145,6 +168,8 @@ def analyse(text_or_conversation: Any, checkpoint_dir: str | Path = "checkpoints
     an = analyser or Analyser.load(checkpoint_dir, style)
     convs = _conversations(text_or_conversation)
     offsets, threshold, fallback = an.rule()
+    if notes is not None:
+        notes += an.about
     length = int(an.emotion.record["max_length"])
     an.model.set_adapter("default")
     rows = predict.emotion_logprobs(an.model, an.tokenizer, convs, length, fmt=predict.recorded(an.emotion.record)["fmt"])
@@ -155,15 +180,36 @@ def analyse(text_or_conversation: Any, checkpoint_dir: str | Path = "checkpoints
                                    threshold=threshold, before=rec["window_before"], after=rec["window_after"],
                                    **predict.recorded(rec))
     pred = with_fallback(found.convs, fallback)
-    span_pred = (spans.predict_spans(predict.reader(an.model, an.tokenizer), an.tokenizer, pred, int(rec["max_length"]))
-                 if rec.get("spans") else spans.subtask1_predictions(pred, SPAN_RULE))
+    read = [_as_read(c, an.tokenizer) for c in pred]  # spans only among the words the reads saw
+    span_pred = (spans.predict_spans(predict.reader(an.model, an.tokenizer), an.tokenizer, read, int(rec["max_length"]))
+                 if rec.get("spans") else spans.subtask1_predictions(read, SPAN_RULE))
     if notes is not None:
         fmt = predict.recorded(an.emotion.record)["fmt"]
-        for conv in labelled:  # the emotions the cause read used: whether it needed windows depends on them
+        for conv, seen in zip(labelled, read):  # the emotions the cause read used: whether it needed windows
             note = _length_note(conv, an.tokenizer, length, fmt, int(rec["max_length"]), rec["window_before"],
                                 rec["window_after"])
-            notes += [note] if note else []
-    return [_record(c, r, found.probs, s) for c, r, s in zip(pred, rows, span_pred)]
+            notes += [n for n in (note, _cut_note(conv, seen)) if n]
+    return [_record(c, r, found.probs, s, f, seen) for c, r, s, f, seen in zip(pred, rows, span_pred, found.convs, read)]
+
+
+def _as_read(conv: dict, tokenizer: Any) -> dict:
+    """``conv`` with each utterance's text cut to the words the reads saw (``prompts.MAX_UTTERANCE_TOKENS``)."""
+    utts = []
+    for u in conv["conversation"]:
+        seen = prompts.words_read(tokenizer, u)
+        utts.append({**u, "text": " ".join(u["text"].split()[:seen])} if seen < len(u["text"].split()) else u)
+    return {**conv, "conversation": utts}
+
+
+def _cut_note(conv: dict, read: dict) -> str | None:
+    """One line naming the utterances the reads cut, or None."""
+    cut = [(u["utterance_ID"], len(r["text"].split()), len(u["text"].split()))
+           for u, r in zip(conv["conversation"], read["conversation"]) if r["text"] != u["text"]]
+    if not cut:
+        return None
+    which = ", ".join(f"U{k} (read {seen} of {n} words)" for k, seen, n in cut)
+    return (f"conversation {conv['conversation_ID']}: the reads see an utterance's first {prompts.MAX_UTTERANCE_TOKENS} "
+            f"tokens; cut: {which}; the rest is marked unread and no cause span covers it")
 
 
 def _length_note(conv: dict, tokenizer: Any, emotion_length: int, fmt: str, cause_length: int, before: int,
@@ -181,19 +227,23 @@ def _length_note(conv: dict, tokenizer: Any, emotion_length: int, fmt: str, caus
             f"max_length={cause_length if windowed else emotion_length} tokens whole: {'; '.join(how)}")
 
 
-def _record(conv: dict, rows: list[list[float]], probs: list[list], span_conv: dict) -> dict:
-    """One conversation of the output: each label's probability beside it, each pair's P(yes) and span."""
+def _record(conv: dict, rows: list[list[float]], probs: list[list], span_conv: dict, found: dict, read: dict) -> dict:
+    """One conversation of the output: each label's probability beside it, each pair's P(yes), whether the model
+    found it above the cut-off or the rule's fallback guessed it, its span; an utterance the reads cut says so."""
     p = _softmax(np.array(rows, dtype=np.float64))
     p_pair = {(i, j): pr for cid, i, j, pr in probs if cid == conv["conversation_ID"]}
     out = {k: v for k, v in conv.items() if k != "emotion-cause_pairs"}
     out["conversation"] = [{**u, "emotion_probability": round(float(p[k, EMOTIONS.index(u["emotion"])]), 4),
-                            "emotion_probabilities": {e: round(float(x), 4) for e, x in zip(EMOTIONS, p[k])}}
-                           for k, u in enumerate(conv["conversation"])]
+                            "emotion_probabilities": {e: round(float(x), 4) for e, x in zip(EMOTIONS, p[k])},
+                            **({"words_read": len(r["text"].split())} if r["text"] != u["text"] else {})}
+                           for k, (u, r) in enumerate(zip(conv["conversation"], read["conversation"]))]
     out["emotion-cause_pairs"] = conv["emotion-cause_pairs"]
     out["pair_probabilities"] = [p_pair.get((int(e.split("_")[0]), int(c))) for e, c in conv["emotion-cause_pairs"]]
+    above = {(e, c) for e, c in found["emotion-cause_pairs"]}
+    out["pair_sources"] = ["model" if (e, c) in above else "guess" for e, c in conv["emotion-cause_pairs"]]
     out["cause_spans"] = span_conv["emotion-cause_pairs"]  # Subtask 1: "<utterance>_<start>_<end>", as the scorer
     # reads positions (a span ending in punctuation encodes as 0_0 there); the words themselves, for a reader:
-    texts = {u["utterance_ID"]: u["text"] for u in conv["conversation"]}
+    texts = {u["utterance_ID"]: u["text"] for u in read["conversation"]}
     out["cause_span_words"] = [list(_span_words(texts[int(c)], s)) for (_, c), (_, s) in
                                zip(conv["emotion-cause_pairs"], span_conv["emotion-cause_pairs"])]
     return out

@@ -96,6 +96,18 @@ def read_task(cfg: SeriesConfig, task: str) -> dict:
     return record
 
 
+def rule_mismatch(emotion: dict, cause: dict) -> str | None:
+    """Why the end-to-end rule in 04's task record ``cause`` does not fit the emotion adapter whose record is
+    ``emotion``: 04 chose it for another emotion adapter (its offsets come from that one's val log-probs); None
+    where it fits, or where the records do not say (written before 04 recorded it)."""
+    e2e = cause.get("end_to_end") or {}
+    chosen, current = e2e.get("emotion_fingerprint"), emotion.get("fingerprint")
+    if not (chosen and current) or chosen == current:
+        return None
+    when = f", trained {emotion['trained_at'][:16].replace('T', ' ')} UTC" if emotion.get("trained_at") else ""
+    return f"notebook 04 chose its end-to-end rule for the emotion adapter {chosen}, not this one ({current}{when})"
+
+
 def gold_subset(gold: list[dict], convs: list[dict]) -> list[dict]:
     """The gold conversations with the ids of ``convs``, in ``convs``' order."""
     by_id = {c["conversation_ID"]: c for c in gold}

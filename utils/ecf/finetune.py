@@ -11,7 +11,7 @@ from utils.ecf.artifacts import (LOGPROBS_FILE, TASK_FILE, adapter_dir, read_log
                                  write_task)
 from utils.ecf.config import CauseFinetuneConfig, FinetuneConfig, TrainingNotebookConfig
 from utils.ecf.data import strip_labels, with_pairs
-from utils.ecf.decision import choose_cutoffs, choose_end_to_end, tune_offsets
+from utils.ecf.decision import below_floor, choose_cutoffs, choose_end_to_end, tune_offsets
 from utils.ecf import prompts, prompts_fused
 from utils.ecf.examples import answer_words
 from utils.ecf.predict import emotion_logprobs, predict_causes, predict_emotions
@@ -50,13 +50,36 @@ def finetune(cfg: TrainingNotebookConfig, task: str, train_examples: list[dict],
     if main_process:
         write_task(cfg, task, {"fingerprint": result.fingerprint, "train_tokens": result.train_tokens,
                                "train_wall_s": result.wall_s,
-                               "global_step": result.global_step, **(extra or {})}, folder)
+                               "global_step": result.global_step, **provenance(cfg), **(extra or {})}, folder)
     return result
+
+
+PROVENANCE = ("data_path", "limit", "smoke", "trained_at")  # what the tools that use an adapter say it saw
+
+
+def provenance(cfg: TrainingNotebookConfig) -> dict:
+    """What the adapter was trained on and when, for the task record (``utils.ecf.trained.provenance`` reads it)."""
+    from datetime import datetime, timezone
+
+    return {"data_path": cfg.DATA_PATH, "limit": cfg.LIMIT, "smoke": cfg.SMOKE,
+            "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
 
 
 def _record(folder: Path, **fields: Any) -> None:
     """Add ``fields`` to the task record in ``folder``."""
     write_json_atomic(folder / TASK_FILE, {**read_json(folder / TASK_FILE), **fields})
+
+
+def too_small(cfg: TrainingNotebookConfig, val: list[dict], what: str, instead: str) -> str | None:
+    """Why ``what`` is not chosen on ``val`` (``decision.below_floor``), said in a line with what is used
+    ``instead``; None to choose it. SMOKE chooses it anyway, so that the tests run the code, and says so."""
+    why = below_floor(val, what)
+    if why and cfg.SMOKE:
+        print(f"[emocause] SMOKE: {what} chosen anyway ({why}) so that the code runs; not a rule to trust")
+        return None
+    if why:
+        print(f"[emocause] no {what} chosen: {why}; {instead}")
+    return why
 
 
 def tune_threshold(model: Any, tokenizer: Any, gold: list[dict], max_length: int, before: int, after: int,
@@ -76,6 +99,10 @@ def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dic
     if cfg.STYLE == "per_utterance" or not val:
         return None
     folder = Path(out or task_dir(cfg, "cause"))
+    why = too_small(cfg, val, "cut-offs", "05 and analyse use the 0.5 cut-off and the stage-wise rule")
+    if why:
+        _record(folder, threshold_tuning={"skipped": why}, end_to_end_tuning={"skipped": why})
+        return None
     model = load_model(cfg.MODEL, adapter=adapter_dir(cfg, "cause") if cfg.STYLE == "fused" else folder / "adapter")
     tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, *windows(cfg), batch_size,
                             per_distance=cfg.CAUSE_CUTOFFS == "per_distance", layout=cfg.CAUSE_LAYOUT, style=cfg.STYLE)
@@ -108,6 +135,10 @@ def tune_end_to_end(cfg: CauseFinetuneConfig, model: Any, tokenizer: Any, val: l
     """The end-to-end rule (``decision.choose_end_to_end``) on the val split: 02's val log-probs and offsets,
     this cause adapter's P(yes) on the emotions each neutral shift gives; recorded in task.json as
     "end_to_end". None (with the reason printed) where 02's val log-probs are missing or do not match."""
+    floor = too_small(cfg, val, "the end-to-end rule", "notebook 05 uses the stage-wise rule")
+    if floor:
+        _record(Path(out or task_dir(cfg, "cause")), end_to_end_tuning={"skipped": floor})
+        return None
     emotion_task, why = emotion_val_record(cfg, val)
     if emotion_task is None:
         print(f"[emocause] no end-to-end rule: {why}; notebook 05 uses the stage-wise rule")
@@ -125,6 +156,7 @@ def tune_end_to_end(cfg: CauseFinetuneConfig, model: Any, tokenizer: Any, val: l
     rule = choose_end_to_end(val, emotion_task["val_logprobs"], emotion_task.get("offsets"), cause_probs,
                              per_distance=cfg.CAUSE_CUTOFFS == "per_distance", stage_cutoffs=stage_cutoffs,
                              read=one_read if cfg.STYLE == "fused" else None)
+    rule["emotion_fingerprint"] = emotion_task.get("fingerprint")  # the emotion adapter this rule was chosen for
     _record(Path(out or task_dir(cfg, "cause")), end_to_end=rule)
     return rule
 
@@ -161,7 +193,7 @@ def fused_cause_run(cfg: CauseFinetuneConfig, out: str | Path | None) -> TrainRe
     if out is not None:
         before, after = windows(cfg)
         record = {key: emotion[key] for key in ("fingerprint", "train_tokens", "train_wall_s", "global_step",
-                                                "train_conversations") if key in emotion}
+                                                "train_conversations", *PROVENANCE) if key in emotion}
         write_task(cfg, "cause", {**record, "trained_by": "02 (STYLE='fused': one adapter for both stages)",
                                   "adapter": str(adapter_dir(cfg, "cause")), "window_before": before,
                                   "window_after": after, "cause_layout": "fused", "cause_emotions": "gold"}, out)
@@ -175,6 +207,10 @@ def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], b
     if cfg.STYLE not in ("conversation", "fused") or not val:
         return None
     folder = Path(out or task_dir(cfg, "emotion"))
+    why = too_small(cfg, val, "offsets", "03 and analyse decide by the plain argmax")
+    if why:
+        _record(folder, offset_tuning={"skipped": why})
+        return None
     model = load_model(cfg.MODEL, adapter=folder / "adapter")
     if cfg.STYLE == "fused":  # the one read with no offsets: each marker sees the emotions the model chose before it
         rows = predict_emotions(model, tokenizer, strip_labels(val), "fused", batch_size, max_length=cfg.MAX_LENGTH).logprobs

@@ -367,9 +367,18 @@ def cause_rule(cfg: CauseInferenceConfig, task: dict, convs: list[dict],
         return stage_wise_rule(cfg, task, convs, "gold emotions: nothing to choose for the emotion stage")
     rule = task.get("end_to_end")
     if not rule or not cfg.USE_VAL_THRESHOLD:
-        why = ("USE_VAL_THRESHOLD=False" if rule else
-               "notebook 04 recorded no end-to-end rule: it needs 02's val log-probs, conversation style")
+        skipped = (task.get("end_to_end_tuning") or {}).get("skipped")  # val below the floor (decision.below_floor)
+        why = ("USE_VAL_THRESHOLD=False" if rule else f"notebook 04 chose no end-to-end rule: {skipped}" if skipped
+               else "notebook 04 recorded no end-to-end rule: it needs 02's val log-probs, conversation style")
         return stage_wise_rule(cfg, task, convs, why)
+    if rule.get("emotion_fingerprint"):  # 02 retrained since 04 chose the rule: its offsets are another adapter's
+        from utils.ecf.artifacts import TASK_FILE, rule_mismatch, task_dir
+        from utils.io import read_json
+
+        path = task_dir(cfg, "emotion") / TASK_FILE
+        mismatch = path.is_file() and rule_mismatch(read_json(path), task)
+        if mismatch:
+            return stage_wise_rule(cfg, task, convs, f"{mismatch}: rerun notebook 04 to choose it for this one")
     if not logprobs:
         return stage_wise_rule(cfg, task, convs, "notebook 03 saved no emotion log-probs (conversation style only)")
     shift = rule["neutral_shift"]

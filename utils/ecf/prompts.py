@@ -121,6 +121,18 @@ def text_ids(tokenizer: Any, utt: dict, cap: int) -> list[int]:
     return encode(tokenizer, " " + utterance_text(utt))[:cap]
 
 
+def words_read(tokenizer: Any, utt: dict, cap: int = MAX_UTTERANCE_TOKENS) -> int:
+    """How many whitespace words of ``utt``'s text a read of its first ``cap`` tokens (``text_ids``) sees whole."""
+    words = utt["text"].split()
+    if len(encode(tokenizer, " " + utterance_text(utt))) <= cap:
+        return len(words)
+    low, high = 0, len(words)  # the most leading words whose tokens fit: their count only grows with the words
+    while low < high:
+        mid = (low + high + 1) // 2
+        low, high = (mid, high) if len(encode(tokenizer, " " + " ".join(words[:mid]))) <= cap else (low, mid - 1)
+    return low
+
+
 def emotion_queries(conv: dict, tokenizer: Any, max_length: int,
                     max_utterance_tokens: int = MAX_UTTERANCE_TOKENS, fmt: str = EMOTION_FORMAT) -> list[Query]:
     """`` Speaker: text emotion:`` lines (``fmt``, one of EMOTION_FORMATS) read at each marker's end; chunked to

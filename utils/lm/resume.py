@@ -6,10 +6,12 @@ written to ``run.json`` beside the checkpoints; a run resumes only from checkpoi
 so a rerun with other data or settings starts over (with a line naming what differs) instead of handing
 back the old adapter. A checkpoint a kill left half-written is skipped.
 
-Nothing finished is lost to a run of another identity: ``make_room`` moves a finished run (its adapter, its
-``run.json``, its summaries, everything in its folder) aside to ``<folder>.kept-<its fingerprint>`` and says so;
-only the checkpoints of an unfinished run are removed, and only $EMOCAUSE_REPLACE=1 (``utils.run --replace``)
-lets a new run replace a finished one.
+Nothing finished is lost to a run of another identity, nor left unusable by one that is stopped: that run trains
+beside the finished one (``workspace``: ``<folder>.next-<its fingerprint>``, where a rerun resumes it), and only when
+it has finished does ``promote`` move the finished run (its adapter, its ``run.json``, its summaries, everything in
+its folder) aside to ``<folder>.kept-<its fingerprint>`` and the new one into its place, saying so. Only the
+checkpoints of an unfinished run are removed, and only $EMOCAUSE_REPLACE=1 (``utils.run --replace``) lets a new
+run replace a finished one (still only once it has finished).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from utils.lm.sources import model_identity
 
 RUN_FILE = "run.json"  # beside the checkpoints: the identity of the run that wrote them
 KEPT = ".kept-"  # <folder>.kept-<fingerprint>: a finished run moved aside by a run of another identity
+NEXT = ".next-"  # <folder>.next-<fingerprint>: where a run trains while <folder> holds another finished run
 ADAPTER_FILE = Path("adapter") / "adapter_model.safetensors"  # a folder holding it holds a finished run
 
 
@@ -139,6 +142,47 @@ def keep_finished(out: Path, identity: dict) -> tuple[Path, str] | None:
     return kept, what
 
 
+def workspace(out: Path, identity: dict) -> Path:
+    """Where a run of ``identity`` trains: ``out``, or beside it (``<out>.next-<its fingerprint>``) where ``out``
+    holds a finished run of another identity, which stays usable in place until this run finishes."""
+    if not (out / ADAPTER_FILE).is_file():
+        return out
+    previous = _recorded_identity(out)
+    if previous is not None and previous.get("fingerprint") == identity["fingerprint"]:
+        return out
+    return out.with_name(f"{out.name}{NEXT}{identity['fingerprint']}")
+
+
+def _kept_line(out: Path, kept: Path, what: str) -> str:
+    return (f"kept the finished run that was in {out} ({what}): its adapter and {RUN_FILE} are now in {kept}; "
+            f"python -m utils.run --replace (or {REPLACE_HINT}) replaces a finished run instead, python -m utils.kept "
+            "lists kept runs and removes them")
+
+
+def promote(stage: Path, out: Path, identity: dict, replace: bool = False) -> list[str]:
+    """Move the finished run of ``identity`` in ``stage`` into ``out``, once it has finished: the finished run
+    there is first kept aside (``keep_finished``) or, with ``replace``, removed; returns the lines that say so."""
+    lines = []
+    if replace and (out / ADAPTER_FILE).is_file():
+        for entry in out.iterdir():
+            if entry.name != ".lock":
+                shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+        lines.append(f"replaced the finished run in {out}, as asked ({REPLACE_HINT})")
+    kept = None if replace else keep_finished(out, identity)
+    if kept:
+        lines.append(_kept_line(out, *kept))
+    # the adapter last: a folder with an adapter holds a whole run, even if this is stopped half way
+    for entry in sorted(stage.iterdir(), key=lambda e: e.name == "adapter"):
+        target = out / entry.name
+        if entry.name == ".lock":
+            continue
+        if target.is_dir():  # left in ``out`` by no finished run (what one had is kept or removed above)
+            shutil.rmtree(target)
+        os.replace(entry, target)
+    shutil.rmtree(stage, ignore_errors=True)
+    return lines
+
+
 def make_room(out: Path, identity: dict, stale: Sequence[Path], why: str, replace: bool = False) -> list[str]:
     """Clear ``out`` for a run of ``identity`` before it writes there, and return the lines that say what moved
     or went: a finished run of another identity is kept aside (``keep_finished``) unless ``replace``; the
@@ -146,9 +190,7 @@ def make_room(out: Path, identity: dict, stale: Sequence[Path], why: str, replac
     lines = []
     kept = None if replace else keep_finished(out, identity)
     if kept:
-        lines.append(f"kept the finished run that was in {out} ({kept[1]}): its adapter and {RUN_FILE} are now in "
-                     f"{kept[0]}; python -m utils.run --replace (or {REPLACE_HINT}) replaces a finished run instead, "
-                     "python -m utils.kept lists kept runs and removes them")
+        lines.append(_kept_line(out, *kept))
     elif replace and (out / ADAPTER_FILE).is_file():
         previous = _recorded_identity(out)
         if previous is None or previous.get("fingerprint") != identity["fingerprint"]:

@@ -27,7 +27,8 @@ from utils.io import folder_lock, notice, write_json_atomic
 from utils.lm.batch import ANSWER_WEIGHTINGS
 from utils.lm import lora, plan, sources
 from utils.lm.loss import answer_weights, trainer_class
-from utils.lm.resume import RUN_FILE, checkpoint_state, make_room, resume_plan, run_identity
+from utils.lm.resume import (RUN_FILE, checkpoint_state, make_room, promote, resume_plan, run_identity,
+                             workspace)
 from utils.lm.modeling import (
     LoadStrategy,
     LoraSettings,
@@ -286,7 +287,9 @@ def train(
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     identity = run_identity(model, asdict(cfg), train_examples, eval_examples)
-    main_process = os.environ.get("RANK", "0") == "0"  # under a launcher every rank trains in ``out``
+    work = workspace(out, identity)  # beside a finished run of another identity, which stays usable till the end
+    cfg = replace(cfg, output_dir=str(work))
+    main_process = os.environ.get("RANK", "0") == "0"  # under a launcher every rank trains in ``work``
     if main_process:
         print(memory.describe(), flush=True)
         warning = env_module.ephemeral_warning(out)
@@ -297,8 +300,9 @@ def train(
                       memory)
 
 
-def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: Path, identity: dict,
+def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, final: Path, identity: dict,
            main_process: bool, memory: plan.MemoryPlan) -> TrainResult:
+    """The run in ``cfg.output_dir``, moved into ``final`` when it finishes (``resume.promote``) where they differ."""
     import torch
     from transformers import set_seed
 
@@ -330,10 +334,14 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
         for p in trainer.model.parameters():
             if p.requires_grad:
                 p.data = p.data.float()
+    out, replacing = Path(cfg.output_dir), os.environ.get(env_module.REPLACE_ENV) == "1"
     resumed_from, stale, why = resume_plan(out, identity, cfg.resume)  # every rank decides before anyone writes
     _barrier()
-    if main_process:  # a finished run of another identity is moved aside, never deleted (resume.make_room)
-        for line in make_room(out, identity, stale, why, replace=os.environ.get(env_module.REPLACE_ENV) == "1"):
+    if main_process:  # a finished run of another identity is moved aside when this one ends, never deleted
+        if out != final:
+            notice(f"{final} holds a finished run of another identity: this run trains in {out} and takes its "
+                   "place only when it finishes (until then the finished adapter stays in place and usable)")
+        for line in make_room(out, identity, stale, why, replace=replacing):
             notice(line)
         write_json_atomic(out / RUN_FILE, identity)
     _barrier()
@@ -374,9 +382,9 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
     result = TrainResult(
         model=model,
         strategy=strategy.name,
-        output_dir=str(out),
-        adapter_dir=str(adapter_dir),
-        merged_dir=merged_dir,
+        output_dir=str(final),
+        adapter_dir=str(final / adapter_dir.name),
+        merged_dir=merged_dir and str(final / Path(merged_dir).name),
         resumed_from=resumed_from,
         global_step=int(trainer.state.global_step),
         epoch=float(trainer.state.epoch or 0.0),
@@ -402,4 +410,8 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, out: 
     )
     if trainer.is_world_process_zero():
         write_json_atomic(out / "train_summary.json", asdict(result))
+        if out != final:
+            for line in promote(out, final, identity, replace=replacing):
+                notice(line)
+    _barrier()
     return result
