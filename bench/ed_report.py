@@ -73,12 +73,33 @@ def report(train_dir: Path, checkpoints: Path) -> str:
     return "\n".join(out)
 
 
+def tfidf_all_rows(data_path: str) -> str:
+    """The bag of words fitted on every training conversation (not only the CPU sample) and scored on the same
+    test conversations as notebook 08: what the model would face with the whole split."""
+    from utils.ed import baselines
+    from utils.ed.config import EdClassifyConfig, load_for, splits_for
+    from utils.ed.evaluate import score_labels
+    from utils.ed.prompts import classifier_text
+
+    cfg = EdClassifyConfig(ED_DATA_PATH=data_path, MODEL="smollm2")
+    splits = splits_for(cfg, load_for(cfg)[0], cfg.ED_UNIT)
+    texts = {n: [classifier_text(r, cfg.TEXT_FIELDS) for r in p.to_dict("records")] for n, p in splits.items()}
+    pred, _ = baselines.tfidf_predict(texts["train"], splits["train"]["emotion"], texts["test"], cfg.SEED)
+    m = score_labels(splits["test"]["emotion"], pred)
+    return (f"| TF-IDF + logistic regression, all {len(texts['train']):,} training conversations | {m['accuracy']:.3f} | "
+            f"{m['weighted_f1']:.3f} | {m['macro_f1']:.3f} |")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ed_report", description=__doc__.splitlines()[0])
     parser.add_argument("--train-dir", default="results_train", type=Path, help="the run's TRAIN_DIR")
     parser.add_argument("--checkpoints", default="checkpoints", type=Path, help="the run's CHECKPOINT_DIR")
+    parser.add_argument("--tfidf-all", metavar="ED_DATA_PATH",
+                        help="also fit the bag of words on every training conversation of this data (a table row)")
     args = parser.parse_args(argv)
     print(report(args.train_dir, args.checkpoints))
+    if args.tfidf_all:
+        print(tfidf_all_rows(args.tfidf_all))
     return 0
 
 

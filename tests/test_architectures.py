@@ -110,8 +110,8 @@ def test_every_family_runs_the_empathetic_track(family, tmp_path):
     df, _ = ed_config.load_for(cls_cfg)
     splits = ed_config.splits_for(cls_cfg, df)
     clf = training.train(cls_cfg.MODEL, classification_examples(tok, splits["train"], cls_cfg.TEXT_FIELDS, 256), None,
-                         ed_config.train_config(cls_cfg, "emotion"))
-    assert ATTENTION.get(arch, LLAMA_ATTENTION) == set(clf.lora_targets)  # attention only on this track
+                         ed_config.train_config(cls_cfg, "emotion", tok))
+    assert ATTENTION.get(arch, LLAMA_ATTENTION) < set(clf.lora_targets)  # attention and MLP for the label read
     lm = load_model(str(model), adapter=clf.adapter_dir)
     labels = classify(lm, tok, ["I lost my keys again", "We won the cup!"], 256)
     assert [p["label"] in EMOTIONS_32 for p in labels] == [True, True]
@@ -119,6 +119,7 @@ def test_every_family_runs_the_empathetic_track(family, tmp_path):
     gen_cfg = ed_config.apply_smoke(ed_config.EdGenerateConfig(**common))
     resp = training.train(gen_cfg.MODEL, response_examples(tok, splits["train"], 256), None,
                           ed_config.train_config(gen_cfg, "response"))
+    assert ATTENTION.get(arch, LLAMA_ATTENTION) == set(resp.lora_targets)  # attention only for the replies
     replies = respond(load_model(str(model), adapter=resp.adapter_dir), tok, ["My dog is sick."], max_new_tokens=8)
     assert len(replies) == 1 and isinstance(replies[0], str)
     turn = ChatSession(str(model), resp.adapter_dir, clf.adapter_dir, max_new_tokens=8).turn("I failed my exam")

@@ -205,7 +205,8 @@ def test_notebook_parameters_reach_the_plan(monkeypatch, tiny_model_dir):
                                      "emotion")
     kept = training.memory_plan(cfg.MODEL, explicit, strategy, examples, small)
     assert (kept.batch_size, kept.grad_accum, kept.gradient_checkpointing) == (2, 3, True)
-    ed = ed_config.train_config(ed_config.EdClassifyConfig(MODEL=str(tiny_model_dir)), "emotion")
+    ed = ed_config.train_config(ed_config.EdClassifyConfig(MODEL=str(tiny_model_dir)), "emotion",
+                                modeling.load_tokenizer(str(tiny_model_dir)))
     assert (ed.batch_size, ed.grad_accum, ed.gradient_checkpointing) == (8, 0, None)
     assert [plan.checkpointing(v) for v in ("auto", "On", "off", "true", "false")] == [None, True, False, True, False]
     for bad in (dict(GRADIENT_CHECKPOINTING="sometimes"), dict(BATCH_SIZE=0), dict(GRAD_ACCUM=-1)):
