@@ -1,5 +1,5 @@
-"""Export: merged safetensors + model card, and a GGUF that transformers' own GGUF loader reads back to the
-merged model's logits (tiny Llama here; SmolLM2 in the slow test)."""
+"""Export: merged safetensors + model card (tiny Llama), and a GGUF written by llama.cpp's own converter and loaded
+in llama.cpp (slow: SmolLM2 and Gemma 3, f16 and q8_0, compared with the merged model on an ECF emotion prompt)."""
 
 from __future__ import annotations
 
@@ -12,20 +12,21 @@ import torch
 
 from utils.ecf import export as ecf_export
 from utils.ecf.trained import NoFinishedRun
-from utils.lm import export, gguf_export, modeling
+from utils.lm import export, llamacpp, modeling
 
 TEXT = "Ana: I can't believe you did that!\nBen: Oh my God, there is something moving under the sofa."
 
 
-def _adapter(base: str, out, seed: int = 0):
+def _adapter(base: str, out, seed: int = 0, std: float = 0.2):
     """A LoRA adapter whose B matrices are random, so merging changes the logits."""
+    torch.manual_seed(seed)  # LoRA's A matrices too: the same adapter every run
     strategy = modeling.choose_strategy(quantize=False)
     model = modeling.add_lora(modeling.load_model(base, strategy=strategy), modeling.LoraSettings(r=4, alpha=8),
                               strategy)
     torch.manual_seed(seed)
     for name, p in model.named_parameters():
         if "lora_B" in name:
-            torch.nn.init.normal_(p, std=0.2)
+            torch.nn.init.normal_(p, std=std)
     model.save_pretrained(out)
     return out
 
@@ -42,14 +43,12 @@ def _logits(folder, text=TEXT, gguf_file=None):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory, tiny_model_dir):
-    """The tiny Llama with an adapter, exported merged and as f16 and q8_0 GGUF files."""
+    """The tiny Llama with an adapter, exported merged."""
     root = tmp_path_factory.mktemp("export")
     adapter = _adapter(str(tiny_model_dir), root / "adapter")
     card = export.Card(title="tiny test", base_model="tiny", data="none", scores=[("weighted_f1", 0.5, 0.25)],
                        prompt="U1 Ana: hi emotion: joy")
-    out = export.export(str(tiny_model_dir), adapter, card, root / "merged", root / "gguf" / "tiny.f16.gguf", "f16",
-                        check=False)
-    gguf_export.write_gguf(root / "merged", root / "gguf" / "tiny.q8_0.gguf", "q8_0")
+    out = export.export(str(tiny_model_dir), adapter, card, root / "merged")
     return root, out
 
 
@@ -58,52 +57,26 @@ def test_export_writes_merged_weights_tokenizer_and_card(exported, tiny_model_di
     merged = root / "merged"
     assert (merged / "model.safetensors").is_file() and (merged / "tokenizer.json").is_file()
     card = (merged / "README.md").read_text(encoding="utf-8")
-    assert "| weighted_f1 | 0.500 | 0.250 |" in card and "U1 Ana: hi emotion: joy" in card and "tiny.f16.gguf" in card
+    assert "| weighted_f1 | 0.500 | 0.250 |" in card and "U1 Ana: hi emotion: joy" in card
     _, base = _logits(tiny_model_dir)
     _, ours = _logits(merged)
     assert (base - ours).abs().max() > 1e-2  # the adapter was merged, not dropped
 
 
-@pytest.mark.parametrize("quant", gguf_export.QUANTS)
-def test_gguf_round_trip_through_transformers_loader(exported, quant):
-    root, _ = exported
-    ids, merged = _logits(root / "merged")
-    ids_back, back = _logits(root / "gguf", gguf_file=f"tiny.{quant}.gguf")
-    assert ids_back.tolist() == ids.tolist()  # the tokenizer travelled in the GGUF
-    gap = float((merged - back).abs().max()) / float(merged.abs().max())
-    assert gap < gguf_export.TOLERANCE[quant], f"{quant}: logits differ by {gap:.2%} of the largest logit"
-    assert (merged.argmax(-1) == back.argmax(-1)).float().mean() >= 0.9
+def test_a_wrong_sdist_is_refused_by_its_sha256(tmp_path, monkeypatch):
+    fake = tmp_path / llamacpp.SDIST
+    fake.write_bytes(b"not the sdist")
+    monkeypatch.setenv(llamacpp.LLAMACPP_SDIST_ENV, str(fake))
+    with pytest.raises(llamacpp.ConversionFailed, match="sha256"):
+        llamacpp.sdist(download=False)
 
 
-def test_q8_0_is_smaller_than_f16(exported):
-    root, _ = exported
-    assert (root / "gguf" / "tiny.q8_0.gguf").stat().st_size < (root / "gguf" / "tiny.f16.gguf").stat().st_size
-
-
-def test_query_and_key_rows_are_reordered_for_gguf_rotary_layout():
-    import numpy as np
-
-    w = np.arange(2 * 8 * 3).reshape(16, 3)  # 2 heads of 8 rows
-    out = gguf_export._interleave_heads(w, 2)
-    assert out[:8, 0].tolist() == [w[r, 0] for r in (0, 4, 1, 5, 2, 6, 3, 7)]  # halves interleaved per head
-    assert sorted(out.ravel().tolist()) == sorted(w.ravel().tolist())
-
-
-def test_unmapped_architecture_is_named(tmp_path):
-    from transformers import GPT2Config
-
-    config = GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16)
-    config.architectures = ["GPT2LMHeadModel"]
-    with pytest.raises(gguf_export.UnmappedArchitecture, match="GPT2LMHeadModel"):
-        gguf_export.gguf_architecture(config)
-    config.save_pretrained(tmp_path)
-    with pytest.raises(gguf_export.UnmappedArchitecture, match="GPT2LMHeadModel"):
-        gguf_export.write_gguf(tmp_path, tmp_path / "x.gguf")
-    assert not (tmp_path / "x.gguf").exists()
-    card = export.Card(title="gpt2", base_model=str(tmp_path), data="none")
-    with pytest.raises(gguf_export.UnmappedArchitecture, match="GPT2LMHeadModel"):  # before any merge is tried
-        export.export(str(tmp_path), tmp_path / "no-adapter", card, tmp_path / "merged", tmp_path / "x.gguf")
-    assert not (tmp_path / "merged").exists()
+def test_help_says_which_families_export(capsys):
+    for main in (ecf_export.main, export.main):
+        with pytest.raises(SystemExit):
+            main(["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "SmolLM2" in text and "Gemma 3" in text and "llama.cpp" in text
 
 
 def test_ecf_export_without_a_finished_run_says_which_notebook(tmp_path, capsys):
@@ -112,7 +85,18 @@ def test_ecf_export_without_a_finished_run_says_which_notebook(tmp_path, capsys)
     assert len(err.splitlines()) == 1 and "04_cause_finetuning" in err and "python -m utils.run" in err
 
 
-def test_ecf_export_cli_writes_both_forms_from_a_run(tmp_path, tiny_model_dir, capsys):
+def _fake_convert(merged_dir, gguf_file, quant="f16", download=True):
+    assert (merged_dir / "model.safetensors").is_file()  # converted from the merged folder, written first
+    gguf_file.parent.mkdir(parents=True, exist_ok=True)
+    gguf_file.write_bytes(b"GGUF")
+    return gguf_file
+
+
+def test_ecf_export_cli_writes_both_forms_from_a_run(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    probes = []
+    monkeypatch.setattr(llamacpp, "convert", _fake_convert)
+    monkeypatch.setattr(export, "llamacpp_check", lambda m, g, probe: probes.append(probe) or {
+        "same_tokens": True, "same_labels": True, "max_abs": 0.01, "relative": 0.001, "top1_agreement": 1.0})
     folder = tmp_path / "checkpoints" / "emotion" / "conversation"
     _adapter(str(tiny_model_dir), folder / "adapter", seed=1)
     (folder / "task.json").write_text(json.dumps({"task": "emotion", "style": "conversation", "model": str(tiny_model_dir),
@@ -125,7 +109,9 @@ def test_ecf_export_cli_writes_both_forms_from_a_run(tmp_path, tiny_model_dir, c
                           "--test-dir", str(tmp_path / "results_test"), "--quant", "q8_0"])
     captured = capsys.readouterr()
     assert rc == 0, captured.err
-    assert "top-1 agreement" in captured.out
+    assert "same label at every marker: True" in captured.out
+    ids, positions, label_ids = probes[0]  # the example prompt, read at its markers among the seven label words
+    assert len(positions) == 2 and len(label_ids) == 7 and max(positions) < len(ids)
     assert captured.err == ""  # no weight-loading, shard-writing or GGUF-reading bars
     umask = os.umask(0)
     os.umask(umask)
@@ -162,26 +148,84 @@ def test_an_output_that_cannot_be_written_is_named_before_anything_loads(tmp_pat
     assert f"{flag} {target}" in capsys.readouterr().err
 
 
+def test_a_refused_gguf_still_writes_merged(tmp_path, tiny_model_dir, capsys, monkeypatch):
+    def refuse(merged_dir, gguf_file, quant="f16", download=True):
+        raise llamacpp.ConversionFailed(f"llama.cpp's converter refused family {llamacpp.family(merged_dir)}: "
+                                        "NotImplementedError: BPE pre-tokenizer was not recognized")
+
+    monkeypatch.setattr(llamacpp, "convert", refuse)
+    folder = tmp_path / "checkpoints" / "emotion" / "conversation"
+    _adapter(str(tiny_model_dir), folder / "adapter", seed=2)
+    (folder / "task.json").write_text(json.dumps({"task": "emotion", "style": "conversation", "model": str(tiny_model_dir),
+                                                  "max_length": 256}))
+    capsys.readouterr()
+    rc = ecf_export.main(["--task", "emotion", "--checkpoint-dir", str(tmp_path / "checkpoints"),
+                          "--test-dir", str(tmp_path / "none"), "--merged", str(tmp_path / "merged"),
+                          "--gguf", str(tmp_path / "x.gguf")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1
+    assert "refused family llama (LlamaForCausalLM)" in err and f"the merged folder {tmp_path / 'merged'} is written" in err
+    assert (tmp_path / "merged" / "model.safetensors").is_file() and not (tmp_path / "x.gguf").exists()
+
+
+def _converter():
+    """llama.cpp's converter at the pinned release (fetched once), or a skip saying why not."""
+    try:
+        return llamacpp.converter_dir()
+    except llamacpp.ConversionFailed as e:
+        pytest.skip(f"llama.cpp's converter is not available: {e}")
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def llamacpp_export(request, tmp_path_factory):
+    """An embedded model with an adapter, exported merged and as an f16 GGUF by llama.cpp's converter, then q8_0
+    from the same merged folder; the probe is a real ECF emotion prompt, read at each marker."""
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (built from source: pip install "
+                                            "llama-cpp-python): the GGUFs cannot be loaded in llama.cpp")
+    _converter()
+    from utils.ecf import prompts
+    from utils.ecf.data import EMOTIONS
+
+    model = request.param
+    root = tmp_path_factory.mktemp(f"llamacpp-{model}")
+    adapter = _adapter(model, root / "adapter", std=0.02)  # a trained adapter's scale
+    tokenizer = modeling.load_tokenizer(model)
+    conv = {"conversation_ID": 1, "conversation": [
+        {"utterance_ID": 1, "speaker": "Ana", "text": "We won the final!", "emotion": "joy"},
+        {"utterance_ID": 2, "speaker": "Ben", "text": "No way, that is amazing!", "emotion": "surprise"},
+        {"utterance_ID": 3, "speaker": "Ana", "text": "I can't believe you did that. I miss her every day.",
+         "emotion": "sadness"}]}
+    query = prompts.emotion_queries(conv, tokenizer, 512)[0]
+    probe = (list(query.input_ids), list(query.positions), modeling.label_token_ids(tokenizer, EMOTIONS))
+    card = export.Card(title=f"{model} test", base_model=model, data="none")
+    out = export.export(model, adapter, card, root / "merged", root / f"{model}.f16.gguf", "f16", probe=probe)
+    llamacpp.convert(root / "merged", root / f"{model}.q8_0.gguf", "q8_0")
+    return model, root, out, probe
+
+
 @pytest.mark.slow
-def test_smollm2_round_trip(tmp_path):
-    """SmolLM2-135M (tied embeddings, 9 query / 3 key-value heads) with an adapter: merged vs its f16 GGUF."""
-    adapter = _adapter("smollm2", tmp_path / "adapter")
-    card = export.Card(title="smollm2 test", base_model="smollm2", data="none")
-    out = export.export("smollm2", adapter, card, tmp_path / "merged", tmp_path / "smollm2.f16.gguf", "f16")
-    assert out["licence"] == "apache-2.0"
-    check = out["check"]
-    assert check["same_tokens"] and check["relative"] < gguf_export.TOLERANCE["f16"] and check["top1_agreement"] >= 0.9
+@pytest.mark.parametrize("quant", llamacpp.QUANTS)
+def test_llamacpp_loads_the_gguf_and_reads_the_merged_models_labels(llamacpp_export, quant):
+    model, root, out, probe = llamacpp_export
+    check = out["check"] if quant == "f16" else llamacpp.compare(root / "merged", root / f"{model}.q8_0.gguf", *probe)
+    print(f"\n{model} {quant}: {check}")  # the measured gap, for the record (pytest -s)
+    assert check["same_tokens"], f"{model} {quant}: llama.cpp tokenises the prompt differently"
+    assert check["same_labels"], f"{model} {quant}: labels {check['labels_gguf']} != merged {check['labels_merged']}"
+    if quant == "f16":
+        assert check["relative"] < 0.02 and check["top1_agreement"] >= 0.9, check
+    else:  # 8-bit weights: the labels must survive, most next tokens too (Gemma 3's 262k-row embedding, scaled
+        # by sqrt(640), moved its largest logit gap between 6% and 30% of the largest logit across random adapters)
+        assert check["top1_agreement"] >= 0.8, check
+    if model == "gemma3":  # the Gemma Terms of Use travel with the GGUF
+        assert "Gemma" in (root / f"gemma3.f16.gguf.NOTICE.md").read_text(encoding="utf-8")
 
 
-def test_a_sentencepiece_tokenizer_is_refused_before_anything_is_merged(tiny_family, tmp_path, monkeypatch):
-    import shutil
-
-    merged = []
-    monkeypatch.setattr(export, "merge_adapter", lambda *a, **k: merged.append(a))
-    model = tmp_path / "llama-with-sentencepiece"  # Llama's weights (mapped), Mistral's SentencePiece tokenizer (not)
-    shutil.copytree(tiny_family("llama"), model)
-    for name in ("tokenizer.json", "tokenizer_config.json"):
-        shutil.copy(tiny_family("mistral") / name, model / name)
-    with pytest.raises(gguf_export.UnmappedArchitecture, match="byte-level: False"):
-        export.export(str(model), tmp_path / "adapter", export.Card("t", "m", "d"), gguf_file=tmp_path / "m.gguf")
-    assert merged == []
+@pytest.mark.slow
+def test_converter_refuses_a_locally_trained_tokenizer_and_the_merged_folder_stays(tiny_family, tmp_path):
+    _converter()
+    model = tiny_family("qwen2")
+    adapter = _adapter(str(model), tmp_path / "adapter")
+    card = export.Card(title="qwen2 test", base_model="tiny", data="none")
+    with pytest.raises(llamacpp.ConversionFailed, match=r"refused family qwen2 \(Qwen2ForCausalLM\).*pre-tokenizer"):
+        export.export(str(model), adapter, card, tmp_path / "merged", tmp_path / "q.gguf")
+    assert (tmp_path / "merged" / "model.safetensors").is_file() and not (tmp_path / "q.gguf").exists()

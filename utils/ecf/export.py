@@ -3,8 +3,11 @@
     python -m utils.ecf.export --task emotion --merged exports/emotion --gguf exports/emotion.gguf --quant q8_0
     python -m utils.ecf.export --task cause                 # both forms under checkpoints/cause/<style>/export/
 
-The GGUF is read back with transformers' GGUF loader and its logits compared with the merged model's (printed);
-``--no-check`` skips that. The generic part (merging, the card, the GGUF writer) is ``utils.lm.export``.
+The GGUF is written by llama.cpp's own converter (a pinned release, ``utils.lm.llamacpp``) from the merged folder,
+then loaded in llama.cpp (llama-cpp-python, where installed) and compared with the merged model on a filled-in
+prompt: same tokens, same label at every marker, the largest logit difference (printed); ``--no-check`` skips
+that. A GGUF the converter refuses is a one-line error naming the family, after the merged folder is written.
+The generic part (merging, the card, the conversion) is ``utils.lm.export``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ from pathlib import Path
 
 from utils.ecf.trained import NoFinishedRun, Trained, recorded_scores, trained
 from utils.io import read_json
-from utils.lm.export import Card, check_targets, export
-from utils.lm.gguf_export import QUANTS, UnmappedArchitecture
+from utils.lm.export import GGUF_FAMILIES, Card, check_targets, export
+from utils.lm.llamacpp import QUANTS
 
 TRAINING_KEYS = ("style", "max_length", "train_conversations", "train_tokens", "global_step", "epochs",
                  "learning_rate", "lora_r", "lora_alpha", "lora_targets", "window_before", "window_after",
@@ -28,8 +31,8 @@ PURPOSE = {"emotion": "labels each utterance of a conversation with one of seven
                     "next token after each candidate's id"}
 
 
-def example_prompt(tokenizer, run: Trained) -> str:
-    """One filled-in prompt of the recorded format, on a two-line conversation, decoded back to text."""
+def example_query(tokenizer, run: Trained):
+    """One filled-in query of the recorded format on a two-line conversation, and what is read there."""
     from utils.ecf import prompts
 
     conv = {"conversation_ID": 1, "conversation": [
@@ -43,7 +46,24 @@ def example_prompt(tokenizer, run: Trained) -> str:
         queries = prompts.cause_queries(conv, tokenizer, length, run.record.get("window_before", 5),
                                         run.record.get("window_after", 2), layout=run.record.get("cause_layout", "inline"))
         answer = "` yes` or ` no` after each candidate id of a `U<i> <emotion>:` line"
-    return tokenizer.decode(queries[0].input_ids) + f"\n\n(read: {answer})"
+    return queries[0], answer
+
+
+def example_prompt(tokenizer, run: Trained) -> str:
+    """One filled-in prompt of the recorded format, on a two-line conversation, decoded back to text."""
+    query, answer = example_query(tokenizer, run)
+    return tokenizer.decode(query.input_ids) + f"\n\n(read: {answer})"
+
+
+def probe_for(tokenizer, run: Trained) -> tuple[list[int], list[int], list[int]]:
+    """(token ids, read positions, label token ids) of the example query: where llama.cpp's labels are checked."""
+    from utils.ecf.data import EMOTIONS
+    from utils.ecf.prompts import ANSWERS
+    from utils.lm.modeling import label_token_ids
+
+    query, _ = example_query(tokenizer, run)
+    words = EMOTIONS if run.task == "emotion" else ANSWERS
+    return list(query.input_ids), list(query.positions), label_token_ids(tokenizer, words)
 
 
 def card_for(run: Trained, test_dir: str, tokenizer=None) -> Card:
@@ -67,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     parser.add_argument("--task", required=True, choices=("emotion", "cause"))
     parser.add_argument("--merged", help="folder for the merged safetensors weights, tokenizer and README.md")
-    parser.add_argument("--gguf", help="GGUF file to write")
+    parser.add_argument("--gguf", help="GGUF file to write: " + GGUF_FAMILIES)
     parser.add_argument("--quant", default="f16", choices=QUANTS, help="GGUF weight type (default f16)")
     parser.add_argument("--checkpoint-dir", default="checkpoints", help="where the series saved its adapters")
     parser.add_argument("--test-dir", default="results_test", help="where 03/05 wrote the scores for the card")
@@ -85,9 +105,11 @@ def main(argv: list[str] | None = None) -> int:
         check_targets(merged, gguf)  # before the tokenizer and the model load
         from utils.lm.modeling import load_tokenizer
 
-        card = card_for(run, args.test_dir, load_tokenizer(run.model))
-        out = export(run.model, run.adapter, card, merged, gguf, args.quant, check=not args.no_check)
-    except (NoFinishedRun, UnmappedArchitecture, FileNotFoundError, ValueError) as e:
+        tokenizer = load_tokenizer(run.model)
+        card = card_for(run, args.test_dir, tokenizer)
+        out = export(run.model, run.adapter, card, merged, gguf, args.quant, check=not args.no_check,
+                     probe=probe_for(tokenizer, run) if gguf else None)
+    except (NoFinishedRun, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if out.get("merged"):
@@ -96,8 +118,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"GGUF ({out['quant']}): {out['gguf']} ({Path(out['gguf']).stat().st_size / 2**20:.1f} MiB)")
     if out.get("check"):
         c = out["check"]
-        print(f"read back by transformers: max |logit difference| {c['max_abs']} ({c['relative']:.2%} of the largest "
-              f"logit), top-1 agreement {c['top1_agreement']:.1%}, same tokens: {c['same_tokens']}")
+        if "skipped" in c:
+            print(f"not checked: {c['skipped']}")
+        else:
+            print(f"loaded in llama.cpp: same tokens: {c['same_tokens']}, same label at every marker: "
+                  f"{c['same_labels']}, max |logit difference| {c['max_abs']} ({c['relative']:.2%} of the largest "
+                  f"logit), top-1 agreement {c['top1_agreement']:.1%}")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Take a trained adapter out of the project: merged safetensors weights with the tokenizer and a model card,
-and a GGUF file for llama.cpp / Ollama (``utils.lm.gguf_export``), checked by reading it back.
+and a GGUF file for llama.cpp / Ollama written by llama.cpp's own converter (``utils.lm.llamacpp``, a pinned
+release), checked by loading it in llama.cpp (llama-cpp-python) where that is installed.
 
 Both tracks call ``export`` with a ``Card`` of what their run recorded; ``python -m utils.ecf.export`` is the
 emotion-cause track's command line.
@@ -17,15 +18,18 @@ from pathlib import Path
 from typing import Any
 
 from utils.io import check_output, write_text_atomic
-from utils.lm import gguf_export
-from utils.lm.modeling import load_tokenizer, merge_adapter
-from utils.lm.sources import gguf_bar_follows_switch, local_source, resolve_model_source
+from utils.lm import llamacpp
+from utils.lm.modeling import merge_adapter
+from utils.lm.sources import NOTICE_FILE, notice, resolve_model_source
 
 KNOWN_LICENCES = {  # the hub models the README names, for a card written without the model's own card at hand
     "TinyLlama/TinyLlama-1.1B-Chat-v1.0": "apache-2.0",
     "meta-llama/Llama-3.1-8B-Instruct": "llama3.1",
     "meta-llama/Llama-2-13b-chat-hf": "llama2",
 }
+GGUF_FAMILIES = ("checked with llama.cpp here: SmolLM2 (llama) and Gemma 3 (gemma3), f16 and q8_0; other families "
+                 "as llama.cpp's converter (llama-cpp-python " + llamacpp.PIN + ") takes them, and only with a tokenizer "
+                 "it recognises (a locally trained one is refused); a refused GGUF still leaves --merged")
 CHECK_TEXT = "Speaker A: I can't believe you did that!\nSpeaker B: I am so sorry, I miss her every day."
 
 
@@ -94,24 +98,20 @@ def _fmt(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else ("-" if value is None else str(value))
 
 
-def logit_gap(merged_dir: str | os.PathLike, gguf_file: str | os.PathLike, text: str = CHECK_TEXT) -> dict:
-    """Read the GGUF back with transformers' own GGUF loader and compare its logits on ``text`` with the merged
-    model's: the largest absolute difference, relative to the largest logit, and top-1 agreement."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def llamacpp_check(merged_dir: str | os.PathLike, gguf_file: str | os.PathLike,
+                   probe: tuple[list[int], list[int], list[int]] | None = None) -> dict:
+    """Load the GGUF in llama.cpp and compare it with the merged model (``llamacpp.compare``) on ``probe``
+    (token ids, read positions, label token ids) or on CHECK_TEXT; a ``skipped`` reason without llama-cpp-python."""
+    try:
+        import llama_cpp  # noqa: F401
+    except ImportError:
+        return {"skipped": "llama-cpp-python is not installed (pip install llama-cpp-python): not loaded in llama.cpp"}
+    if probe is None:
+        from transformers import AutoTokenizer
 
-    gguf_file = Path(gguf_file)
-    merged = AutoModelForCausalLM.from_pretrained(merged_dir, dtype=torch.float32, use_safetensors=True).eval()
-    with gguf_bar_follows_switch():
-        back = AutoModelForCausalLM.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name, dtype=torch.float32).eval()
-    ids = AutoTokenizer.from_pretrained(merged_dir)(text, return_tensors="pt")["input_ids"]
-    ids_back = AutoTokenizer.from_pretrained(gguf_file.parent, gguf_file=gguf_file.name)(text, return_tensors="pt")
-    with torch.no_grad():
-        a, b = merged(ids).logits, back(ids).logits
-    gap = float((a - b).abs().max())
-    return {"max_abs": round(gap, 5), "relative": round(gap / float(a.abs().max()), 5),
-            "top1_agreement": round(float((a.argmax(-1) == b.argmax(-1)).float().mean()), 4),
-            "same_tokens": ids_back["input_ids"].tolist() == ids.tolist()}
+        ids = AutoTokenizer.from_pretrained(merged_dir)(CHECK_TEXT)["input_ids"]
+        return llamacpp.compare(merged_dir, gguf_file, ids)
+    return llamacpp.compare(merged_dir, gguf_file, *probe)
 
 
 def check_targets(merged_dir: str | os.PathLike | None, gguf_file: str | os.PathLike | None) -> None:
@@ -123,19 +123,17 @@ def check_targets(merged_dir: str | os.PathLike | None, gguf_file: str | os.Path
 
 
 def export(model: str, adapter_dir: str | os.PathLike, card: Card, merged_dir: str | os.PathLike | None = None,
-           gguf_file: str | os.PathLike | None = None, quant: str = "f16", check: bool = True) -> dict:
-    """Merge ``adapter_dir`` into ``model``; write the merged folder (with its card) and/or a GGUF file.
-    Returns what was written and, with ``check``, the GGUF's logit gap to the merged model."""
+           gguf_file: str | os.PathLike | None = None, quant: str = "f16", check: bool = True,
+           probe: tuple[list[int], list[int], list[int]] | None = None) -> dict:
+    """Merge ``adapter_dir`` into ``model``; write the merged folder (with its card), then, from it, a GGUF file
+    with llama.cpp's converter. Returns what was written and, with ``check``, llama.cpp's comparison with the
+    merged model (``llamacpp_check``). A GGUF the converter refuses raises ``llamacpp.ConversionFailed`` after
+    the merged folder is written (when one was asked for)."""
     if merged_dir is None and gguf_file is None:
         raise ValueError("nothing to write: give a merged folder, a GGUF file or both")
-    if quant not in gguf_export.QUANTS:
-        raise ValueError(f"quant {quant!r}: use one of {list(gguf_export.QUANTS)}")
+    if quant not in llamacpp.QUANTS:
+        raise ValueError(f"quant {quant!r}: use one of {list(llamacpp.QUANTS)}")
     check_targets(merged_dir, gguf_file)
-    if gguf_file is not None:  # an architecture the writer does not map fails now, not after minutes of merging
-        from transformers import AutoConfig
-
-        gguf_export.gguf_architecture(AutoConfig.from_pretrained(local_source(model)))
-        gguf_export.check_tokenizer(load_tokenizer(model))
     scratch = None
     if merged_dir is None:  # the GGUF is written from a merged folder: a temporary one
         scratch = Path(tempfile.mkdtemp(prefix=".emocause-merge."))
@@ -146,10 +144,19 @@ def export(model: str, adapter_dir: str | os.PathLike, card: Card, merged_dir: s
         write_text_atomic(target / "README.md", render_card(card, licence, Path(gguf_file).name if gguf_file else None))
         out: dict[str, Any] = {"merged": str(target) if merged_dir is not None else None, "licence": licence}
         if gguf_file is not None:
-            out["gguf"] = str(gguf_export.write_gguf(target, gguf_file, quant, name=card.title, license=licence))
+            try:
+                out["gguf"] = str(llamacpp.convert(target, gguf_file, quant))
+            except llamacpp.ConversionFailed as e:
+                kept = f"the merged folder {target} is written" if merged_dir is not None else \
+                    "give --merged to keep the merged safetensors folder"
+                raise llamacpp.ConversionFailed(f"{e}; {kept}") from None
             out["quant"] = quant
+            text = notice(model)
+            if text is not None:  # Gemma's terms travel with the GGUF too
+                notice_file = Path(gguf_file).with_name(f"{Path(gguf_file).name}.{NOTICE_FILE}")
+                out["notice"] = str(write_text_atomic(notice_file, text))
             if check:
-                out["check"] = logit_gap(target, gguf_file)
+                out["check"] = llamacpp_check(target, gguf_file, probe)
         return out
     finally:
         if scratch is not None:
@@ -165,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the base model the adapter was trained on (as MODEL)")
     parser.add_argument("--adapter", required=True, help="the adapter folder, e.g. checkpoints/empathetic/response/adapter")
     parser.add_argument("--merged", help="folder for the merged weights, tokenizer and README.md")
-    parser.add_argument("--gguf", help="GGUF file to write")
-    parser.add_argument("--quant", default="f16", choices=gguf_export.QUANTS)
+    parser.add_argument("--gguf", help="GGUF file to write: " + GGUF_FAMILIES)
+    parser.add_argument("--quant", default="f16", choices=llamacpp.QUANTS)
     parser.add_argument("--title", default="", help="the model card's title")
     args = parser.parse_args(argv)
     from utils import env
