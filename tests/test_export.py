@@ -226,6 +226,7 @@ def test_converter_refuses_a_locally_trained_tokenizer_and_the_merged_folder_sta
     model = tiny_family("qwen2")
     adapter = _adapter(str(model), tmp_path / "adapter")
     card = export.Card(title="qwen2 test", base_model="tiny", data="none")
-    with pytest.raises(llamacpp.ConversionFailed, match=r"refused family qwen2 \(Qwen2ForCausalLM\).*pre-tokenizer"):
+    with pytest.raises(llamacpp.ConversionFailed, match=r"refused family qwen2 \(Qwen2ForCausalLM\).*pre-tokenizer") as e:
         export.export(str(model), adapter, card, tmp_path / "merged", tmp_path / "q.gguf")
+    assert len(str(e.value).splitlines()) == 1 and str(e.value).count("merged folder") == 1, str(e.value)
     assert (tmp_path / "merged" / "model.safetensors").is_file() and not (tmp_path / "q.gguf").exists()

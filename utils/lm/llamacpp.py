@@ -129,7 +129,7 @@ def convert(merged_dir: str | os.PathLike, gguf_file: str | os.PathLike, quant: 
             lines = [ln for ln in (run.stderr + run.stdout).strip().splitlines() if ln.strip()]
             reason = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
             raise ConversionFailed(f"llama.cpp's converter ({PIN}) refused family {family(merged_dir)}: "
-                                   f"{reason.strip()[:300]}; the merged folder {merged_dir} is still usable")
+                                   f"{reason.strip()[:300]}")
     return Path(gguf_file)
 
 
