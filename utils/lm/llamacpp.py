@@ -67,7 +67,7 @@ def sdist(download: bool = True) -> Path:
     target = cache_dir()
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target) as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--dest", tmp,
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "llama-cpp-python", "--dest", tmp,
                f"llama-cpp-python=={PIN}"]
         run = subprocess.run(cmd, capture_output=True, text=True)
         got = Path(tmp) / SDIST
