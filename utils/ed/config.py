@@ -210,8 +210,8 @@ def test_rows_for(cfg: EdModelConfig) -> pd.DataFrame | None:
     """ED_TEST_PATH's rows, cleaned like the data (None when it is empty)."""
     if not cfg.ED_TEST_PATH:
         return None
-    test, report = load_empathetic(resolve(cfg.ED_TEST_PATH), fmt=cfg.ED_FORMAT, missing=cfg.MISSING,
-                                   lowercase=cfg.LOWERCASE, on_error=cfg.ON_ERROR)
+    test, _ = load_empathetic(resolve(cfg.ED_TEST_PATH), fmt=cfg.ED_FORMAT, missing=cfg.MISSING,
+                              lowercase=cfg.LOWERCASE, on_error=cfg.ON_ERROR)
     print(f"test set: {len(test):,} rows of {test['conv_id'].nunique():,} conversations from {cfg.ED_TEST_PATH}")
     return test
 
