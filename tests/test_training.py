@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 
@@ -355,6 +356,61 @@ def test_the_notebooks_class_weighting_reaches_the_trainer_config():
                               "emotion")
     with pytest.raises(ValueError, match="CLASS_WEIGHTING='balanced'"):
         config.FinetuneConfig(CLASS_WEIGHTING="balanced")
+
+
+def test_a_neutral_factor_composes_with_the_class_weights_and_keeps_the_average_answer_at_1():
+    examples = [{"labels": [IGNORE, 7, 7, 7, 9]}, {"labels": [7, 7, 7, 7, 7, 9, IGNORE]}]  # 7: 80%, 9: 20%, 11: never
+    assert lm_loss.answer_weights(examples, (7, 9, 11), "none", ()) is None
+    masked = lm_loss.answer_weights(examples, (7, 9, 11), "none", (0.0, 1.0, 1.0))
+    assert masked == pytest.approx((0.0, 5.0, 5.0))  # 7 teaches nothing; 0.2 * 5 = 1
+    half = lm_loss.answer_weights(examples, (7, 9, 11), "sqrt", (0.5, 1.0, 1.0))
+    sqrt = lm_loss.answer_weights(examples, (7, 9, 11), "sqrt")
+    assert half[0] / half[1] == pytest.approx(0.5 * sqrt[0] / sqrt[1])  # the factor multiplies the class weight
+    assert 0.8 * half[0] + 0.2 * half[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="every training answer at weight 0"):
+        lm_loss.answer_weights(examples, (7, 9, 11), "none", (0.0, 0.0, 1.0))
+    with pytest.raises(ValueError, match="one factor >= 0 per answer id"):
+        TrainConfig(output_dir="x", answer_ids=(1, 2), answer_scales=(1.0,))
+
+
+def test_a_zero_factor_takes_an_answers_positions_out_of_the_loss_and_leaves_the_tokens(tiny_model_dir, tok):
+    model = modeling.load_model(str(tiny_model_dir))
+    examples, ids = _answer_examples(tok, 4)
+    batch = train_data.collator(tok.pad_token_id)(examples)
+    masked_word = ids[0]  # "joy" stands for neutral here
+    weights = lm_loss.answer_weights(examples, ids, "none", tuple(0.0 if t == masked_word else 1.0 for t in ids))
+    loss, picked = lm_loss.answer_loss(model, batch, ids, num_items_in_batch=1, weights=weights)
+    gold = batch["labels"][:, 1:][batch["labels"][:, 1:] != IGNORE].tolist()
+    assert masked_word in gold and any(g != masked_word for g in gold)
+    nll = -torch.log_softmax(picked.detach(), dim=-1)[range(len(gold)), [ids.index(g) for g in gold]]
+    rest = [n for g, n in zip(gold, nll) if g != masked_word]
+    scale = len(gold) / len(rest)  # the other answers' weights, rescaled so the average answer keeps weight 1
+    torch.testing.assert_close(loss.detach(), scale * torch.stack(rest).sum(), atol=1e-4, rtol=1e-5)
+
+
+def test_neutral_weight_reaches_the_trainer_only_off_its_default_and_leaves_the_examples(tiny_model_dir, tok):
+    from utils.ecf import config, data, examples, finetune
+    from utils.lm.resume import run_identity
+
+    base = config.FinetuneConfig(MODEL=str(tiny_model_dir))
+    lever = config.FinetuneConfig(MODEL=str(tiny_model_dir), NEUTRAL_WEIGHT=0.25, CLASS_WEIGHTING="sqrt")
+    default, weighted = finetune.train_config(base, "emotion"), finetune.train_config(lever, "emotion")
+    assert default.answer_scales == () and weighted.answer_weighting == "sqrt"
+    words = examples.answer_words("conversation", "emotion")
+    assert weighted.answer_scales == tuple(0.25 if w == "neutral" else 1.0 for w in words)
+    convs = data.load_ecf(data.SAMPLE_PATH)[:3]
+    same = examples.task_examples(lever, "emotion", convs, tok)
+    assert same == examples.task_examples(base, "emotion", convs, tok)  # every utterance stays, labels too
+    settings = dataclasses.asdict(default)
+    now = run_identity("m", settings, same, None)
+    assert now == run_identity("m", {k: v for k, v in settings.items() if k != "answer_scales"}, same, None)
+    assert run_identity("m", dataclasses.asdict(weighted), same, None)["fingerprint"] != now["fingerprint"]
+    assert finetune.train_config(lever, "cause").answer_scales == ()  # yes/no: no neutral answer
+    with pytest.raises(ValueError, match="NEUTRAL_WEIGHT=0.0 needs STYLE='conversation'"):
+        finetune.train_config(config.FinetuneConfig(MODEL=str(tiny_model_dir), NEUTRAL_WEIGHT=0.0,
+                                                    STYLE="per_utterance"), "emotion")
+    with pytest.raises(ValueError, match="NEUTRAL_WEIGHT=-1"):
+        config.FinetuneConfig(MODEL=str(tiny_model_dir), NEUTRAL_WEIGHT=-1.0)
 
 
 def test_answer_loss_trains_and_accumulated_batches_match_one_big_batch(tmp_path, tiny_model_dir, tok):

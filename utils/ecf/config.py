@@ -102,10 +102,16 @@ class FinetuneConfig(TrainingNotebookConfig):
     EMOTION_FORMAT: str = param(prompts.EMOTION_FORMAT, 'the emotion lines: "compact" (`` Speaker: text emotion:``) '
                                                         'or "marked" (a header, `` -> emotion:`` and a newline; '
                                                         "0.484 against 0.483 after an epoch: bench/RESULTS.md E6)")
+    NEUTRAL_WEIGHT: float = param(1.0, "loss weight of the neutral answers against the other labels' (0: neutral "
+                                       "utterances stay in the text as context but teach nothing; 1: like every "
+                                       "other), with CLASS_WEIGHTING's and rescaled the same way; conversation and "
+                                       "fused styles; compare values by the val weighted F1")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         prompts.check_emotion_format(self.EMOTION_FORMAT)
+        if not self.NEUTRAL_WEIGHT >= 0:
+            raise ValueError(f"NEUTRAL_WEIGHT={self.NEUTRAL_WEIGHT}: use a weight >= 0 (1: as every other label)")
 
 
 @dataclass(frozen=True)

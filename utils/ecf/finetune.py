@@ -26,14 +26,26 @@ def answer_ids(cfg: TrainingNotebookConfig, task: str) -> tuple[int, ...]:
     return tuple(label_token_ids(load_tokenizer(cfg.MODEL), words)) if words else ()
 
 
+def answer_scales(cfg: TrainingNotebookConfig, task: str) -> tuple[float, ...]:
+    """One loss factor per answer word of ``task``: NEUTRAL_WEIGHT for "neutral", 1 for the rest; () where every
+    factor is 1 (the run's identity is then the one it had before NEUTRAL_WEIGHT)."""
+    weight = getattr(cfg, "NEUTRAL_WEIGHT", 1.0)
+    if weight == 1.0 or task != "emotion":
+        return ()
+    return tuple(weight if word == "neutral" else 1.0 for word in answer_words(cfg.STYLE, task))
+
+
 def train_config(cfg: TrainingNotebookConfig, task: str, out: str | Path | None = None) -> TrainConfig:
     """training.TrainConfig for ``task`` from the notebook's parameters (output in ``out``, default ``task_dir``)."""
     ids = answer_ids(cfg, task)
-    if cfg.CLASS_WEIGHTING != "none" and not ids:
-        raise ValueError(f"CLASS_WEIGHTING={cfg.CLASS_WEIGHTING!r} needs STYLE='conversation' (the answers-only loss); "
-                         f"STYLE={cfg.STYLE!r} trains on generated text")
+    neutral = task == "emotion" and getattr(cfg, "NEUTRAL_WEIGHT", 1.0) != 1.0
+    for name, on in (("CLASS_WEIGHTING", cfg.CLASS_WEIGHTING != "none"), ("NEUTRAL_WEIGHT", neutral)):
+        if on and not ids:
+            raise ValueError(f"{name}={getattr(cfg, name)!r} needs STYLE='conversation' (the answers-only loss); "
+                             f"STYLE={cfg.STYLE!r} trains on generated text")
     return cfg.train_config(str(out or task_dir(cfg, task)), answer_ids=ids,
-                            answer_weighting=cfg.CLASS_WEIGHTING if ids else "none")
+                            answer_weighting=cfg.CLASS_WEIGHTING if ids else "none",
+                            answer_scales=answer_scales(cfg, task))
 
 
 def finetune(cfg: TrainingNotebookConfig, task: str, train_examples: list[dict], val_examples: list[dict] | None,

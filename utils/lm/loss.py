@@ -11,10 +11,12 @@ from utils.lm.batch import ANSWER_WEIGHTINGS, IGNORE
 from utils.lm.inference import logits_at_rows_via_forward
 
 
-def answer_weights(examples: Sequence[dict], answer_ids: Sequence[int], weighting: str) -> tuple[float, ...] | None:
-    """One loss weight per answer id from how often each is a training answer (``TrainConfig.answer_weighting``);
-    None for "none". An answer that never occurs gets the largest weight of those that do."""
-    if weighting == "none":
+def answer_weights(examples: Sequence[dict], answer_ids: Sequence[int], weighting: str,
+                   scales: Sequence[float] = ()) -> tuple[float, ...] | None:
+    """One loss weight per answer id from how often each is a training answer (``TrainConfig.answer_weighting``),
+    times its factor in ``scales`` (``TrainConfig.answer_scales``); None for "none" without factors. An answer
+    that never occurs gets the largest weight of those that do."""
+    if weighting == "none" and not scales:
         return None
     if weighting not in ANSWER_WEIGHTINGS:
         raise ValueError(f"answer_weighting={weighting!r}: use one of {list(ANSWER_WEIGHTINGS)}")
@@ -29,8 +31,11 @@ def answer_weights(examples: Sequence[dict], answer_ids: Sequence[int], weightin
     share = counts / counts.sum()
     seen = share > 0
     raw = np.zeros(len(index))
-    raw[seen] = share[seen] ** (-0.5 if weighting == "sqrt" else -1.0)
+    raw[seen] = share[seen] ** {"none": 0.0, "sqrt": -0.5, "inverse": -1.0}[weighting]
     raw[~seen] = raw[seen].max()
+    raw = raw * (np.asarray(scales, dtype=float) if len(scales) else 1.0)
+    if not (share * raw).sum() > 0:
+        raise ValueError(f"answer_scales {list(scales)} leave every training answer at weight 0: nothing to learn")
     return tuple(float(w) for w in raw / float((share * raw).sum()))  # sum over answers of share * weight = 1
 
 

@@ -39,7 +39,9 @@ CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt",
 
 # what changes the adapter a run produces (logging, saving and where it goes do not)
 IDENTITY_SETTINGS = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "max_length", "seed",
-                     "warmup_share", "group_by_length", "lora", "answer_ids", "answer_weighting")
+                     "warmup_share", "group_by_length", "lora", "answer_ids", "answer_weighting", "answer_scales")
+# settings added later, left out of the identity at the value that means what runs did before them
+LEFT_OUT = {"answer_weighting": "none", "answer_scales": ()}
 
 
 def _examples_sha256(examples: Sequence[dict] | None) -> str | None:
@@ -56,7 +58,7 @@ def run_identity(model: str, settings: dict, train_examples: Sequence[dict],
     """The model (its weights' hash when local), the ``settings`` that change the result (those named in
     IDENTITY_SETTINGS) and the examples' hash, with a short fingerprint of them all."""
     settings = {k: v for k, v in settings.items() if k in IDENTITY_SETTINGS
-                and not (k == "answer_weighting" and v == "none")}  # unweighted: the identity runs had before it
+                and not (k in LEFT_OUT and v == LEFT_OUT[k])}  # at those values: the identity runs had before them
     identity = {"model": model_identity(model), "settings": settings,
                 "train_examples_sha256": _examples_sha256(train_examples),
                 "eval_examples_sha256": _examples_sha256(eval_examples)}

@@ -86,6 +86,9 @@ class TrainConfig:
     # "none" (every answer alike), "sqrt" (1 / sqrt(share)) or "inverse" (1 / share), rescaled so the
     # average answer keeps weight 1 (the loss scale, and so the learning rate, stay comparable)
     answer_weighting: str = "none"
+    # with answer_ids: one factor per answer id multiplying its weight above (0: that answer's positions teach
+    # nothing, their tokens stay in the text as context), rescaled the same way; (): every factor 1
+    answer_scales: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         check_schedule(self.report_to, self.epochs, self.max_steps)
@@ -101,6 +104,10 @@ class TrainConfig:
             raise ValueError(f"answer_weighting={self.answer_weighting!r}: use one of {list(ANSWER_WEIGHTINGS)}")
         if self.answer_weighting != "none" and not self.answer_ids:
             raise ValueError(f"answer_weighting={self.answer_weighting!r} needs answer_ids (the answers-only loss)")
+        self.answer_scales = tuple(float(x) for x in self.answer_scales)
+        if self.answer_scales and (len(self.answer_scales) != len(self.answer_ids) or min(self.answer_scales) < 0):
+            raise ValueError(f"answer_scales {list(self.answer_scales)}: one factor >= 0 per answer id "
+                             f"({len(self.answer_ids)}), or () for none")
 
 
 @dataclass
@@ -317,9 +324,10 @@ def _train(model, train_examples, eval_examples, cfg, strategy, callbacks, final
               flush=True)
     train_ds = make_dataset(train_examples, cfg.max_length, "train")
     eval_ds = make_dataset(eval_examples, cfg.max_length, "eval") if eval_examples else None
-    weights = answer_weights(train_examples, cfg.answer_ids, cfg.answer_weighting)
+    weights = answer_weights(train_examples, cfg.answer_ids, cfg.answer_weighting, cfg.answer_scales)
     if weights and main_process:
-        print(f"[emocause] answer loss weights ({cfg.answer_weighting}): "
+        scaled = f" x {list(cfg.answer_scales)}" if cfg.answer_scales else ""
+        print(f"[emocause] answer loss weights ({cfg.answer_weighting}{scaled}): "
               + ", ".join(f"{tokenizer.decode([t]).strip()} {w:.2f}" for t, w in zip(cfg.answer_ids, weights)), flush=True)
     trainer = trainer_class(cfg.answer_ids, weights)(
         model=lm,
