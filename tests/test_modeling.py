@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from utils.io import file_sha256
-from utils.lm import modeling, sources, tiny
+from utils.lm import modeling, precision, sources, tiny
 from utils.env import Environment
 
 EMOTIONS = ("neutral", "anger", "disgust", "fear", "joy", "sadness", "surprise")
@@ -20,7 +21,17 @@ def _env(device: str, bf16: bool, name: str | None = None) -> Environment:
     return Environment(platform="local", device=device, gpu_name=name, gpu_count=int(device == "cuda"), bf16=bf16)
 
 
-def test_cpu_strategy_is_float32_unquantised():
+@pytest.fixture
+def cpu_has(monkeypatch):
+    """``cpu_has(hardware)``: the CPU's bf16 units as ``precision.bf16_hardware`` reports them ("AMX", None: none),
+    $EMOCAUSE_CPU_PRECISION unset and no decision printed yet in this process."""
+    monkeypatch.delenv(precision.PRECISION_ENV, raising=False)
+    monkeypatch.setattr(precision, "_said", set())
+    return lambda hardware: monkeypatch.setattr(precision, "bf16_hardware", lambda: hardware)
+
+
+def test_cpu_strategy_is_float32_unquantised(cpu_has):
+    cpu_has(None)
     s = modeling.choose_strategy(_env("cpu", False))
     assert (s.name, s.device, s.torch_dtype, s.quantization_config, s.precision) == (
         "full-precision", "cpu", torch.float32, None, "no",
@@ -35,8 +46,69 @@ def test_cpu_bf16_autocast_only_where_the_cpu_has_bf16(monkeypatch):
     assert (s.precision, s.torch_dtype) == ("bf16", torch.float32)  # weights stay fp32, matmuls run in bf16
     with modeling.autocast(s):
         assert torch.is_autocast_enabled("cpu")
-    with modeling.autocast(modeling.choose_strategy(_env("cpu", False))):
+    with modeling.autocast(modeling.choose_strategy(_env("cpu", False), cpu_bf16=False)):
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_the_cpu_computes_in_bf16_where_it_has_the_hardware_and_says_so_once(cpu_has, monkeypatch, capsys):
+    cpu_has(None)
+    assert [modeling.choose_strategy(_env("cpu", False)).precision for _ in range(2)] == ["no", "no"]
+    out = capsys.readouterr().out
+    assert out.count("CPU bf16") == 1 and re.fullmatch(r"\[emocause\] CPU bf16: no \(\w+ only\) -> fp32\n", out)
+    cpu_has("AMX")
+    s = modeling.choose_strategy(_env("cpu", False))
+    assert (s.cpu_autocast, s.precision, s.torch_dtype) == (True, "bf16", torch.float32)  # weights stay fp32
+    assert capsys.readouterr().out == "[emocause] CPU bf16: yes (AMX) -> autocast bf16\n"
+    monkeypatch.setenv(precision.PRECISION_ENV, "fp32")  # the override, said
+    assert not modeling.choose_strategy(_env("cpu", False)).cpu_autocast
+    assert "yes (AMX) -> fp32 (EMOCAUSE_CPU_PRECISION=fp32)" in capsys.readouterr().out
+    cpu_has(None)
+    monkeypatch.setenv(precision.PRECISION_ENV, "bf16")
+    assert modeling.choose_strategy(_env("cpu", False)).cpu_autocast  # forced where the hardware lacks it
+    assert "only) -> autocast bf16 (EMOCAUSE_CPU_PRECISION=bf16)" in capsys.readouterr().out
+    monkeypatch.setenv(precision.PRECISION_ENV, "half")
+    with pytest.raises(ValueError, match="EMOCAUSE_CPU_PRECISION='half': use one of"):
+        modeling.choose_strategy(_env("cpu", False))
+    cpu_has("AMX")  # CUDA keeps its own dtype and asks nothing of the CPU
+    monkeypatch.delenv(precision.PRECISION_ENV)
+    assert modeling.choose_strategy(_env("cuda", True), quantize=False).torch_dtype == torch.bfloat16
+    assert not modeling.choose_strategy(_env("cuda", True), quantize=False).cpu_autocast
+    assert capsys.readouterr().out == ""
+
+
+def _reads(tiny_model_dir, adapter=None) -> tuple[set, str]:
+    """(the dtypes a LoRA-adapted projection and the LM head produced in a label read and a forward, the
+    reader's checkpoint identity); autocast must not outlive a read."""
+    from utils.ecf.predict import Reader
+    from utils.lm import inference
+
+    model = modeling.load_model(str(tiny_model_dir), adapter=adapter)
+    dtypes = []
+    watched = [m for n, m in model.named_modules() if n.endswith("q_proj")][:1] + [model.get_output_embeddings()]
+    for module in watched:
+        module.register_forward_hook(lambda mod, args, out: dtypes.append(out.dtype))
+    inference.label_logprobs(model, [[5, 6, 7, 8]], [[2]], [9, 10])  # the body and the head, called apart
+    with torch.no_grad():
+        model(input_ids=torch.tensor([[5, 6, 7]]))  # the model's own forward (generate, the fused reads)
+    assert not torch.is_autocast_enabled("cpu") and len(dtypes) == 4
+    return set(dtypes), Reader(model, None).identity()
+
+
+def test_on_the_bf16_path_every_read_multiplies_in_bf16_and_its_checkpoints_say_so(cpu_has, tiny_model_dir,
+                                                                                   tmp_path):
+    from peft import LoraConfig, get_peft_model
+
+    cpu_has(None)
+    dtypes, fp32_identity = _reads(tiny_model_dir)
+    assert dtypes == {torch.float32} and "+" not in fp32_identity  # as before: the identity reads had
+    cpu_has("AMX")
+    dtypes, bf16_identity = _reads(tiny_model_dir)
+    assert dtypes == {torch.bfloat16} and bf16_identity == fp32_identity + "+cpu-bf16"
+    lora = get_peft_model(modeling.load_model(str(tiny_model_dir), strategy=modeling.choose_strategy(cpu_bf16=False)),
+                          LoraConfig(r=2, target_modules=["q_proj"], task_type="CAUSAL_LM"))
+    lora.save_pretrained(tmp_path / "adapter")
+    dtypes, adapted = _reads(tiny_model_dir, tmp_path / "adapter")  # through peft's wrappers too
+    assert dtypes == {torch.bfloat16} and adapted.endswith("+cpu-bf16")
 
 
 def test_t4_strategy_is_nf4_with_fp16_compute():

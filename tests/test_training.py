@@ -132,6 +132,38 @@ def test_train_lowers_loss_changes_only_lora_and_writes_artifacts(tmp_path, tiny
     assert any("eval_loss" in h for h in summary["log_history"])
 
 
+class DtypeProbe(TrainerCallback):
+    """Records the dtype a LoRA-adapted projection produces in each training forward."""
+
+    def __init__(self):
+        self.dtypes = set()
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        layer = next(m for n, m in model.named_modules() if n.endswith("q_proj"))
+        layer.register_forward_hook(lambda mod, inputs, out: self.dtypes.add(out.dtype))
+
+
+def test_on_the_bf16_path_training_autocasts_and_says_so_in_its_identity(tmp_path, tiny_model_dir, tok):
+    examples = _examples(tok, 8)
+    runs = {}
+    for autocast in (False, True):
+        strategy = modeling.LoadStrategy("full-precision", "cpu", torch.float32, cpu_autocast=autocast)
+        assert (training.sft_config(TrainConfig(output_dir="x"), strategy, False).bf16, strategy.precision) == (
+            autocast, "bf16" if autocast else "no")
+        cfg = TrainConfig(output_dir=str(tmp_path / str(autocast)), max_steps=2, batch_size=4, save_steps=100)
+        probe = DtypeProbe()
+        result = training.train(str(tiny_model_dir), examples, None, cfg, strategy=strategy, callbacks=[probe])
+        run = json.loads((tmp_path / str(autocast) / resume.RUN_FILE).read_text())
+        runs[autocast] = (probe.dtypes, run, result)
+    (fp32_dtypes, fp32_run, _), (bf16_dtypes, bf16_run, bf16_result) = runs[False], runs[True]
+    assert fp32_dtypes == {torch.float32} and bf16_dtypes == {torch.bfloat16}
+    assert "cpu_autocast" not in fp32_run["settings"] and bf16_run["settings"]["cpu_autocast"] is True
+    settings = dataclasses.asdict(TrainConfig(output_dir="x", max_steps=2, batch_size=4, save_steps=100))
+    before = resume.run_identity(str(tiny_model_dir), settings, examples, None)  # what fp32 runs had before
+    assert fp32_run["fingerprint"] == before["fingerprint"] != bf16_run["fingerprint"]
+    assert bf16_result.global_step == 2 and bf16_result.train_loss_first is not None
+
+
 def test_killed_run_resumes_from_its_checkpoint_and_ends_like_an_unbroken_one(tmp_path, tiny_model_dir, tok, capsys):
     examples = _examples(tok, 24, seed=1)
 

@@ -21,6 +21,7 @@ from utils.ecf.data import EMOTIONS, emotions_digest, with_emotions, with_pairs
 from utils.ecf.decision import decide, offsets_vector, p_yes, pairs_above, relabel, with_fallback
 from utils.lm import inference
 from utils.lm.modeling import label_token_ids, weights_digest
+from utils.lm.precision import identity_tag
 
 
 class EmotionPrediction(NamedTuple):
@@ -70,8 +71,8 @@ class Reader:
             raise ValueError("constrained generation needs the vLLM backend (utils.lm.serving)")
         return inference.generate(self.model, self.tokenizer, prompt_ids, max_new_tokens, batch_size)
 
-    def identity(self) -> str:
-        return weights_digest(self.model)
+    def identity(self) -> str:  # a read under CPU bf16 autocast resumes only such reads (utils.lm.precision)
+        return weights_digest(self.model) + identity_tag(self.model)
 
 
 def reader(model: Any, tokenizer: Any) -> LanguageModel:

@@ -2,7 +2,8 @@
 
 CUDA gets 4-bit NF4 QLoRA (bf16 compute where the GPU has it, fp16 on a T4) where the GPU has under 20 GiB or
 the model's 16-bit weights would fill a quarter of it, else 16-bit weights (``utils.lm.plan.should_quantize``);
-the CPU gets float32. Attention is PyTorch's SDPA everywhere (transformers 5's default too, made explicit so a
+the CPU gets float32 weights, computed under bf16 autocast where it has bf16 hardware (``utils.lm.precision``).
+Attention is PyTorch's SDPA everywhere (transformers 5's default too, made explicit so a
 model without it fails instead of falling back to eager): its flash or memory-efficient kernels never hold
 the T x T attention matrix (CPU: the flash kernel for CPUs, padding mask included; T4: the memory-efficient
 kernel, flash needs sm80; A100: flash without padding, memory-efficient with it).
@@ -22,7 +23,7 @@ from typing import Any, Sequence
 
 from utils import env as env_module
 from utils.io import temp_dir_beside
-from utils.lm import lora, plan, sources
+from utils.lm import lora, plan, precision, sources
 from utils.lm.lora import LoraSettings
 from utils.lm.sources import local_source
 
@@ -36,7 +37,7 @@ class LoadStrategy:
     torch_dtype: Any  # torch dtype of the non-quantised weights and of the compute
     quantization_config: Any = None  # transformers.BitsAndBytesConfig or None
     attn_implementation: str = "sdpa"  # no T x T matrix; FlashAttention 2 is absent on T4s and CPUs
-    cpu_autocast: bool = False  # bf16 autocast on the CPU (weights stay fp32): ~3x on AMX/AVX512-BF16 CPUs
+    cpu_autocast: bool = False  # bf16 autocast on the CPU (weights stay fp32): ~2x a LoRA step on AMX CPUs
 
     @property
     def precision(self) -> str:
@@ -49,30 +50,27 @@ class LoadStrategy:
 
 
 def cpu_has_fast_bf16() -> bool:
-    """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16; Linux /proc/cpuinfo)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    """True where the CPU multiplies bf16 in hardware (AMX or AVX512-BF16: ``precision.bf16_hardware``)."""
+    return precision.bf16_hardware() is not None
 
 
 def choose_strategy(
-    env: Any = None, quantize: bool | None = None, cpu_bf16: bool = False, model: str | None = None
+    env: Any = None, quantize: bool | None = None, cpu_bf16: bool | None = None, model: str | None = None
 ) -> LoadStrategy:
     """CUDA -> 4-bit NF4 double-quantised (bf16 or fp16 compute) or 16-bit; CPU -> float32, unquantised.
 
     ``quantize`` None decides by the GPU's memory and ``model``'s size (``plan.should_quantize``: 4-bit under
     20 GiB, or where the 16-bit weights would fill a quarter of the GPU, or with no ``model`` to measure);
-    True/False forces it. ``cpu_bf16`` trains under bf16 autocast on CPUs that have bf16 hardware (weights
-    stay float32).
+    True/False forces it. On the CPU, bf16 autocast (weights stay float32): ``cpu_bf16`` None decides at run
+    time (``precision.cpu_bf16``: the hardware, or $EMOCAUSE_CPU_PRECISION; printed), True where the CPU has
+    bf16 hardware (``python -m bench --cpu-bf16``), False never.
     """
     import torch
 
     if env is None:
         env = env_module.detect()
     if env.device != "cuda":
-        autocast = cpu_bf16 and cpu_has_fast_bf16()
+        autocast = precision.cpu_bf16() if cpu_bf16 is None else cpu_bf16 and cpu_has_fast_bf16()
         return LoadStrategy("full-precision", "cpu", torch.float32, None, "sdpa", cpu_autocast=autocast)
     dtype = torch.bfloat16 if env.bf16 else torch.float16  # a T4 has no bf16
     if quantize is None:
@@ -154,6 +152,8 @@ def load_model(
     if strategy.device == "cuda" and not fsdp:  # FSDP places the shards itself
         kwargs["device_map"] = {"": env_module.torch_device()}  # one GPU per DDP process
     lm = AutoModelForCausalLM.from_pretrained(local_source(model), **kwargs)
+    if strategy.cpu_autocast and not for_training:  # training: the trainer's bf16 flag autocasts
+        precision.autocast_forwards(lm)
     if gradient_checkpointing:
         lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         lm.config.use_cache = False

@@ -39,9 +39,11 @@ CHECKPOINT_FILES = ("adapter_model.safetensors", "optimizer.pt", "scheduler.pt",
 
 # what changes the adapter a run produces (logging, saving and where it goes do not)
 IDENTITY_SETTINGS = ("epochs", "max_steps", "learning_rate", "batch_size", "grad_accum", "max_length", "seed",
-                     "warmup_share", "group_by_length", "lora", "answer_ids", "answer_weighting", "answer_scales")
-# settings added later, left out of the identity at the value that means what runs did before them
-LEFT_OUT = {"answer_weighting": "none", "answer_scales": ()}
+                     "warmup_share", "group_by_length", "lora", "answer_ids", "answer_weighting", "answer_scales",
+                     "cpu_autocast")
+# settings added later, left out of the identity at the value that means what runs did before them (cpu_autocast:
+# bf16 autocast on the CPU, utils.lm.precision; a run in fp32 keeps the identity it had before)
+LEFT_OUT = {"answer_weighting": "none", "answer_scales": (), "cpu_autocast": False}
 
 
 def _examples_sha256(examples: Sequence[dict] | None) -> str | None:

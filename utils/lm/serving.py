@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from utils import env
-from utils.lm import inference
+from utils.lm import inference, precision
 from utils.io import file_sha256
 from utils.lm.modeling import check_adapter, load_model, load_tokenizer, weights_digest
 
@@ -97,7 +97,7 @@ class Engine:
     def identity(self) -> str:
         """The model and the adapter's weights: an inference checkpoint resumes only for the same ones."""
         if self.backend == "transformers":
-            return weights_digest(self.model)
+            return weights_digest(self.model) + precision.identity_tag(self.model)
         return f"{self.model_name}:{file_sha256(self.adapter) if self.adapter else None}"
 
     def generate(self, prompt_ids: list[list[int]], max_new_tokens: int, batch_size: int = 8,

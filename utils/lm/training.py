@@ -293,7 +293,8 @@ def train(
                   gradient_checkpointing=memory.gradient_checkpointing)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    identity = run_identity(model, asdict(cfg), train_examples, eval_examples)
+    identity = run_identity(model, {**asdict(cfg), "cpu_autocast": strategy.cpu_autocast}, train_examples,
+                            eval_examples)
     work = workspace(out, identity)  # beside a finished run of another identity, which stays usable till the end
     cfg = replace(cfg, output_dir=str(work))
     main_process = os.environ.get("RANK", "0") == "0"  # under a launcher every rank trains in ``work``
