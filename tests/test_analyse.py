@@ -235,6 +235,26 @@ def test_the_view_says_what_the_adapters_were_trained_on_and_warns_once_for_the_
     assert "a data file not recorded" in real.about[1]  # the fixture's cause record predates the field
 
 
+def test_a_model_per_stage_reads_each_stage_with_its_own_base_model(run_dir, tiny_family, tmp_path):
+    import shutil
+
+    root = tmp_path / "checkpoints"
+    shutil.copytree(run_dir, root)
+    other = str(tiny_family("qwen2"))  # the cause stage on another family: another tokenizer, another model
+    folder = root / "cause" / "conversation"
+    shutil.rmtree(folder / "adapter")
+    _adapter(other, folder / "adapter", 1)
+    record = json.loads((folder / "task.json").read_text())
+    (folder / "task.json").write_text(json.dumps({**record, "model": other}))
+    an = analyse.Analyser.load(root)
+    assert an.cause_model is not None and an.cause.model == other != an.emotion.model
+    assert an.reader_of("cause")[1].name_or_path != an.reader_of("emotion")[1].name_or_path
+    notes: list[str] = []
+    [conv] = analyse.analyse(FOUR_LINES, analyser=an, notes=notes)
+    assert all(u["emotion"] in EMOTIONS for u in conv["conversation"]) and conv["emotion-cause_pairs"]
+    assert any(line.endswith(f"model {other}") for line in notes)  # each adapter says its model
+
+
 def test_a_fallback_guess_looks_different_from_a_cause_the_model_found(run_dir, tmp_path):
     found = analyse.analyse(FOUR_LINES, analyser=analyse.Analyser.load(
         _run_copy(run_dir, tmp_path / "found", e2e={**ALL_EMOTIONAL, "threshold": 0.0})))

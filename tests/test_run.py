@@ -50,6 +50,19 @@ def test_a_cause_model_on_predicted_emotions_needs_the_train_labels_in_the_same_
     assert len(run.plan(run.discover(only=["04"]), {"CAUSE_EMOTIONS": "predicted"})) == 1  # 03 ran before
 
 
+def test_a_model_per_stage_reaches_each_notebook_and_each_loads_its_own(executed):
+    assert run.main(["-p", "MODEL", "m", "-p", "CAUSE_MODEL", "c", "--only", "02,03,04,05,06"]) == 0
+    assert [p.get("CAUSE_MODEL") for _, p in executed] == ["c"] * 5 and all(p["MODEL"] == "m" for _, p in executed)
+    built = {n: params.build(params.config_class(n), p) for n, p in executed}
+    assert {n: cfg.MODEL for n, cfg in built.items()} == {"02": "m", "03": "m", "04": "c", "05": "c", "06": "m"}
+    assert all((cfg.model_of("emotion"), cfg.model_of("cause")) == ("m", "c") for cfg in built.values())
+    assert dataclasses.replace(built["04"], LIMIT=3).model_of("emotion") == "m"  # apply_smoke builds it again
+    default = params.build(params.config_class("04"), {"MODEL": "m"})
+    assert (default.MODEL, default.EMOTION_MODEL, default.CAUSE_MODEL) == ("m", "", "")  # as before: nothing pinned
+    with pytest.raises(run.RunError, match="STYLE='fused' trains one adapter for both stages"):
+        run.plan(run.discover(only=["02"]), {"STYLE": "fused", "EMOTION_MODEL": "e", "CAUSE_MODEL": "c"})
+
+
 def test_discover_filters_notebooks():
     assert [p.name[:2] for p in run.discover(track="ecf")] == ["01", "02", "03", "04", "05", "06", "10", "11"]
     assert [p.name[:2] for p in run.discover(track="empathetic")] == ["07", "08", "09", "10"]

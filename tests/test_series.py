@@ -240,3 +240,24 @@ def test_the_model_pages_render_from_the_series_adapters_without_the_corpus_text
     assert not [o for c in page["cells"] for o in c.get("outputs", []) if o["output_type"] == "error"]
     params = page["metadata"]["papermill"]["parameters"]
     assert params["ERROR_ROWS"] == 0 and params["TEST_PATH"] == "test.json"
+
+
+@pytest.mark.slow
+def test_a_model_per_stage_trains_and_reads_each_stage_on_its_own_model(tiny_family, tmp_path):
+    """EMOTION_MODEL on Llama, CAUSE_MODEL on Qwen2: 04's examples, adapter and cut-offs and 05's reads are the
+    cause model's, 02's and 03's the emotion model's; 11 reads with both."""
+    emotion, cause = str(tiny_family("llama")), str(tiny_family("qwen2"))
+    params = {"MODEL": emotion, "CAUSE_MODEL": cause, "SMOKE": True, "TRAIN_DIR": str(tmp_path / "results_train"),
+              "TEST_DIR": str(tmp_path / "results_test"), "CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+              "LEARNING_RATE": 1e-2, "CAUSE_EMOTIONS": "gold"}
+    summary = run.run_series(params, only=["02", "03", "04", "05", "11"])
+    assert [n["notebook"][:2] for n in summary["notebooks"]] == ["02", "03", "04", "05", "11"]
+    for task, model in (("emotion", emotion), ("cause", cause)):
+        folder = tmp_path / "checkpoints" / task / "conversation"
+        assert json.loads((folder / "task.json").read_text(encoding="utf-8"))["model"] == model
+        assert json.loads((folder / "run.json").read_text(encoding="utf-8"))["model"]["model"] == model
+        assert json.loads((folder / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] == model
+    cause_task = json.loads((tmp_path / "checkpoints" / "cause" / "conversation" / "task.json").read_text())
+    assert "threshold" in cause_task and "end_to_end" in cause_task  # 02's val log-probs matched the emotion stage
+    assert json.loads((tmp_path / "results_test" / "Subtask_2_pred.json").read_text(encoding="utf-8"))
+    assert (tmp_path / "results_test" / "your_conversation.json").is_file()

@@ -107,6 +107,8 @@ class Analyser:
     cause: Trained
     about: list[str] = field(default_factory=list)  # what the adapters were trained on, and any warning
     stale: str | None = None  # why 04's end-to-end rule does not fit this emotion adapter (stage-wise instead)
+    cause_model: Any = None  # the cause adapter on its own base model (EMOTION_MODEL and CAUSE_MODEL differ)
+    cause_tokenizer: Any = None
 
     @classmethod
     def load(cls, checkpoint_dir: str | Path = "checkpoints", style: str = "conversation") -> "Analyser":
@@ -117,18 +119,26 @@ class Analyser:
         if base_style(style) != "conversation":
             raise NoFinishedRun(f"analyse reads the conversation style's adapters, not STYLE={style!r}")
         (emotion, e_note), (cause, c_note) = (_named(checkpoint_dir, task, style) for task in ("emotion", "cause"))
-        if emotion.model != cause.model:
-            raise NoFinishedRun(f"{checkpoint_dir}: the emotion adapter was trained on {emotion.model!r}, the cause "
-                                f"adapter on {cause.model!r}; rerun the series with one MODEL")
         model = load_model(emotion.model, adapter=emotion.adapter)  # peft's "default": the emotion adapter
-        model.load_adapter(str(cause.adapter), adapter_name="cause")
+        cause_model = cause_tokenizer = None
+        if emotion.model == cause.model:
+            model.load_adapter(str(cause.adapter), adapter_name="cause")
+        else:  # a model per stage (EMOTION_MODEL, CAUSE_MODEL): the cause adapter on its own base model
+            cause_model, cause_tokenizer = load_model(cause.model, adapter=cause.adapter), load_tokenizer(cause.model)
         stale = stale_rule(emotion, cause)
         about = [provenance(emotion), provenance(cause), *filter(None, [e_note, c_note, demo_warning([emotion, cause])])]
         if stale:
             about.append(f"{stale}: so the stage-wise rule is used (02's offsets for this emotion adapter, 04's "
                          f"cut-offs on gold emotions); rerun notebook 04 ({RUN_HINT} --only 04, with 02's parameters) "
                          "to choose it for this one")
-        return cls(model, load_tokenizer(emotion.model), emotion, cause, about, stale)
+        return cls(model, load_tokenizer(emotion.model), emotion, cause, about, stale, cause_model, cause_tokenizer)
+
+    def reader_of(self, task: str) -> tuple[Any, Any]:
+        """(the model with ``task``'s adapter active, its tokenizer)."""
+        if task == "cause" and self.cause_model is not None:
+            return self.cause_model, self.cause_tokenizer
+        self.model.set_adapter("default" if task == "emotion" else "cause")
+        return self.model, self.tokenizer
 
     def rule(self) -> tuple[dict | None, Any, str]:
         """(emotion offsets, cause cut-off(s), fallback): 04's end-to-end rule where recorded and chosen for this
@@ -171,23 +181,22 @@ def analyse(text_or_conversation: Any, checkpoint_dir: str | Path = "checkpoints
     if notes is not None:
         notes += an.about
     length = int(an.emotion.record["max_length"])
-    an.model.set_adapter("default")
-    rows = predict.emotion_logprobs(an.model, an.tokenizer, convs, length, fmt=predict.recorded(an.emotion.record)["fmt"])
+    fmt = predict.recorded(an.emotion.record)["fmt"]
+    rows = predict.emotion_logprobs(*an.reader_of("emotion"), convs, length, fmt=fmt)
     labelled = [with_emotions(c, decide(np.array(r), offsets_vector(offsets))) for c, r in zip(convs, rows)]
-    an.model.set_adapter("cause")
+    model, tokenizer = an.reader_of("cause")
     rec = an.cause.record
-    found = predict.predict_causes(an.model, an.tokenizer, labelled, "conversation", max_length=int(rec["max_length"]),
+    found = predict.predict_causes(model, tokenizer, labelled, "conversation", max_length=int(rec["max_length"]),
                                    threshold=threshold, before=rec["window_before"], after=rec["window_after"],
                                    **predict.recorded(rec))
     pred = with_fallback(found.convs, fallback)
-    read = [_as_read(c, an.tokenizer) for c in pred]  # spans only among the words the reads saw
-    span_pred = (spans.predict_spans(predict.reader(an.model, an.tokenizer), an.tokenizer, read, int(rec["max_length"]))
+    read = [_as_read(c, tokenizer) for c in pred]  # spans only among the words the reads saw
+    span_pred = (spans.predict_spans(predict.reader(model, tokenizer), tokenizer, read, int(rec["max_length"]))
                  if rec.get("spans") else spans.subtask1_predictions(read, SPAN_RULE))
     if notes is not None:
-        fmt = predict.recorded(an.emotion.record)["fmt"]
         for conv, seen in zip(labelled, read):  # the emotions the cause read used: whether it needed windows
             note = _length_note(conv, an.tokenizer, length, fmt, int(rec["max_length"]), rec["window_before"],
-                                rec["window_after"])
+                                rec["window_after"], cause_tokenizer=tokenizer)
             notes += [n for n in (note, _cut_note(conv, seen)) if n]
     return [_record(c, r, found.probs, s, f, seen) for c, r, s, f, seen in zip(pred, rows, span_pred, found.convs, read)]
 
@@ -213,10 +222,11 @@ def _cut_note(conv: dict, read: dict) -> str | None:
 
 
 def _length_note(conv: dict, tokenizer: Any, emotion_length: int, fmt: str, cause_length: int, before: int,
-                 after: int) -> str | None:
-    """One line where ``conv`` (with the emotions read) did not fit MAX_LENGTH whole, saying how it was read."""
+                 after: int, cause_tokenizer: Any = None) -> str | None:
+    """One line where ``conv`` (with the emotions read) did not fit MAX_LENGTH whole, saying how it was read
+    (``cause_tokenizer``: the cause model's, where it is not the emotion model's ``tokenizer``)."""
     chunks = len(prompts.emotion_queries(conv, tokenizer, emotion_length, fmt=fmt))
-    windowed = windows.needs_windows(conv, tokenizer, cause_length, before, after)
+    windowed = windows.needs_windows(conv, cause_tokenizer or tokenizer, cause_length, before, after)
     if chunks == 1 and not windowed:
         return None
     how = [f"emotions read in {chunks} chunks"] if chunks > 1 else []

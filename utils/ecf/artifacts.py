@@ -70,7 +70,7 @@ def adapter_dir(cfg: SeriesConfig, task: str) -> Path:
 def write_task(cfg: FinetuneConfig, task: str, extra: dict | None = None, folder: str | Path | None = None) -> Path:
     """Record beside the adapter (in ``folder``, default ``task_dir``) what inference must rebuild:
     style, model, lengths, window."""
-    record = {"task": task, "style": cfg.STYLE, "model": cfg.MODEL, "max_length": cfg.MAX_LENGTH,
+    record = {"task": task, "style": cfg.STYLE, "model": cfg.model_of(task), "max_length": cfg.MAX_LENGTH,
               "labels": list(EMOTIONS) if task == "emotion" else list(prompts.ANSWERS)}
     if task == "cause":
         record.update(window_before=cfg.CAUSE_WINDOW_BEFORE, window_after=cfg.CAUSE_WINDOW_AFTER,
@@ -82,17 +82,20 @@ def write_task(cfg: FinetuneConfig, task: str, extra: dict | None = None, folder
 
 
 def read_task(cfg: SeriesConfig, task: str) -> dict:
-    """The task record of a trained adapter; checks it matches this notebook's STYLE and MODEL (the config
-    holds MODEL="auto" as the model it resolved to on this machine, as training recorded it)."""
+    """The task record of a trained adapter; checks it matches this notebook's STYLE and the model of ``task``'s
+    stage (``model_of``: the config holds MODEL="auto" as the model it resolved to on this machine, as training
+    recorded it)."""
     path = task_dir(cfg, task) / TASK_FILE
     if not path.is_file():
         number = "02" if task == "emotion" else "04"
         raise missing_artifact(path, f"run notebook {number} with STYLE={cfg.STYLE!r} first")
     record = read_json(path)
-    if record["model"] != cfg.MODEL:
-        raise ValueError(f"{path}: the adapter was trained on MODEL={record['model']!r}, this run has "
-                         f"MODEL={cfg.MODEL!r}; use the same MODEL in every notebook (MODEL=\"auto\" picks by "
-                         f"the hardware and the hub: set MODEL={record['model']!r} to load this adapter)")
+    if record["model"] != cfg.model_of(task):
+        name = f"{task.upper()}_MODEL"
+        raise ValueError(f"{path}: the adapter was trained on {record['model']!r}, this run's {task} stage has "
+                         f"{cfg.model_of(task)!r}; give the notebooks of a series the same MODEL (or {name}; "
+                         f"MODEL=\"auto\" picks by the hardware and the hub): set {name}={record['model']!r} to "
+                         "load this adapter")
     return record
 
 

@@ -44,6 +44,8 @@ class SeriesConfig(HostedConfig):
     MODEL: str = param("auto", '"auto" (TinyLlama-1.1B-Chat from the hub on a CUDA GPU, 4-bit under 20 GiB; the '
                                'bundled SmolLM2 on a CPU or offline: the resolved model is printed and recorded), '
                                '"smollm2" (bundled GGUF), a .gguf file, a local folder or a hub id')
+    EMOTION_MODEL: str = param("", 'the emotion stage\'s model (notebooks 02 and 03), as MODEL; "": MODEL')
+    CAUSE_MODEL: str = param("", 'the cause stage\'s model (notebooks 04 and 05), as MODEL; "": MODEL')
     STYLE: str = param("conversation", '"conversation" (one pass per conversation) or "per_utterance" '
                                        "(original MECPE recipe)")
     SEED: int = param(42, "split and training seed")
@@ -57,17 +59,42 @@ class SeriesConfig(HostedConfig):
     SMOKE: bool = param(False, "tiny run for tests/CI: at most 8 train, 2 val and 4 test conversations "
                                "and 8 optimizer steps (config.apply_smoke)")
 
+    STAGE = None  # the task whose model this notebook loads ("emotion", "cause"): MODEL is set to it
+
     @classmethod
     def smoke_corpus(cls) -> tuple[str, list[str], tuple[str, ...]]:
         return ecf_smoke_corpus()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "MODEL", plan.resolve_model(self.MODEL))  # "auto" -> this machine's model
+        for name, value in zip(("MODEL", "EMOTION_MODEL", "CAUSE_MODEL"), stage_models(self)):
+            object.__setattr__(self, name, value)
         prompts.check_style(self.STYLE)
+        if self.STYLE == "fused" and self.model_of("emotion") != self.model_of("cause"):
+            raise ValueError(f"STYLE='fused' trains one adapter for both stages: EMOTION_MODEL="
+                             f"{self.model_of('emotion')!r} and CAUSE_MODEL={self.model_of('cause')!r} must be "
+                             "one model")
         if self.SPLIT not in SPLITS:
             raise ValueError(f"SPLIT={self.SPLIT!r}: use one of {list(SPLITS)}")
         if self.LIMIT < 0:
             raise ValueError(f"LIMIT={self.LIMIT}: use 0 for all conversations or a positive count")
+
+
+    def model_of(self, task: str) -> str:
+        """The model of ``task``'s stage ("emotion": 02 and 03, "cause": 04 and 05), resolved."""
+        return {"emotion": self.EMOTION_MODEL, "cause": self.CAUSE_MODEL}[task] or self.MODEL
+
+
+def stage_models(cfg: SeriesConfig) -> tuple[str, str, str]:
+    """(MODEL, EMOTION_MODEL, CAUSE_MODEL) resolved ("auto" -> this machine's model): MODEL becomes the model of the
+    notebook's STAGE, what its code loads; a stage left "" that now differs from MODEL is pinned to the model it
+    had, so that building the config again (``dataclasses.replace``) gives the same three."""
+    base = plan.resolve_model(cfg.MODEL)
+    stages = {"emotion": plan.resolve_model(cfg.EMOTION_MODEL or base),
+              "cause": plan.resolve_model(cfg.CAUSE_MODEL or base)}
+    model = stages.get(cfg.STAGE, base)
+    given = {"emotion": cfg.EMOTION_MODEL, "cause": cfg.CAUSE_MODEL}
+    kept = [stages[t] if given[t] or stages[t] != model else "" for t in ("emotion", "cause")]
+    return model, kept[0], kept[1]
 
 
 @dataclass(frozen=True)
@@ -99,6 +126,7 @@ class TrainingNotebookConfig(TrainingParams, LoggedConfig):
 @dataclass(frozen=True)
 class FinetuneConfig(TrainingNotebookConfig):
     """Notebook 02."""
+    STAGE = "emotion"
     EMOTION_FORMAT: str = param(prompts.EMOTION_FORMAT, 'the emotion lines: "compact" (`` Speaker: text emotion:``) '
                                                         'or "marked" (a header, `` -> emotion:`` and a newline; '
                                                         "0.484 against 0.483 after an epoch: bench/RESULTS.md E6)")
@@ -117,6 +145,7 @@ class FinetuneConfig(TrainingNotebookConfig):
 @dataclass(frozen=True)
 class CauseFinetuneConfig(TrainingNotebookConfig):
     """Notebook 04."""
+    STAGE = "cause"
     CAUSE_EMOTIONS: str = param("gold", 'emotions shown to the cause model in training: "gold", or "predicted" '
                                         "(03's labels of the train split: turn on its LABEL_TRAIN; on real data 0.010 "
                                         "below gold end to end: bench/RESULTS.md section 5, C4)")
@@ -151,6 +180,7 @@ class CauseFinetuneConfig(TrainingNotebookConfig):
 @dataclass(frozen=True)
 class EmotionInferenceConfig(LoggedConfig):
     """Notebook 03."""
+    STAGE = "emotion"
     TEST_LIMIT: int = param(0, "label only the first TEST_LIMIT test conversations (0: all)")
     LABEL_TRAIN: bool = param(False, "also label the train split (what 04 trains on when its CAUSE_EMOTIONS is \"predicted\")")
     USE_VAL_OFFSETS: bool = param(True, "add the per-emotion offsets notebook 02 chose on val (when recorded) "
@@ -162,6 +192,7 @@ class EmotionInferenceConfig(LoggedConfig):
 @dataclass(frozen=True)
 class CauseInferenceConfig(LoggedConfig):
     """Notebook 05."""
+    STAGE = "cause"
     CAUSE_EMOTIONS: str = param("predicted", 'emotions of the test conversations: "predicted" (03\'s file) '
                                              'or "gold"')
     CAUSE_THRESHOLD: float = param(0.5, "a pair is predicted when P(yes) / (P(yes) + P(no)) exceeds this")

@@ -21,9 +21,9 @@ from utils.lm.training import TrainConfig, TrainResult, train
 
 
 def answer_ids(cfg: TrainingNotebookConfig, task: str) -> tuple[int, ...]:
-    """Token ids of ``answer_words`` under MODEL's tokenizer."""
+    """Token ids of ``answer_words`` under the tokenizer of ``task``'s model."""
     words = answer_words(cfg.STYLE, task)
-    return tuple(label_token_ids(load_tokenizer(cfg.MODEL), words)) if words else ()
+    return tuple(label_token_ids(load_tokenizer(cfg.model_of(task)), words)) if words else ()
 
 
 def answer_scales(cfg: TrainingNotebookConfig, task: str) -> tuple[float, ...]:
@@ -57,7 +57,7 @@ def finetune(cfg: TrainingNotebookConfig, task: str, train_examples: list[dict],
     folder = Path(out or task_dir(cfg, task))
     if not trains(cfg, task):
         return fused_cause_run(cfg, folder if main_process else None)
-    result = train(cfg.MODEL, train_examples, val_examples or None, train_config(cfg, task, folder),
+    result = train(cfg.model_of(task), train_examples, val_examples or None, train_config(cfg, task, folder),
                    strategy=strategy, callbacks=list(callbacks))
     if main_process:
         write_task(cfg, task, {"fingerprint": result.fingerprint, "train_tokens": result.train_tokens,
@@ -115,7 +115,8 @@ def tune_cause_threshold(cfg: CauseFinetuneConfig, tokenizer: Any, val: list[dic
     if why:
         _record(folder, threshold_tuning={"skipped": why}, end_to_end_tuning={"skipped": why})
         return None
-    model = load_model(cfg.MODEL, adapter=adapter_dir(cfg, "cause") if cfg.STYLE == "fused" else folder / "adapter")
+    adapter = adapter_dir(cfg, "cause") if cfg.STYLE == "fused" else folder / "adapter"
+    model = load_model(cfg.model_of("cause"), adapter=adapter)
     tuning = tune_threshold(model, tokenizer, val, cfg.MAX_LENGTH, *windows(cfg), batch_size,
                             per_distance=cfg.CAUSE_CUTOFFS == "per_distance", layout=cfg.CAUSE_LAYOUT, style=cfg.STYLE)
     _record(folder, threshold=tuning["threshold"], threshold_tuning=tuning)
@@ -132,8 +133,8 @@ def emotion_val_record(cfg: TrainingNotebookConfig, val: list[dict]) -> tuple[di
     if logprobs is None:
         return None, f"no {path}: run notebook 02 (conversation style) first"
     task = read_json(folder / TASK_FILE)
-    if task.get("model") != cfg.MODEL:
-        return None, f"{path} is from MODEL={task.get('model')!r}, this run has MODEL={cfg.MODEL!r}"
+    if task.get("model") != cfg.model_of("emotion"):
+        return None, f"{path} is from {task.get('model')!r}, this run's emotion stage has {cfg.model_of('emotion')!r}"
     missing = [c["conversation_ID"] for c in val if c["conversation_ID"] not in logprobs]
     if missing:
         return None, (f"{path} has no log-probs for val conversation(s) {missing[:5]}: notebook 02 ran with another "
@@ -223,7 +224,7 @@ def tune_emotion_offsets(cfg: FinetuneConfig, tokenizer: Any, val: list[dict], b
     if why:
         _record(folder, offset_tuning={"skipped": why})
         return None
-    model = load_model(cfg.MODEL, adapter=folder / "adapter")
+    model = load_model(cfg.model_of("emotion"), adapter=folder / "adapter")
     if cfg.STYLE == "fused":  # the one read with no offsets: each marker sees the emotions the model chose before it
         rows = predict_emotions(model, tokenizer, strip_labels(val), "fused", batch_size, max_length=cfg.MAX_LENGTH).logprobs
     else:
