@@ -11,6 +11,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"  # tests never download: before transformers 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # OpenMP threads spin while waiting; on a shared 2-core box that made a tiny training step 15-30x slower
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# the tests' numbers are fp32's on every CPU, AMX or not (their tolerances are fp32's); the bf16 path is tested
+# where it is chosen on purpose (tests/test_modeling.py, tests/test_training.py: utils.lm.precision)
+os.environ.setdefault("EMOCAUSE_CPU_PRECISION", "fp32")
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
