@@ -78,7 +78,6 @@ class SeriesConfig(HostedConfig):
         if self.LIMIT < 0:
             raise ValueError(f"LIMIT={self.LIMIT}: use 0 for all conversations or a positive count")
 
-
     def model_of(self, task: str) -> str:
         """The model of ``task``'s stage ("emotion": 02 and 03, "cause": 04 and 05), resolved."""
         return {"emotion": self.EMOTION_MODEL, "cause": self.CAUSE_MODEL}[task] or self.MODEL
