@@ -47,7 +47,7 @@ class Family:
 # The one table of what exports (--help, the tests and bench.gguf's matrix read it). Besides these, every family is
 # refused with a tokenizer the converter does not recognise (UNRECOGNISED).
 FAMILIES = (
-    Family("Llama (SmolLM2)", ("llama",), "llama", "smollm2"),
+    Family("Llama", ("llama",), "llama", "smollm2"),
     Family("Gemma 3", ("gemma3", "gemma3_text"), "gemma3", "gemma3"),
     # transformers reads any qwen2 folder's tokenizer with Qwen's pre-tokenizer, which the converter knows only
     # over Qwen's vocabulary; qwen3 folders keep the tokenizer they have
@@ -75,14 +75,14 @@ def family_of(model_type: str) -> Family | None:
 
 def families_help() -> str:
     """What --gguf's help says: which families export, what each was checked on, which are refused and why."""
-    exports = ", ".join(f.name for f in FAMILIES)
-    real = ", ".join(CHECKED_ON[f.checked_on] for f in FAMILIES if not f.checked_on.startswith("tiny:"))
+    real = ", ".join(f"{f.name} (checked on {CHECKED_ON[f.checked_on]})" for f in FAMILIES
+                     if not f.checked_on.startswith("tiny:"))
     tiny = ", ".join(f.name for f in FAMILIES if f.checked_on.startswith("tiny:"))
     refused = "; ".join([UNRECOGNISED] + [f"{f.name} {f.refused}" for f in FAMILIES if f.refused])
-    return (f"written by llama.cpp's converter (llama-cpp-python {PIN}), {' or '.join(QUANTS)}. Exports and loads "
-            f"in llama.cpp with the merged model's tokens and labels: {exports} (checked on {real}, and on tiny "
-            f"random {tiny}). Refused, after --merged is written: {refused}. Other families as the converter "
-            "takes them")
+    return (f"written by llama.cpp's converter (llama-cpp-python {PIN}), {' or '.join(QUANTS)}. Exports, and loads "
+            "in llama.cpp with the merged model's tokens and labels (f16; q8_0 can flip a near tie): "
+            f"{real}, and {tiny} (on tiny random models). Refused, after --merged is written: {refused}. Other "
+            "families as the converter takes them")
 
 
 class ConversionFailed(ValueError):
