@@ -25,7 +25,8 @@ border-radius:10px;border:1px solid #9e9e9e;font-size:13px} .utt{display:grid;gr
 .text{overflow-wrap:anywhere;white-space:pre-wrap} .emo{text-align:right;font-weight:600} .p{font-weight:400;
 color:#424242} .causes{grid-column:3/5;font-size:13px;color:#37474f} .causes a{color:#0d47a1;font-weight:600;
 margin-right:8px} .span{background:rgba(0,0,0,.08);border-bottom:2px solid #263238} .of{grid-column:3/5;font-size:12px;
-color:#546e7a} .causes a.guess{color:#757575;font-weight:400;border:1px dashed #9e9e9e;border-radius:4px;padding:0 4px}
+color:#546e7a} .causes a.guess{color:#546e7a;font-weight:400;border:1px dashed #78909c;border-radius:4px;padding:0 4px;
+background:rgba(255,255,255,.6)}
 .unread{color:#455a64;font-style:italic;background:rgba(255,255,255,.6)} .cut{font-size:12px;color:#b71c1c;
 background:#fff;border:1px solid #b71c1c;border-radius:4px;padding:0 4px;margin-left:6px;white-space:nowrap}
 .about{color:#424242;font-size:13px;margin:2px 0}
