@@ -1,5 +1,6 @@
 """Export: merged safetensors + model card (tiny Llama), and a GGUF written by llama.cpp's own converter and loaded
-in llama.cpp (slow: SmolLM2 and Gemma 3, f16 and q8_0, compared with the merged model on an ECF emotion prompt)."""
+in llama.cpp (slow: every family of llama.cpp's families table, f16 and q8_0, compared with the merged model on an
+ECF emotion prompt, as ``python -m bench.gguf`` measures them)."""
 
 from __future__ import annotations
 
@@ -75,8 +76,15 @@ def test_help_says_which_families_export(capsys):
     for main in (ecf_export.main, export.main):
         with pytest.raises(SystemExit):
             main(["--help"])
-        text = " ".join(capsys.readouterr().out.split())
-        assert "SmolLM2" in text and "Gemma 3" in text and "llama.cpp" in text
+        text = "".join(capsys.readouterr().out.split())  # argparse wraps lines, at hyphens too
+
+        def said(words: str) -> bool:
+            return "".join(words.split()) in text
+
+        assert said("SmolLM2") and said("Gemma 3") and said("llama.cpp")
+        for family in llamacpp.FAMILIES:  # every family of the one table, and why some are refused
+            assert said(family.name) and (not family.refused or said(f"{family.name} {family.refused}")), family
+        assert said("Refused, after --merged is written: " + llamacpp.UNRECOGNISED)
 
 
 def test_ecf_export_without_a_finished_run_says_which_notebook(tmp_path, capsys):
@@ -176,57 +184,113 @@ def _converter():
         pytest.skip(f"llama.cpp's converter is not available: {e}")
 
 
-@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
-def llamacpp_export(request, tmp_path_factory):
-    """An embedded model with an adapter, exported merged and as an f16 GGUF by llama.cpp's converter, then q8_0
-    from the same merged folder; the probe is a real ECF emotion prompt, read at each marker."""
+@pytest.fixture(scope="module")
+def gguf_exports(tmp_path_factory):
+    """``get(family)``: the family's model (llama.cpp's families table) with a random adapter, merged and written
+    as an f16 GGUF by llama.cpp's converter and checked in llama.cpp on an ECF emotion prompt (``bench.gguf``);
+    built once per module, or a skip saying why it cannot be."""
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed (built from source: pip install "
                                             "llama-cpp-python): the GGUFs cannot be loaded in llama.cpp")
     _converter()
-    from utils.ecf import prompts
-    from utils.ecf.data import EMOTIONS
+    from bench import gguf
 
-    model = request.param
-    root = tmp_path_factory.mktemp(f"llamacpp-{model}")
-    adapter = _adapter(model, root / "adapter", std=0.02)  # a trained adapter's scale
-    tokenizer = modeling.load_tokenizer(model)
-    conv = {"conversation_ID": 1, "conversation": [
-        {"utterance_ID": 1, "speaker": "Ana", "text": "We won the final!", "emotion": "joy"},
-        {"utterance_ID": 2, "speaker": "Ben", "text": "No way, that is amazing!", "emotion": "surprise"},
-        {"utterance_ID": 3, "speaker": "Ana", "text": "I can't believe you did that. I miss her every day.",
-         "emotion": "sadness"}]}
-    query = prompts.emotion_queries(conv, tokenizer, 512)[0]
-    probe = (list(query.input_ids), list(query.positions), modeling.label_token_ids(tokenizer, EMOTIONS))
-    card = export.Card(title=f"{model} test", base_model=model, data="none")
-    out = export.export(model, adapter, card, root / "merged", root / f"{model}.f16.gguf", "f16", probe=probe)
-    llamacpp.convert(root / "merged", root / f"{model}.q8_0.gguf", "q8_0")
-    return model, root, out, probe
+    built: dict = {}
+
+    def get(key: str) -> dict:
+        if key not in built:
+            try:
+                built[key] = gguf.export_family(key, tmp_path_factory.mktemp(f"gguf-{key}"))
+            except FileNotFoundError as e:  # an embedded model's packages, or Qwen's vocabulary, not installed
+                pytest.skip(f"{key}'s model is not available here: {e}")
+        return built[key]
+
+    return get
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("quant", llamacpp.QUANTS)
-def test_llamacpp_loads_the_gguf_and_reads_the_merged_models_labels(llamacpp_export, quant):
-    model, root, out, probe = llamacpp_export
-    check = out["check"] if quant == "f16" else llamacpp.compare(root / "merged", root / f"{model}.q8_0.gguf", *probe)
-    print(f"\n{model} {quant}: {check}")  # the measured gap, for the record (pytest -s)
-    assert check["same_tokens"], f"{model} {quant}: llama.cpp tokenises the prompt differently"
-    assert check["same_labels"], f"{model} {quant}: labels {check['labels_gguf']} != merged {check['labels_merged']}"
+@pytest.mark.parametrize("key", [f.model_types[0] for f in llamacpp.FAMILIES])
+def test_llamacpp_loads_the_gguf_and_reads_the_merged_models_labels(gguf_exports, key, quant):
+    from bench import gguf
+
+    exported = gguf_exports(key)
+    check = gguf.check(exported, quant)
+    print(f"\n{key} {quant}: {check} {exported['seconds']}")  # the measured gap, for the record (pytest -s)
+    assert exported[quant].stat().st_size > 0
+    assert check["same_tokens"], f"{key} {quant}: llama.cpp tokenises the prompt's text differently"
     if quant == "f16":
+        assert check["same_labels"], f"{key}: labels {check['labels_gguf']} != merged {check['labels_merged']}"
         assert check["relative"] < 0.02 and check["top1_agreement"] >= 0.9, check
-    else:  # 8-bit weights: the labels must survive, most next tokens too (Gemma 3's 262k-row embedding, scaled
-        # by sqrt(640), moved its largest logit gap between 6% and 30% of the largest logit across random adapters)
-        assert check["top1_agreement"] >= 0.8, check
-    if model == "gemma3":  # the Gemma Terms of Use travel with the GGUF
-        assert "Gemma" in (root / f"gemma3.f16.gguf.NOTICE.md").read_text(encoding="utf-8")
+    else:  # 8-bit weights: the label logits move by under 10% of the largest (measured: 2.1% Gemma 3 to 5.1%
+        # SmolLM2; another model's weights: see below), most next tokens agree. A label can then differ only where the
+        # merged model's two best labels are that close: Gemma 3's third marker did (margin 0.08, its q8_0 label
+        # logits 0.27 off; RESULTS 12), so the labels are not asserted at q8_0
+        assert check["label_relative"] < 0.1 and check["top1_agreement"] >= 0.8, check
+    if key == "gemma3":  # the Gemma Terms of Use travel with the GGUF
+        assert "Gemma" in (exported["f16"].parent / "gemma3.f16.gguf.NOTICE.md").read_text(encoding="utf-8")
+    if key in ("phi3", "mistral"):  # read from the base model's sentencepiece file, which merging kept
+        assert (exported["merged"] / "tokenizer.model").is_file()
 
 
 @pytest.mark.slow
-def test_converter_refuses_a_locally_trained_tokenizer_and_the_merged_folder_stays(tiny_family, tmp_path):
+def test_the_comparison_fails_on_another_models_gguf(gguf_exports):
+    """The checks can fail: Qwen3's GGUF read against the GPT-2 merged folder (the same SmolLM2 tokenizer) is
+    refused by the thresholds of both quants above."""
+    qwen3, gpt2 = gguf_exports("qwen3"), gguf_exports("gpt2")
+    check = llamacpp.compare(gpt2["merged"], qwen3["f16"], *gpt2["probe"])
+    assert check["same_tokens"]  # the same tokenizer: only the weights differ
+    assert check["relative"] > 0.02 and check["top1_agreement"] < 0.9 and check["label_relative"] > 0.1, check
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch, reason", [
+    ("qwen2", r"refused family qwen2 \(Qwen2ForCausalLM\).*pre-tokenizer.*\(Qwen2 is refused with a vocabulary"),
+    ("phi3", r"refused family phi3 \(Phi3ForCausalLM\).*Missing .*tokenizer\.model.*\(Phi-3 is refused without"),
+])
+def test_converter_refuses_a_locally_trained_tokenizer_and_the_merged_folder_stays(tiny_family, tmp_path, arch,
+                                                                                   reason):
     _converter()
-    model = tiny_family("qwen2")
-    adapter = _adapter(str(model), tmp_path / "adapter")
-    card = export.Card(title="qwen2 test", base_model="tiny", data="none")
-    with pytest.raises(llamacpp.ConversionFailed, match=r"refused family qwen2 \(Qwen2ForCausalLM\).*pre-tokenizer") as e:
+    from bench.gguf import random_adapter
+
+    model = tiny_family(arch)
+    adapter = random_adapter(str(model), tmp_path / "adapter")
+    card = export.Card(title=f"{arch} test", base_model="tiny", data="none")
+    with pytest.raises(llamacpp.ConversionFailed, match=reason) as e:
         export.export(str(model), adapter, card, tmp_path / "merged", tmp_path / "q.gguf")
     assert len(str(e.value).splitlines()) == 1 and str(e.value).count("merged folder") == 1, str(e.value)
     assert (tmp_path / "merged" / "model.safetensors").is_file() and not (tmp_path / "q.gguf").exists()
+
+
+def test_a_gpt2_llamacpp_cannot_load_is_refused_before_the_converter_runs(tiny_family, tmp_path, monkeypatch):
+    """The CI's tiny GPT-2 has n_inner 2 x n_embd; llama.cpp's GPT-2 takes 4 x n_embd, so its file would not load.
+    Its merged config gets n_ctx, which the converter reads and transformers 5 does not write."""
+    from bench.gguf import random_adapter
+
+    monkeypatch.setattr(llamacpp, "converter_dir", lambda *a, **k: pytest.fail("the converter ran"))
+    model = tiny_family("gpt2")
+    assert "n_ctx" not in json.loads((model / "config.json").read_text())
+    adapter = random_adapter(str(model), tmp_path / "adapter")
+    card = export.Card(title="gpt2 test", base_model="tiny", data="none")
+    with pytest.raises(llamacpp.ConversionFailed, match=r"family gpt2 \(GPT2LMHeadModel\): n_inner is 128, "
+                                                        r"not 4 x n_embd = 256.*would not load") as e:
+        export.export(str(model), adapter, card, tmp_path / "merged", tmp_path / "g.gguf")
+    assert len(str(e.value).splitlines()) == 1 and f"the merged folder {tmp_path / 'merged'} is written" in str(e.value)
+    config = json.loads((tmp_path / "merged" / "config.json").read_text())
+    assert config["n_ctx"] == config["n_positions"] == 2048
+
+
+def test_merging_keeps_the_base_models_sentencepiece_file(tmp_path):
+    """A base folder with tokenizer.model (Phi-3's, Llama-2's, Mistral's on the hub): transformers 5 saves
+    tokenizer.json only, the converter reads tokenizer.model; the merged folder gets the base model's copy."""
+    from bench.gguf import random_adapter
+    from tests.conftest import LABEL_WORDS, sample_texts
+    from utils.lm import tiny
+
+    base = tiny.build_convertible("phi3", tmp_path / "base", sample_texts(), LABEL_WORDS)
+    assert (base / "tokenizer.model").is_file()
+    adapter = random_adapter(str(base), tmp_path / "adapter")
+    merged = modeling.merge_adapter(str(base), adapter, tmp_path / "merged")
+    assert (merged / "tokenizer.model").read_bytes() == (base / "tokenizer.model").read_bytes()
+    tokenizer = modeling.load_tokenizer(str(merged))  # reads like SentencePiece: a "▁" after each special token
+    assert tokenizer.convert_ids_to_tokens(tokenizer("a<|endoftext|> b")["input_ids"]) == \
+        ["<s>", "▁a", "<|endoftext|>", "▁", "▁b"]

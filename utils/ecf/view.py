@@ -25,8 +25,11 @@ border-radius:10px;border:1px solid #9e9e9e;font-size:13px} .utt{display:grid;gr
 .text{overflow-wrap:anywhere;white-space:pre-wrap} .emo{text-align:right;font-weight:600} .p{font-weight:400;
 color:#424242} .causes{grid-column:3/5;font-size:13px;color:#37474f} .causes a{color:#0d47a1;font-weight:600;
 margin-right:8px} .span{background:rgba(0,0,0,.08);border-bottom:2px solid #263238} .of{grid-column:3/5;font-size:12px;
-color:#546e7a} .causes a.guess{color:#757575;font-weight:400;border:1px dashed #9e9e9e;border-radius:4px;padding:0 4px}
-.unread{color:#9e9e9e} .cut{font-size:12px;color:#b71c1c;margin-left:6px} .about{color:#424242;font-size:13px;margin:2px 0}
+color:#546e7a} .causes a.guess{color:#546e7a;font-weight:400;border:1px dashed #78909c;border-radius:4px;padding:0 4px;
+background:rgba(255,255,255,.6)}
+.unread{color:#455a64;font-style:italic;background:rgba(255,255,255,.6)} .cut{font-size:12px;color:#b71c1c;
+background:#fff;border:1px solid #b71c1c;border-radius:4px;padding:0 4px;margin-left:6px;white-space:nowrap}
+.about{color:#424242;font-size:13px;margin:2px 0}
 .warn{background:#ffebee;padding:6px 10px;border-left:4px solid #c62828;margin:6px 0}
 """
 ABOUT = ("emotion adapter", "cause adapter")  # the lines ``analyse`` opens with: what each adapter was trained on
@@ -103,8 +106,8 @@ def html(result: list[dict], title: str = "", notes: list[str] | None = None) ->
             f"<style>{CSS}</style></head><body><h1>Emotions and their causes</h1>"
             f'<p class="sub">{escape(title)} · hover an utterance for every emotion\'s probability; the number beside '
             f"a cause link is P(cause), above the cut-off: the model found it; a dashed grey link marked guess is the "
-            f"rule's fallback, below the cut-off; the underlined words are the cause span; grey words marked cut were "
-            f'not read</p><p class="sub">{_tally(result)}</p>'
+            f"rule's fallback, below the cut-off; the underlined words are the cause span; the grey italic words on "
+            f'a pale band, marked cut, were not read</p><p class="sub">{_tally(result)}</p>'
             f'<div class="legend">{legend}</div>{note_html}{body}</body></html>\n')
 
 

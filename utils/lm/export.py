@@ -27,9 +27,7 @@ KNOWN_LICENCES = {  # the hub models the README names, for a card written withou
     "meta-llama/Llama-3.1-8B-Instruct": "llama3.1",
     "meta-llama/Llama-2-13b-chat-hf": "llama2",
 }
-GGUF_FAMILIES = ("checked with llama.cpp here: SmolLM2 (llama) and Gemma 3 (gemma3), f16 and q8_0; other families "
-                 "as llama.cpp's converter (llama-cpp-python " + llamacpp.PIN + ") takes them, and only with a tokenizer "
-                 "it recognises (a locally trained one is refused); a refused GGUF still leaves --merged")
+GGUF_FAMILIES = llamacpp.families_help()  # --gguf's help, from llama.cpp's families table
 CHECK_TEXT = "Speaker A: I can't believe you did that!\nSpeaker B: I am so sorry, I miss her every day."
 
 

@@ -203,8 +203,12 @@ def replace_dir(tmp: Path, final: Path) -> Path:
 
 
 def merge_adapter(model_source: str, adapter_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """Merge a LoRA adapter into full-precision base weights and save model + tokenizer (safetensors)."""
+    """Merge a LoRA adapter into full-precision base weights and save model + tokenizer (safetensors), with what
+    llama.cpp's converter reads beside them (``llamacpp.complete_merged``: a sentencepiece tokenizer.model, GPT-2's
+    n_ctx)."""
     import torch
+
+    from utils.lm import llamacpp
 
     out = Path(out_dir)
     # merging into 4-bit weights would round the update away: merge in a float dtype on the CPU
@@ -215,6 +219,7 @@ def merge_adapter(model_source: str, adapter_dir: str | os.PathLike, out_dir: st
     try:
         merged.save_pretrained(tmp)
         load_tokenizer(model_source).save_pretrained(tmp)
+        llamacpp.complete_merged(tmp, local_source(model_source))
         sources.write_notice(tmp, model_source)
         return replace_dir(tmp, out)
     finally:

