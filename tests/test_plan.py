@@ -108,7 +108,7 @@ def test_the_run_identity_and_task_json_record_the_resolved_model(monkeypatch, t
                                "emotion")["model"] == "smollm2"
     # ... and says what to do when auto resolved to another model where the adapter was trained
     artifacts.write_task(dataclasses.replace(cfg, MODEL=plan.GPU_MODEL), "emotion")
-    with pytest.raises(ValueError, match="set MODEL='TinyLlama/TinyLlama-1.1B-Chat-v1.0' to load this adapter"):
+    with pytest.raises(ValueError, match="set EMOTION_MODEL='TinyLlama/TinyLlama-1.1B-Chat-v1.0' to load this adapter"):
         artifacts.read_task(config.EmotionInferenceConfig(MODEL="auto", CHECKPOINT_DIR=str(tmp_path)), "emotion")
 
 
