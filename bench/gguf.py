@@ -51,15 +51,16 @@ def base_model(key: str, folder: Path) -> str:
     return str(tiny.build_convertible(key, folder, texts, words))
 
 
-def random_adapter(base: str, out: Path, seed: int = 0, std: float = 0.02) -> Path:
-    """A LoRA adapter (r4 on attention and MLP) whose B matrices are random: merging changes the logits."""
+def random_adapter(base: str, out: Path, seed: int = 0, std: float = 0.02,
+                   targets: tuple[str, ...] = ("attention", "mlp")) -> Path:
+    """A LoRA adapter (r4 on ``targets``) whose B matrices are random: merging changes the logits."""
     import torch
 
     from utils.lm import modeling
 
     torch.manual_seed(seed)
     strategy = modeling.choose_strategy(quantize=False)
-    settings = modeling.LoraSettings(r=4, alpha=8, target_modules=("attention", "mlp"))
+    settings = modeling.LoraSettings(r=4, alpha=8, target_modules=targets)
     model = modeling.add_lora(modeling.load_model(base, strategy=strategy), settings, strategy)
     torch.manual_seed(seed)
     for name, p in model.named_parameters():

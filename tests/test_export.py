@@ -19,17 +19,10 @@ TEXT = "Ana: I can't believe you did that!\nBen: Oh my God, there is something m
 
 
 def _adapter(base: str, out, seed: int = 0, std: float = 0.2):
-    """A LoRA adapter whose B matrices are random, so merging changes the logits."""
-    torch.manual_seed(seed)  # LoRA's A matrices too: the same adapter every run
-    strategy = modeling.choose_strategy(quantize=False)
-    model = modeling.add_lora(modeling.load_model(base, strategy=strategy), modeling.LoraSettings(r=4, alpha=8),
-                              strategy)
-    torch.manual_seed(seed)
-    for name, p in model.named_parameters():
-        if "lora_B" in name:
-            torch.nn.init.normal_(p, std=std)
-    model.save_pretrained(out)
-    return out
+    """A LoRA adapter on the attention projections whose B matrices are random, so merging changes the logits."""
+    from bench.gguf import random_adapter
+
+    return random_adapter(base, out, seed, std, targets=modeling.LoraSettings().target_modules)
 
 
 def _logits(folder, text=TEXT, gguf_file=None):
